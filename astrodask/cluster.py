@@ -1,0 +1,132 @@
+"""The one place that creates Dask clients: a LocalCluster by default, or a running scheduler by address.
+
+The caller owns the client (``with connect(cfg) as client:``) and passes it to every stage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from typing import Iterator
+
+import psutil
+
+from .errors import AstrodaskError, ConfigError
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Where the work runs."""
+
+    scheduler: str | None = None
+    """Address of a running scheduler (``tcp://host:8786``, ``tls://...``); None starts a LocalCluster.
+    Defaults to the DASK_SCHEDULER_ADDRESS environment variable when set."""
+    n_workers: int | None = None
+    """LocalCluster only: worker processes (default: one per core, at most 4)."""
+    threads_per_worker: int = 1
+    """LocalCluster only: threads in each worker process."""
+    memory_limit: str = "auto"
+    """LocalCluster only: memory per worker (``"4GiB"``, ``"auto"`` = machine memory / workers)."""
+    tls_ca: str | None = None
+    """CA certificate (PEM) that signed the scheduler's certificate; needed for ``tls://`` addresses."""
+    tls_cert: str | None = None
+    """This client's certificate (PEM)."""
+    tls_key: str | None = None
+    """This client's private key (PEM)."""
+    timeout: float = 30.0
+    """Seconds to wait for the scheduler before giving up."""
+    quiet: bool = False
+    """Print nothing (no dashboard link)."""
+
+    def __post_init__(self):
+        if self.n_workers is not None and self.n_workers < 1:
+            raise ConfigError("n_workers", f"must be at least 1, got {self.n_workers}", "pass --workers 1 or more")
+        if self.threads_per_worker < 1:
+            raise ConfigError("threads_per_worker", "must be at least 1", "pass --threads 1 or more")
+        tls = [self.tls_ca, self.tls_cert, self.tls_key]
+        if any(tls) and not all(tls):
+            raise ConfigError("tls", "--tls-ca, --tls-cert and --tls-key go together", "give all three or none")
+        for name, path in (("tls_ca", self.tls_ca), ("tls_cert", self.tls_cert), ("tls_key", self.tls_key)):
+            if path and not os.path.isfile(path):
+                raise ConfigError(name, f"file {path!r} does not exist", "give the path of a PEM file")
+        if self.timeout <= 0:
+            raise ConfigError("timeout", "must be positive", "pass a number of seconds")
+
+    @property
+    def address(self) -> str | None:
+        return self.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
+
+    def security(self):
+        """A distributed ``Security`` object for the TLS files, or None."""
+        if not self.tls_ca:
+            return None
+        from distributed.security import Security
+
+        return Security(
+            tls_ca_file=self.tls_ca,
+            tls_client_cert=self.tls_cert,
+            tls_client_key=self.tls_key,
+            require_encryption=True,
+        )
+
+
+def _local_size(cfg: ClusterConfig) -> tuple[int, int]:
+    cores = psutil.cpu_count(logical=True) or 1
+    n = cfg.n_workers or max(1, min(4, cores // cfg.threads_per_worker))
+    return n, cfg.threads_per_worker
+
+
+@contextlib.contextmanager
+def connect(cfg: ClusterConfig = ClusterConfig()) -> Iterator["distributed.Client"]:  # noqa: F821
+    """Yield a connected client; close it (and the LocalCluster, if one was started) on exit."""
+    from distributed import Client, LocalCluster
+
+    address = cfg.address
+    cluster = None
+    try:
+        if address:
+            try:
+                client = Client(address, security=cfg.security(), timeout=cfg.timeout, set_as_default=False)
+            except (OSError, TimeoutError) as exc:
+                raise AstrodaskError(
+                    f"cannot reach the Dask scheduler at {address} ({type(exc).__name__}: {exc}); "
+                    "check that it is running and the address, and pass --tls-ca/--tls-cert/--tls-key for tls://"
+                ) from None
+        else:
+            n, threads = _local_size(cfg)
+            cluster = LocalCluster(
+                n_workers=n,
+                threads_per_worker=threads,
+                memory_limit=cfg.memory_limit,
+                dashboard_address="127.0.0.1:0",
+                host="127.0.0.1",
+                processes=True,
+                silence_logs=logging.CRITICAL,
+            )
+            client = Client(cluster, set_as_default=False)
+    except AstrodaskError:
+        raise
+    if not cfg.quiet:
+        where = address or f"LocalCluster ({len(client.scheduler_info(n_workers=-1)['workers'])} workers)"
+        print(f"[astrodask] cluster: {where}; dashboard: {client.dashboard_link}", file=sys.stderr)
+    try:
+        with client.as_current():
+            yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def worker_memory(client) -> int:
+    """Total memory limit of the cluster's workers in bytes (0 when unknown)."""
+    info = client.scheduler_info(n_workers=-1)["workers"].values()
+    return int(sum(w.get("memory_limit") or 0 for w in info))
+
+
+def n_worker_threads(client) -> int:
+    """Total threads across the cluster's workers (at least 1)."""
+    return max(1, sum(client.nthreads().values()))

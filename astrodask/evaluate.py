@@ -1,0 +1,160 @@
+"""Stage 6: metrics from predictions, computed as mergeable sums on the workers.
+
+Each partition returns fixed-size statistics (confusion matrix, log-loss and Brier sums, reliability bins,
+histograms of redshift and sky position by predicted class); the client adds them up and derives accuracy,
+per-class precision/recall/F1, macro-F1, log-loss, Brier score and the figures. Rows never leave the workers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import schema
+from .console import track
+from .dataset import TEST, read_part, split_of
+from .errors import AstrodaskError
+
+K = len(schema.CLASSES)
+REL_BINS = 10
+Z_EDGES = np.concatenate([[-0.01], np.linspace(0.0, 0.02, 5)[1:], np.geomspace(0.03, 7.0, 40)])
+SKY_SHAPE = (72, 36)  # 5 degree cells in alpha, delta
+PROB_PREFIX = "prob_"
+PRED = "predicted_class"
+
+
+def block_stats(y: np.ndarray, proba: np.ndarray, alpha=None, delta=None, redshift=None) -> dict:
+    """Mergeable statistics of one block: ``y`` true class index (-1 = unknown), ``proba`` (n, K)."""
+    pred = proba.argmax(axis=1)
+    known = y >= 0
+    yk, pk, prk = y[known], pred[known], proba[known]
+    conf = np.zeros((K, K), np.int64)
+    np.add.at(conf, (yk, pk), 1)
+    onehot = np.zeros_like(prk)
+    onehot[np.arange(len(yk)), yk] = 1.0
+    rel = np.zeros((K, REL_BINS, 3))  # per class and bin: count, sum of p, sum of outcome
+    b = np.minimum((prk * REL_BINS).astype(int), REL_BINS - 1)
+    for k in range(K):
+        np.add.at(rel[k, :, 0], b[:, k], 1)
+        np.add.at(rel[k, :, 1], b[:, k], prk[:, k])
+        np.add.at(rel[k, :, 2], b[:, k], onehot[:, k])
+    out = {
+        "n": int(known.sum()),
+        "n_all": len(y),
+        "confusion": conf,
+        "log_loss": float(-np.log(np.clip(prk[np.arange(len(yk)), yk], 1e-15, 1.0)).sum()),
+        "brier": float(((prk - onehot) ** 2).sum()),
+        "reliability": rel,
+        "pred_counts": np.bincount(pred, minlength=K),
+    }
+    if redshift is not None:
+        z = np.asarray(redshift, np.float64)
+        out["z_hist"] = np.stack([np.histogram(z[pred == k], Z_EDGES)[0] for k in range(K)])
+    if alpha is not None and delta is not None:
+        a, d = np.asarray(alpha, np.float64), np.asarray(delta, np.float64)
+        out["sky"] = np.stack([
+            np.histogram2d(a[pred == k], d[pred == k], bins=SKY_SHAPE, range=[[0, 360], [-90, 90]])[0]
+            for k in range(K)])
+    return out
+
+
+def merge(parts: list[dict]) -> dict:
+    out = {}
+    for key in parts[0]:
+        vals = [p[key] for p in parts if key in p]
+        out[key] = sum(vals[1:], vals[0].copy() if isinstance(vals[0], np.ndarray) else vals[0])
+    return out
+
+
+def finalize(s: dict) -> dict:
+    """Metrics (JSON-ready) from merged statistics."""
+    conf = s["confusion"]
+    n = int(s["n"])
+    if n == 0:
+        raise AstrodaskError("no labelled rows to evaluate; the data needs a class column with labels")
+    tp = np.diag(conf).astype(float)
+    prec = np.divide(tp, conf.sum(axis=0), out=np.zeros(K), where=conf.sum(axis=0) > 0)
+    rec = np.divide(tp, conf.sum(axis=1), out=np.zeros(K), where=conf.sum(axis=1) > 0)
+    f1 = np.divide(2 * prec * rec, prec + rec, out=np.zeros(K), where=(prec + rec) > 0)
+    rel = s["reliability"]
+    m = {
+        "n": n,
+        "accuracy": float(tp.sum() / n),
+        "macro_f1": float(f1.mean()),
+        "log_loss": s["log_loss"] / n,
+        "brier": s["brier"] / n,
+        "classes": list(schema.CLASSES),
+        "per_class": {c: {"precision": float(prec[k]), "recall": float(rec[k]), "f1": float(f1[k]),
+                          "support": int(conf[k].sum())} for k, c in enumerate(schema.CLASSES)},
+        "confusion_matrix": conf.tolist(),
+        "confusion_matrix_axes": "rows: true class, columns: predicted class",
+        "reliability": {c: {"count": rel[k, :, 0].tolist(),
+                            "mean_predicted": np.divide(rel[k, :, 1], rel[k, :, 0], out=np.full(REL_BINS, np.nan),
+                                                        where=rel[k, :, 0] > 0).tolist(),
+                            "fraction_true": np.divide(rel[k, :, 2], rel[k, :, 0], out=np.full(REL_BINS, np.nan),
+                                                       where=rel[k, :, 0] > 0).tolist()}
+                        for k, c in enumerate(schema.CLASSES)},
+        "predicted_counts": {c: int(v) for c, v in zip(schema.CLASSES, s["pred_counts"])},
+    }
+    if "z_hist" in s:
+        m["redshift_hist"] = {"edges": Z_EDGES.tolist(), "counts": s["z_hist"].tolist()}
+    if "sky" in s:
+        m["sky_hist"] = {"shape": list(SKY_SHAPE), "counts": s["sky"].tolist()}
+    return m
+
+
+def _labels(df: pd.DataFrame, col: str) -> np.ndarray:
+    idx = {c: k for k, c in enumerate(schema.CLASSES)}
+    return df[col].map(idx).fillna(-1).to_numpy(dtype=np.int64)
+
+
+def _opt(df, col):
+    return df[col].to_numpy(np.float64, na_value=np.nan) if col in df.columns else None
+
+
+def _holdout_task(file: str, model) -> dict:
+    cols = [c for c in (schema.ID, schema.CLASS, "alpha", "delta", *schema.BANDS, schema.REDSHIFT)]
+    import pyarrow.parquet as pq
+
+    have = set(pq.read_schema(file).names)
+    df = read_part(file, [c for c in cols if c in have])
+    df = df[split_of(df[schema.ID].to_numpy()) == TEST]
+    return block_stats(_labels(df, schema.CLASS), model.predict_proba(df), _opt(df, "alpha"), _opt(df, "delta"),
+                       _opt(df, schema.REDSHIFT))
+
+
+def holdout(client, model, files, quiet: bool = False) -> dict:
+    """Metrics of ``model`` on the holdout split (id hash) of a labelled dataset."""
+    parts = track(client.map(_holdout_task, list(files), model=model, pure=False), "evaluate", quiet)
+    return finalize(merge(parts))
+
+
+def _predictions_task(file: str) -> dict:
+    df = read_part(file)
+    probs = df[[PROB_PREFIX + c for c in schema.CLASSES]].to_numpy(np.float64)
+    return block_stats(_labels(df, schema.CLASS), probs, _opt(df, "alpha"), _opt(df, "delta"),
+                       _opt(df, schema.REDSHIFT))
+
+
+def predictions(client, path: str, quiet: bool = False) -> dict:
+    """Metrics of a predictions dataset written by ``astrodask predict`` (needs the true ``class`` column)."""
+    from .dataset import open_dataset
+
+    ds = open_dataset(path, kind="predictions")
+    ds.require([schema.CLASS, *(PROB_PREFIX + c for c in schema.CLASSES)], "to evaluate predictions")
+    parts = track(client.map(_predictions_task, list(ds.files), pure=False), "evaluate", quiet)
+    return finalize(merge(parts))
+
+
+def write(metrics: dict, out_dir: str | Path, title: str = "astrodask evaluation") -> Path:
+    """metrics.json plus the report (figures and HTML) in ``out_dir``."""
+    from . import report
+    from .storage import write_json_atomic
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "metrics.json", metrics)
+    report.write(out, metrics, None, title=title)
+    return out

@@ -1,0 +1,138 @@
+"""The model as data: a multinomial logistic regression over a FeatureSpec, saved as JSON + npz.
+
+``MODEL_DIR/model.json`` holds the format version, class names, feature definitions with their fitted
+statistics, training settings and library versions; ``MODEL_DIR/weights.npz`` holds ``coef`` (classes x
+features) and ``intercept``, read with ``allow_pickle=False``. Loading parses JSON and numeric arrays only,
+so a model file can never run code.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import __version__, schema
+from .errors import AstrodaskError
+from .features import FeatureSpec
+
+FORMAT = "astrodask-softmax"
+FORMAT_VERSION = 1
+MODEL_JSON = "model.json"
+WEIGHTS = "weights.npz"
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)
+    return z
+
+
+@dataclass
+class SoftmaxModel:
+    """Multinomial logistic regression with the scikit-learn conventions ``classes_``, ``predict_proba``."""
+
+    spec: FeatureSpec
+    coef: np.ndarray
+    intercept: np.ndarray
+    classes_: tuple[str, ...] = schema.CLASSES
+    info: dict = field(default_factory=dict)
+    """Training settings and history (free-form JSON)."""
+
+    def decision_function(self, df: pd.DataFrame) -> np.ndarray:
+        x = self.spec.expand(df)
+        return x @ self.coef.T.astype(np.float32) + self.intercept.astype(np.float32)
+
+    def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
+        return self.proba_from_logits(self.decision_function(df).astype(np.float64))
+
+    def proba_from_logits(self, logits: np.ndarray) -> np.ndarray:
+        if self.info.get("link") == "ovr":  # one-vs-rest SGD: normalised sigmoids, as scikit-learn does
+            p = 1.0 / (1.0 + np.exp(-logits))
+            return p / np.maximum(p.sum(axis=1, keepdims=True), 1e-300)
+        return softmax(logits)
+
+    def predict(self, df: pd.DataFrame) -> np.ndarray:
+        return np.asarray(self.classes_, dtype=object)[self.predict_proba(df).argmax(axis=1)]
+
+    # ------------------------------------------------------------------------------------------ files
+
+    def save(self, directory: str | Path) -> None:
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        np.savez(d / WEIGHTS, coef=self.coef.astype(np.float64), intercept=self.intercept.astype(np.float64))
+        doc = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "classes": list(self.classes_),
+            "features": self.spec.to_dict(),
+            "info": self.info,
+            "versions": _versions(),
+        }
+        (d / MODEL_JSON).write_text(json.dumps(doc, indent=1, default=_np_default))
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "SoftmaxModel":
+        d = Path(directory)
+        where = f"model {d}"
+        if not d.is_dir():
+            raise AstrodaskError(f"{where}: no such model directory; train one with `astrodask train`")
+        try:
+            doc = json.loads((d / MODEL_JSON).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise AstrodaskError(f"{where}: no {MODEL_JSON}; train a model with `astrodask train`") from None
+        except (UnicodeDecodeError, ValueError):
+            raise AstrodaskError(f"{where}: {MODEL_JSON} is not JSON (not a model file); retrain the model") from None
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise AstrodaskError(f"{where}: {MODEL_JSON} is not an astrodask model; retrain the model")
+        if doc.get("format_version") != FORMAT_VERSION:
+            raise AstrodaskError(
+                f"{where}: model format version {doc.get('format_version')!r}, this astrodask reads version "
+                f"{FORMAT_VERSION}; retrain the model with this version"
+            )
+        missing = [k for k in ("classes", "features") if k not in doc]
+        if missing:
+            raise AstrodaskError(f"{where}: {MODEL_JSON} lacks field(s) {', '.join(missing)}; retrain the model")
+        try:
+            spec = FeatureSpec.from_dict(doc["features"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise AstrodaskError(f"{where}: bad feature definition ({exc!s:.80}); retrain the model") from None
+        try:
+            with np.load(d / WEIGHTS, allow_pickle=False) as w:
+                coef, intercept = np.asarray(w["coef"], np.float64), np.asarray(w["intercept"], np.float64)
+        except FileNotFoundError:
+            raise AstrodaskError(f"{where}: no {WEIGHTS}; retrain the model") from None
+        except (ValueError, KeyError, OSError, zipfile.BadZipFile, EOFError) as exc:
+            raise AstrodaskError(
+                f"{where}: {WEIGHTS} is not a numeric weights file ({type(exc).__name__}; pickles are refused); "
+                "retrain the model"
+            ) from None
+        classes = tuple(str(c) for c in doc["classes"])
+        if coef.shape != (len(classes), spec.n_features) or intercept.shape != (len(classes),):
+            raise AstrodaskError(
+                f"{where}: weights have shape {coef.shape}, expected {(len(classes), spec.n_features)}; retrain"
+            )
+        if not (np.isfinite(coef).all() and np.isfinite(intercept).all()):
+            raise AstrodaskError(f"{where}: weights hold NaN or infinity; retrain the model")
+        return cls(spec, coef, intercept, classes, doc.get("info", {}))
+
+
+def _versions() -> dict:
+    import dask
+    import sklearn
+
+    return {"astrodask": __version__, "dask": dask.__version__, "numpy": np.__version__,
+            "scikit-learn": sklearn.__version__}
+
+
+def _np_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(type(o).__name__)
