@@ -173,7 +173,8 @@ class FeatureSpec:
             "impute": {k: float(v) for k, v in self.impute.items()},
             "base_mean": self.base_mean.tolist(),
             "base_std": self.base_std.tolist(),
-            "knots": {k: np.asarray(v).tolist() for k, v in self.knots.items()},
+            # a list, not a mapping: the order of the spline blocks is the order of the model's columns
+            "knots": [[k, np.asarray(v).tolist()] for k, v in self.knots.items()],
             "interactions": [list(p) for p in self.interactions],
             "mean": None if self.mean is None else self.mean.tolist(),
             "scale": None if self.scale is None else self.scale.tolist(),
@@ -192,7 +193,7 @@ class FeatureSpec:
             impute={str(k): float(v) for k, v in d["impute"].items()},
             base_mean=np.asarray(d["base_mean"], dtype=np.float64),
             base_std=np.asarray(d["base_std"], dtype=np.float64),
-            knots={str(k): np.asarray(v, dtype=np.float64) for k, v in d["knots"].items()},
+            knots={str(k): np.asarray(v, dtype=np.float64) for k, v in d["knots"]},
             interactions=tuple((str(a), str(b)) for a, b in d["interactions"]),
             mean=None if d["mean"] is None else np.asarray(d["mean"], dtype=np.float64),
             scale=None if d["scale"] is None else np.asarray(d["scale"], dtype=np.float64),

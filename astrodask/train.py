@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import evaluate, schema
+from . import evaluate, lbfgs, schema
 from .cluster import worker_memory
 from .console import log, track
 from .dataset import TEST, TRAIN, VALID, Dataset, open_dataset, read_part, split_of
@@ -244,21 +244,31 @@ def _n_train(block: dict) -> int:
 
 
 class _Checkpoint:
-    """Iteration state in the staging directory: written atomically after every epoch."""
+    """Training state in the staging directory, replaced atomically after every epoch.
+
+    ``checkpoint.npz`` holds arrays (optimizer state, best weights), ``checkpoint.json`` the history and
+    counters; the JSON is written last and names the npz it belongs to, so a kill between the two
+    writes leaves the previous consistent pair.
+    """
 
     def __init__(self, stage: Path, fingerprint: str):
-        self.npz = stage / "checkpoint.npz"
+        self.dir = stage
         self.json = stage / "checkpoint.json"
         self.fingerprint = fingerprint
 
-    def save(self, theta: np.ndarray, best: np.ndarray, state: dict) -> None:
-        tmp = self.npz.with_name(".checkpoint.tmp.npz")
-        np.savez(tmp, theta=theta, best=best)
-        tmp.replace(self.npz)
-        write_json_atomic(self.json, {"fingerprint": self.fingerprint, **state})
+    def save(self, arrays: dict, state: dict) -> None:
+        epoch = int(state["epoch"])
+        npz = self.dir / f"checkpoint-{epoch:06d}.npz"
+        tmp = self.dir / f".checkpoint-{epoch:06d}.tmp.npz"
+        np.savez(tmp, **arrays)
+        tmp.replace(npz)
+        write_json_atomic(self.json, {"fingerprint": self.fingerprint, "arrays": npz.name, **state})
+        for old in self.dir.glob("checkpoint-*.npz"):
+            if old != npz:
+                old.unlink(missing_ok=True)
 
-    def load(self) -> tuple[np.ndarray, np.ndarray, dict] | None:
-        if not (self.npz.is_file() and self.json.is_file()):
+    def load(self) -> tuple[dict, dict] | None:
+        if not self.json.is_file():
             return None
         state = json.loads(self.json.read_text())
         if state.get("fingerprint") != self.fingerprint:
@@ -266,8 +276,13 @@ class _Checkpoint:
                 "the interrupted training used other settings (dataset, features, mode, l2...); "
                 "rerun with the same options, or without --resume to start again"
             )
-        with np.load(self.npz, allow_pickle=False) as z:
-            return z["theta"], z["best"], state
+        with np.load(self.dir / state["arrays"], allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}, state
+
+    def clear(self) -> None:
+        self.json.unlink(missing_ok=True)
+        for old in self.dir.glob("checkpoint-*.npz"):
+            old.unlink(missing_ok=True)
 
 
 class Trainer:
@@ -344,25 +359,9 @@ class Trainer:
         return self.client.submit(_sum_grads, *level, pure=False).result()
 
     def fit_parallel(self, spec, blocks, weights, ckpt: _Checkpoint) -> tuple[np.ndarray, list[dict]]:
-        from scipy.optimize import minimize
-
         cfg = self.cfg
-        d = spec.n_features
-        theta0 = np.zeros((K, d + 1))
-        history: list[dict] = []
-        best = {"loss": np.inf, "theta": theta0, "epoch": 0}
-        start_epoch = 0
-        restored = ckpt.load() if cfg.resume else None
-        if restored is not None:
-            theta0, best_theta, state = restored
-            history = state["history"]
-            start_epoch = state["epoch"]
-            best = {"loss": state["best_loss"], "theta": best_theta, "epoch": state["best_epoch"]}
-            log(f"resume: continuing from epoch {start_epoch}")
-            if state.get("done"):
-                return best_theta, history
-        last = {}
-        shape = theta0.shape
+        shape = (K, spec.n_features + 1)
+        last: dict = {}
 
         def fg(flat):
             theta = flat.reshape(shape)
@@ -372,45 +371,49 @@ class Trainer:
             obj = loss / wsum + 0.5 * cfg.l2 * float((theta[:, :-1] ** 2).sum())
             grad = g / wsum
             grad[:, :-1] += cfg.l2 * theta[:, :-1]
-            last.update(x=flat.copy(), train=s["train"], valid=s["valid"], obj=obj)
+            last.update(train=s["train"], valid=s["valid"])
             return obj, grad.ravel()
 
-        bar = _bar(cfg.max_epochs, start_epoch, "train (L-BFGS)", cfg.quiet)
-        t0 = time.perf_counter()
-
-        def callback(intermediate_result):
-            x = intermediate_result.x
-            if "x" not in last or not np.array_equal(x, last["x"]):
-                fg(x)
-            vl, _, vw, vc = last["valid"]
+        restored = ckpt.load() if cfg.resume else None
+        if restored is not None:
+            arrays, saved = restored
+            st = lbfgs.LbfgsState.from_arrays(arrays)
+            history, best = saved["history"], {"loss": saved["best_loss"], "theta": arrays["best"],
+                                               "epoch": saved["best_epoch"]}
+            log(f"resume: continuing from epoch {st.iteration}")
+        else:
+            st = lbfgs.start(fg, np.zeros(shape).ravel())
+            history, best = [], {"loss": np.inf, "theta": np.zeros(shape), "epoch": 0}
+        bar = _bar(cfg.max_epochs, st.iteration, "train (L-BFGS)", cfg.quiet)
+        t0 = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)
+        stopped = restored is not None and restored[1].get("stopped")
+        while not (stopped or st.converged) and st.iteration < cfg.max_epochs:
+            before = st.iteration
+            st = lbfgs.step(fg, st, tol=cfg.tol)
+            if st.iteration == before:  # the line search found no decrease: converged at float precision
+                break
             tl, _, tw, tc = last["train"]
-            epoch = (history[-1]["epoch"] + 1) if history else start_epoch + 1
-            rec = {"epoch": epoch, "objective": last["obj"], "train_loss": tl / max(tw, 1e-300),
+            vl, _, vw, vc = last["valid"]
+            rec = {"epoch": st.iteration, "objective": st.f, "train_loss": tl / max(tw, 1e-300),
                    "train_accuracy": tc / max(tw, 1e-300), "valid_loss": vl / vw if vw else None,
-                   "valid_accuracy": vc / vw if vw else None, "seconds": time.perf_counter() - t0}
+                   "valid_accuracy": vc / vw if vw else None, "passes": st.evaluations,
+                   "seconds": time.perf_counter() - t0}
             history.append(rec)
             score = rec["valid_loss"] if rec["valid_loss"] is not None else rec["train_loss"]
             if score < best["loss"]:
-                best.update(loss=score, theta=x.reshape(shape).copy(), epoch=epoch)
-            ckpt.save(x.reshape(shape), best["theta"], {"epoch": epoch, "history": history,
-                                                         "best_loss": best["loss"], "best_epoch": best["epoch"]})
+                best = {"loss": score, "theta": st.x.reshape(shape).copy(), "epoch": st.iteration}
+            if cfg.patience and st.iteration - best["epoch"] >= cfg.patience:
+                log(f"early stop at epoch {st.iteration}: validation loss best at epoch {best['epoch']}")
+                stopped = True
+            ckpt.save({**st.to_arrays(), "best": best["theta"]},
+                      {"epoch": st.iteration, "history": history, "best_loss": best["loss"],
+                       "best_epoch": best["epoch"], "stopped": stopped})
             bar.update(1)
             bar.set_postfix(valid_loss=f"{score:.4f}")
-            if cfg.patience and epoch - best["epoch"] >= cfg.patience:
-                log(f"early stop at epoch {epoch}: validation loss has not improved since epoch {best['epoch']}")
-                raise StopIteration
-
-        remaining = cfg.max_epochs - start_epoch
-        if remaining > 0:
-            minimize(fg, theta0.ravel(), jac=True, method="L-BFGS-B", callback=callback,
-                     options={"maxiter": remaining, "ftol": cfg.tol, "gtol": 1e-8, "maxcor": 20})
+            last.clear()
         bar.close()
-        final = best["theta"]
-        state = json.loads(ckpt.json.read_text()) if ckpt.json.is_file() else {}
-        ckpt.save(final, final, {**{k: v for k, v in state.items() if k != "fingerprint"}, "history": history,
-                                 "epoch": history[-1]["epoch"] if history else start_epoch,
-                                 "best_loss": best["loss"], "best_epoch": best["epoch"], "done": True})
-        return final, history
+        # with early stopping, the epoch with the best validation loss; without, the optimum reached
+        return (best["theta"] if cfg.patience else st.x.reshape(shape)), history
 
     # -- incremental: dask-ml Incremental(SGDClassifier) -------------------------------------------
 
@@ -434,10 +437,12 @@ class Trainer:
         start = 0
         restored = ckpt.load() if cfg.resume else None
         if restored is not None:
-            theta, _, state = restored
+            arrays, state = restored
+            theta = arrays["theta"]
             history, start = state["history"], state["epoch"]
-            x0, y0 = client.submit(_permuted, nonempty[0][0], 0).result()  # small warm-up block to init state
-            est = SGDClassifier(**sgd.get_params()).partial_fit(x0[:2], y0[:2], classes=np.arange(K))
+            # initialise scikit-learn's internal state on dummy rows (no data travels), then restore
+            est = SGDClassifier(**sgd.get_params()).partial_fit(np.zeros((K, d), np.float32), np.arange(K),
+                                                                classes=np.arange(K))
             est.coef_, est.intercept_, est.t_ = theta[:, :-1].copy(), theta[:, -1].copy(), state["t"]
             inc.estimator_ = est
             log(f"resume: continuing from epoch {start}")
@@ -462,8 +467,7 @@ class Trainer:
                    "valid_loss": vl / vw if vw else None, "valid_accuracy": vc / vw if vw else None,
                    "seconds": time.perf_counter() - t0}
             history.append(rec)
-            ckpt.save(theta, theta, {"epoch": epoch, "history": history, "t": float(est.t_),
-                                     "best_loss": 0.0, "best_epoch": epoch})
+            ckpt.save({"theta": theta}, {"epoch": epoch, "history": history, "t": float(est.t_)})
             bar.update(1)
             score = rec["valid_loss"] if rec["valid_loss"] is not None else rec["train_loss"]
             bar.set_postfix(valid_loss=f"{score:.4f}")
@@ -523,7 +527,7 @@ def run(cfg: TrainConfig, client) -> dict:
             from . import report
 
             report.write(out.staging / "report", metrics, history, title=f"astrodask model: {cfg.features}, {cfg.mode}")
-        for f in ("checkpoint.npz", "checkpoint.json", "features.json"):
-            (out.staging / f).unlink(missing_ok=True)
+        ckpt.clear()
+        (out.staging / "features.json").unlink(missing_ok=True)
         out.commit({"dataset": str(Path(cfg.dataset).absolute()), "accuracy": metrics["accuracy"]})
     return {"model_dir": str(Path(cfg.model_dir).absolute()), "metrics": metrics, "history": history}

@@ -1,0 +1,98 @@
+"""L-BFGS with an explicit, serialisable state, so a checkpointed minimisation resumes exactly.
+
+scipy's L-BFGS-B keeps its curvature pairs internally; here the whole state (point, value, gradient,
+curvature pairs) is a small dict of arrays, saved after every iteration. Each function evaluation is one
+pass over the data on the cluster; a backtracking line search (Armijo) usually accepts the first step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass
+class LbfgsState:
+    """Everything needed to continue a minimisation."""
+
+    x: np.ndarray
+    f: float
+    g: np.ndarray
+    s: list = field(default_factory=list)
+    y: list = field(default_factory=list)
+    iteration: int = 0
+    evaluations: int = 1
+    converged: bool = False
+
+    def to_arrays(self) -> dict:
+        m = len(self.s)
+        return {"x": self.x, "f": np.array(self.f), "g": self.g,
+                "s": np.array(self.s) if m else np.zeros((0, self.x.size)),
+                "y": np.array(self.y) if m else np.zeros((0, self.x.size)),
+                "counters": np.array([self.iteration, self.evaluations, int(self.converged)])}
+
+    @classmethod
+    def from_arrays(cls, a) -> "LbfgsState":
+        it, ev, conv = (int(v) for v in a["counters"])
+        return cls(np.array(a["x"]), float(a["f"]), np.array(a["g"]), list(np.array(a["s"])), list(np.array(a["y"])),
+                   it, ev, bool(conv))
+
+
+def start(fun: Callable[[np.ndarray], tuple[float, np.ndarray]], x0: np.ndarray) -> LbfgsState:
+    f, g = fun(x0)
+    return LbfgsState(x0.copy(), f, g)
+
+
+def _direction(st: LbfgsState) -> np.ndarray:
+    q = -st.g.copy()
+    alphas = []
+    for s, y in zip(reversed(st.s), reversed(st.y)):
+        rho = 1.0 / float(y @ s)
+        a = rho * float(s @ q)
+        alphas.append((a, rho, s, y))
+        q -= a * y
+    if st.s:
+        s, y = st.s[-1], st.y[-1]
+        q *= float(s @ y) / float(y @ y)
+    else:
+        q /= max(1.0, float(np.linalg.norm(st.g)))  # first step: unit length at most
+    for a, rho, s, y in reversed(alphas):
+        b = rho * float(y @ q)
+        q += (a - b) * s
+    return q
+
+
+def step(fun, st: LbfgsState, memory: int = 20, tol: float = 1e-9, gtol: float = 1e-7,
+         max_backtracks: int = 30) -> LbfgsState:
+    """One L-BFGS iteration (one or more evaluations of ``fun``); returns the new state."""
+    d = _direction(st)
+    slope = float(st.g @ d)
+    if slope >= 0:  # not a descent direction (numerical trouble): restart from steepest descent
+        st.s, st.y = [], []
+        d = _direction(st)
+        slope = float(st.g @ d)
+    t = 1.0
+    for _ in range(max_backtracks):
+        x_new = st.x + t * d
+        f_new, g_new = fun(x_new)
+        st.evaluations += 1
+        if np.isfinite(f_new) and f_new <= st.f + 1e-4 * t * slope:
+            break
+        t *= 0.5
+    else:
+        st.converged = True  # no decrease possible at float precision
+        return st
+    s, y = x_new - st.x, g_new - st.g
+    if float(s @ y) > 1e-12 * float(y @ y):
+        st.s.append(s)
+        st.y.append(y)
+        if len(st.s) > memory:
+            st.s.pop(0)
+            st.y.pop(0)
+    rel = (st.f - f_new) / max(abs(st.f), abs(f_new), 1.0)
+    st.x, st.f, st.g = x_new, f_new, g_new
+    st.iteration += 1
+    st.converged = rel <= tol or float(np.abs(g_new).max()) <= gtol
+    return st

@@ -1,0 +1,149 @@
+"""Training across workers: same model whatever the worker count, exact resume, cache modes, report."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from astrodask import convert, train
+from astrodask.cluster import ClusterConfig, connect
+from astrodask.model import SoftmaxModel
+
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sdss17.csv"
+
+
+def _sample_csv(path: Path, rows: int) -> Path:
+    """A fixed subsample of the real catalogue, or synthetic rows when the real file is absent."""
+    import pandas as pd
+
+    if REAL.exists():
+        df = pd.read_csv(REAL).sample(n=rows, random_state=1).sort_values("obj_ID")
+    else:
+        synth = pytest.importorskip("astrodask.synth", reason="no real data and no synthetic generator")
+        df = synth.synth_partition(0, rows, seed=1)
+    df.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_dataset(tmp_path_factory):
+    d = tmp_path_factory.mktemp("train")
+    src = _sample_csv(d / "sample.csv", 8000)
+    with connect(ClusterConfig(n_workers=2, quiet=True)) as client:
+        convert.run(convert.ConvertConfig((str(src),), str(d / "ds"), block_size=64 * 1024, quiet=True), client)
+    return d / "ds"
+
+
+def _fit(ds, model_dir, workers=2, **kw):
+    cfg = train.TrainConfig(str(ds), str(model_dir), quiet=True, **kw)
+    with connect(ClusterConfig(n_workers=workers, quiet=True)) as client:
+        return train.run(cfg, client)
+
+
+def test_one_and_two_workers_give_the_same_model(small_dataset, tmp_path):
+    r1 = _fit(small_dataset, tmp_path / "m1", workers=1, epochs=25, patience=0, report=False)
+    r2 = _fit(small_dataset, tmp_path / "m2", workers=2, epochs=25, patience=0, report=False)
+    m1, m2 = SoftmaxModel.load(tmp_path / "m1"), SoftmaxModel.load(tmp_path / "m2")
+    assert len(r1["history"]) == len(r2["history"]) == 25
+    np.testing.assert_allclose(m1.coef, m2.coef, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(m1.intercept, m2.intercept, rtol=1e-9, atol=1e-9)
+    assert r1["metrics"]["accuracy"] == r2["metrics"]["accuracy"] > 0.9
+
+
+def test_stream_and_memory_cache_give_the_same_model(small_dataset, tmp_path):
+    _fit(small_dataset, tmp_path / "mem", cache="memory", epochs=15, patience=0, report=False)
+    _fit(small_dataset, tmp_path / "stream", cache="stream", epochs=15, patience=0, report=False)
+    a, b = SoftmaxModel.load(tmp_path / "mem"), SoftmaxModel.load(tmp_path / "stream")
+    np.testing.assert_allclose(a.coef, b.coef, rtol=1e-9, atol=1e-9)
+
+
+def _checkpoint_epoch(staging: Path) -> int:
+    try:
+        return json.loads((staging / "checkpoint.json").read_text())["epoch"]
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_to_the_uninterrupted_model(small_dataset, tmp_path):
+    args = [sys.executable, "-m", "astrodask.cli", "train", str(small_dataset), "--workers", "1", "--epochs", "40",
+            "--patience", "0", "--quiet"]
+    full = tmp_path / "full"
+    subprocess.run([*args, "--model", str(full)], check=True, capture_output=True, timeout=300)
+
+    cut = tmp_path / "cut"
+    staging = tmp_path / ".cut.staging"
+    proc = subprocess.Popen([*args, "--model", str(cut)], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while _checkpoint_epoch(staging) < 8 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "training finished before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = _checkpoint_epoch(staging)
+    assert 8 <= killed_at < 40
+    assert not cut.exists(), "a half-trained model is visible at the destination"
+
+    out = subprocess.run([*args, "--model", str(cut), "--resume"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "resume: continuing from epoch" in out.stderr
+    a, b = SoftmaxModel.load(full), SoftmaxModel.load(cut)
+    np.testing.assert_allclose(a.coef, b.coef, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(a.intercept, b.intercept, rtol=1e-9, atol=1e-9)
+    ha = json.loads((full / "history.json").read_text())
+    hb = json.loads((cut / "history.json").read_text())
+    assert [h["train_loss"] for h in ha] == pytest.approx([h["train_loss"] for h in hb], rel=1e-9)
+
+
+def test_report_and_metrics_files(small_dataset, tmp_path):
+    r = _fit(small_dataset, tmp_path / "m", epochs=30)
+    m = tmp_path / "m"
+    metrics = json.loads((m / "metrics.json").read_text())
+    for key in ("accuracy", "macro_f1", "log_loss", "brier", "per_class", "confusion_matrix", "reliability"):
+        assert key in metrics
+    assert sum(map(sum, metrics["confusion_matrix"])) == metrics["n"] == r["metrics"]["n"]
+    assert 0 < metrics["brier"] < 2 and metrics["log_loss"] > 0
+    import matplotlib.image as mpimg
+
+    for name in ("confusion_matrix", "per_class", "learning_curve", "reliability", "redshift_by_class", "sky_map"):
+        img = mpimg.imread(m / "report" / f"{name}.png")
+        assert img.shape[0] > 100 and img.shape[1] > 100
+        assert img[..., :3].std() > 0.01, f"{name}.png is blank"
+    html = (m / "report" / "index.html").read_text()
+    assert "sky_map.png" in html and f"{metrics['accuracy']:.4f}" in html
+
+
+def test_incremental_mode_runs_dask_ml(small_dataset, tmp_path):
+    r = _fit(small_dataset, tmp_path / "inc", mode="incremental", epochs=3, report=False)
+    assert len(r["history"]) == 3
+    model = SoftmaxModel.load(tmp_path / "inc")
+    assert model.info["link"] == "ovr"
+    assert r["metrics"]["accuracy"] > 0.85
+
+
+def test_balanced_class_weight_raises_qso_recall(small_dataset, tmp_path):
+    plain = _fit(small_dataset, tmp_path / "plain", features="photometric", epochs=60, report=False)
+    bal = _fit(small_dataset, tmp_path / "bal", features="photometric", epochs=60, class_weight="balanced",
+               report=False)
+    rec = lambda r: min(v["recall"] for v in r["metrics"]["per_class"].values())  # noqa: E731
+    assert rec(bal) > rec(plain)
+
+
+def test_bad_training_options_name_the_field():
+    from astrodask.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="^epochs:"):
+        train.TrainConfig("d", "m", epochs=0)
+    with pytest.raises(ConfigError, match="^mode:"):
+        train.TrainConfig("d", "m", mode="fast")
+    with pytest.raises(ConfigError, match="^features:"):
+        train.TrainConfig("d", "m", features="radio")
