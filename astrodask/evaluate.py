@@ -19,7 +19,7 @@ from .errors import AstrodaskError
 
 K = len(schema.CLASSES)
 REL_BINS = 10
-Z_EDGES = np.concatenate([[-0.01], np.linspace(0.0, 0.02, 5)[1:], np.geomspace(0.03, 7.0, 40)])
+Z_EDGES = np.concatenate([[-np.inf], np.geomspace(1e-4, 10.0, 51)])  # first bin: z <= 1e-4 (stars)
 SKY_SHAPE = (72, 36)  # 5 degree cells in alpha, delta
 PROB_PREFIX = "prob_"
 PRED = "predicted_class"

@@ -90,12 +90,14 @@ def reliability_png(metrics: dict, path: Path) -> str:
 
 def redshift_png(metrics: dict, path: Path) -> str:
     h = metrics["redshift_hist"]
-    edges = np.asarray(h["edges"])
+    edges = np.asarray(h["edges"], float)
+    edges[0] = edges[1] / 2  # the first bin holds z <= 1e-4 (stars): draw it just below
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     for c, counts in zip(metrics["classes"], h["counts"]):
-        ax.stairs(counts, np.maximum(edges, 1e-3), label=c, color=COLOURS.get(c), lw=1.5)
+        ax.stairs(counts, edges, label=c, color=COLOURS.get(c), lw=1.5)
     ax.set_xscale("log")
-    ax.set_xlabel("redshift (values below 0.001 in the first bin)")
+    ax.set_yscale("symlog", linthresh=10)
+    ax.set_xlabel("redshift (first bin: z <= 1e-4)")
     ax.set_ylabel("objects")
     ax.set_title("redshift by predicted class")
     ax.legend(fontsize=8)
@@ -104,19 +106,16 @@ def redshift_png(metrics: dict, path: Path) -> str:
 
 def sky_png(metrics: dict, path: Path) -> str:
     counts = np.asarray(metrics["sky_hist"]["counts"], float)  # (K, alpha bins, delta bins)
-    na, nd = counts.shape[1:]
-    a = (np.arange(na) + 0.5) * 360.0 / na
-    d = (np.arange(nd) + 0.5) * 180.0 / nd - 90
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    for c, cnt in zip(metrics["classes"], counts):
-        ia, idd = np.nonzero(cnt)
-        ax.scatter(a[ia], d[idd], s=np.sqrt(cnt[ia, idd]) * 2, alpha=0.45, color=COLOURS.get(c), label=c)
-    ax.set_xlim(360, 0)
-    ax.set_ylim(-90, 90)
-    ax.set_xlabel("alpha (deg)")
-    ax.set_ylabel("delta (deg)")
-    ax.set_title("sky map by predicted class (5° cells, marker area ~ count)")
-    ax.legend(fontsize=8, loc="lower left")
+    fig, axes = plt.subplots(1, len(counts), figsize=(4 * len(counts), 2.6), sharey=True)
+    for ax, c, cnt in zip(np.atleast_1d(axes), metrics["classes"], counts):
+        im = ax.imshow(np.ma.masked_equal(cnt.T, 0), origin="lower", extent=(0, 360, -90, 90), aspect="auto",
+                       cmap="viridis")
+        ax.set_xlim(360, 0)
+        ax.set_title(f"predicted {c} ({int(cnt.sum()):,})", fontsize=9)
+        ax.set_xlabel("alpha (deg)")
+        fig.colorbar(im, ax=ax, fraction=0.05)
+    np.atleast_1d(axes)[0].set_ylabel("delta (deg)")
+    fig.suptitle("sky map by predicted class (objects per 5° cell)", fontsize=10)
     return _save(fig, path)
 
 
