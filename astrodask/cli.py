@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from .errors import AstrodaskError
+from .errors import AstrodaskError, ConfigError
 
 EXIT_USER_ERROR = 1
 EXIT_INTERNAL = 2
@@ -82,7 +82,11 @@ def convert(sources, dest, block_size, overwrite, resume, cluster, quiet):
 
     from . import convert as stage
 
-    cfg = stage.ConvertConfig(tuple(sources), dest, block_size=parse_bytes(block_size) if block_size else None,
+    try:
+        block_bytes = parse_bytes(block_size) if block_size else None
+    except ValueError:
+        raise ConfigError("block_size", f"cannot read {block_size!r} as a size", "use e.g. 64MiB") from None
+    cfg = stage.ConvertConfig(tuple(sources), dest, block_size=block_bytes,
                               overwrite=overwrite, resume=resume, quiet=quiet)
     with _connect(cluster) as client:
         s = stage.run(cfg, client)
@@ -236,6 +240,14 @@ def main(argv=None, prog_name="astrodask") -> int:
     except click.exceptions.Abort:
         click.echo("astrodask: aborted", err=True)
         return 130
+    except click.exceptions.NoArgsIsHelpError as exc:  # `astrodask` alone: show the help
+        exc.show()
+        return exc.exit_code
+    except click.UsageError as exc:  # bad option value, unknown option, missing argument: one line, exit 1
+        msg = " ".join(exc.format_message().split())
+        where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        click.echo(f"astrodask: error: {msg}{where}", err=True)
+        return EXIT_USER_ERROR
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code

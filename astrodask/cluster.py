@@ -46,6 +46,14 @@ class ClusterConfig:
             raise ConfigError("n_workers", f"must be at least 1, got {self.n_workers}", "pass --workers 1 or more")
         if self.threads_per_worker < 1:
             raise ConfigError("threads_per_worker", "must be at least 1", "pass --threads 1 or more")
+        if self.memory_limit != "auto":
+            from dask.utils import parse_bytes
+
+            try:
+                parse_bytes(self.memory_limit)
+            except (ValueError, TypeError):
+                raise ConfigError("memory_limit", f"cannot read {self.memory_limit!r} as a size",
+                                  "pass e.g. --memory-limit 4GiB or auto") from None
         tls = [self.tls_ca, self.tls_cert, self.tls_key]
         if any(tls) and not all(tls):
             raise ConfigError("tls", "--tls-ca, --tls-cert and --tls-key go together", "give all three or none")

@@ -100,7 +100,7 @@ class SoftmaxModel:
             raise AstrodaskError(f"{where}: {MODEL_JSON} lacks field(s) {', '.join(missing)}; retrain the model")
         try:
             spec = FeatureSpec.from_dict(doc["features"])
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise AstrodaskError(f"{where}: bad feature definition ({exc!s:.80}); retrain the model") from None
         try:
             with np.load(d / WEIGHTS, allow_pickle=False) as w:
@@ -112,6 +112,11 @@ class SoftmaxModel:
                 f"{where}: {WEIGHTS} is not a numeric weights file ({type(exc).__name__}; pickles are refused); "
                 "retrain the model"
             ) from None
+        if not isinstance(doc["classes"], list) or tuple(doc["classes"]) != schema.CLASSES:
+            raise AstrodaskError(f"{where}: classes {doc['classes']!r:.60} are not {', '.join(schema.CLASSES)}; "
+                                 "retrain the model")
+        if not isinstance(doc.get("info", {}), dict):
+            raise AstrodaskError(f"{where}: field info is not a mapping; retrain the model")
         classes = tuple(str(c) for c in doc["classes"])
         if coef.shape != (len(classes), spec.n_features) or intercept.shape != (len(classes),):
             raise AstrodaskError(
