@@ -25,15 +25,19 @@ VALID_BUCKETS = 100  # buckets [200, 300): validation for early stopping (10 %);
 TRAIN, VALID, TEST = 0, 1, 2
 
 
-def bucket(ids) -> np.ndarray:
-    """splitmix64 hash of uint64 ids, modulo 1000: a stable split whatever the partitioning."""
+def hash64(ids, salt: int = 0) -> np.ndarray:
+    """splitmix64 of uint64 ids (plus ``salt``): well-mixed bits whatever the id pattern."""
     z = np.asarray(ids, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        z = z + np.uint64(0x9E3779B97F4A7C15)
+        z = z + np.uint64(0x9E3779B97F4A7C15) + np.uint64(salt)
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-    return (z % np.uint64(N_BUCKETS)).astype(np.int16)
+        return z ^ (z >> np.uint64(31))
+
+
+def bucket(ids) -> np.ndarray:
+    """Hash of the ids modulo 1000: a stable split whatever the partitioning."""
+    return (hash64(ids) % np.uint64(N_BUCKETS)).astype(np.int16)
 
 
 def split_of(ids) -> np.ndarray:

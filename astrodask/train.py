@@ -11,9 +11,9 @@ Two modes:
 
 ``incremental``
     The library path: dask-ml ``Incremental(SGDClassifier(loss="log_loss"))``, which calls ``partial_fit``
-    on one block at a time. dask-ml has no epochs, so each epoch here reshuffles the rows within each block
-    and the order of blocks (rows were already spread over blocks by id hash) and calls ``partial_fit``
-    over all blocks once. Kept as the baseline.
+    on one block at a time. Rows are first shuffled across partitions on the workers (blocks by id hash);
+    dask-ml has no epochs, so each epoch here permutes the rows within each block and the order of the
+    blocks, and calls ``partial_fit`` over all blocks once. Kept as the baseline.
 
 Features are persisted on the workers when they fit in the cluster's memory and re-read from Parquet
 each pass otherwise (``cache="auto"``). After every iteration a checkpoint is written to the model's
@@ -34,7 +34,7 @@ import pandas as pd
 from . import evaluate, lbfgs, schema
 from .cluster import worker_memory
 from .console import log, track
-from .dataset import TEST, TRAIN, VALID, Dataset, open_dataset, read_part, split_of
+from .dataset import TEST, TRAIN, VALID, Dataset, hash64, open_dataset, read_part, split_of
 from .errors import AstrodaskError, ConfigError
 from .features import (
     QUANTILE_LEVELS,
@@ -86,7 +86,8 @@ class TrainConfig:
     """Incremental mode: initial learning rate for the ``invscaling``/``adaptive``/``constant`` schedules."""
     cache: str = "auto"
     """``memory`` persists features on the workers, ``stream`` re-reads Parquet every pass, ``auto`` picks
-    ``memory`` when the expanded features fit in half the workers' memory."""
+    ``memory`` when the expanded features fit in half the workers' memory. Parallel mode only: the
+    incremental mode always persists its shuffled blocks (dask-ml trains on in-memory arrays)."""
     seed: int = 0
     """Seed for shuffling (incremental mode)."""
     overwrite: bool = False
@@ -168,14 +169,17 @@ def _moments_task(block, spec: FeatureSpec) -> tuple:
 
 def _load_block(file: str, spec: FeatureSpec, weights: np.ndarray) -> dict:
     """A partition's expanded features, labels and row weights, by split (TRAIN, VALID)."""
-    df = _labelled(file, spec.feature_set)
+    return _block_from_frame(_labelled(file, spec.feature_set), spec, weights, file)
+
+
+def _block_from_frame(df: pd.DataFrame, spec: FeatureSpec, weights: np.ndarray, where: str = "a partition") -> dict:
     split = split_of(df[schema.ID].to_numpy())
     y = df[schema.CLASS].map(CLASS_INDEX)
     if y.isna().any():
         bad = df.loc[y.isna(), schema.CLASS].iloc[0]
-        raise AstrodaskError(f"{file}: class value {bad!r} is not one of {', '.join(schema.CLASSES)}; reconvert")
+        raise AstrodaskError(f"{where}: class value {bad!r} is not one of {', '.join(schema.CLASSES)}; reconvert")
     y = y.to_numpy(dtype=np.int8)
-    out = {"X": {}, "y": {}, "w": {}, "file": file}
+    out = {"X": {}, "y": {}, "w": {}}
     for s in (TRAIN, VALID):
         m = split == s
         out["X"][s] = spec.expand(df[m])
@@ -417,15 +421,32 @@ class Trainer:
 
     # -- incremental: dask-ml Incremental(SGDClassifier) -------------------------------------------
 
-    def fit_incremental(self, spec, blocks, weights, ckpt: _Checkpoint) -> tuple[np.ndarray, list[dict]]:
+    def shuffled_blocks(self, spec, weights) -> list:
+        """Feature blocks of rows spread over the blocks by a hash of their id (a shuffle on the workers).
+
+        Partitions may be sorted by sky position, so they are not IID; after this shuffle every block is a
+        random sample of the whole catalogue. Each epoch then permutes rows within blocks and block order.
+        """
+        cols = [schema.ID, schema.CLASS, *raw_columns(spec.feature_set)]
+        ddf = self.ds.to_dask(columns=list(dict.fromkeys(cols)))
+        n = ddf.npartitions
+        salt = 0x5EED + self.cfg.seed
+        ddf = ddf.assign(_block=ddf[schema.ID].map_partitions(
+            lambda s: pd.Series((hash64(s.to_numpy(), salt) % np.uint64(n)).astype(np.int64), index=s.index),
+            meta=(None, "int64")))
+        parts = self.client.compute(ddf.shuffle(on="_block", npartitions=n).to_delayed())
+        futs = self.client.map(_block_from_frame, parts, spec=spec, weights=weights, pure=False)
+        track(futs, "features: shuffle", self.cfg.quiet)
+        return futs
+
+    def fit_incremental(self, spec, weights, ckpt: _Checkpoint) -> tuple[np.ndarray, list[dict]]:
         import dask.array as da
         from dask import delayed
         from dask_ml.wrappers import Incremental
         from sklearn.linear_model import SGDClassifier
 
         cfg, client = self.cfg, self.client
-        if isinstance(blocks[0], str):  # dask-ml needs arrays; stream mode still loads block by block
-            blocks = client.map(_load_block, blocks, spec=spec, weights=weights, pure=False)
+        blocks = self.shuffled_blocks(spec, weights)
         sizes = client.gather(client.map(_n_train, blocks, pure=False))
         nonempty = [(b, n) for b, n in zip(blocks, sizes) if n]
         d = spec.n_features
@@ -498,13 +519,15 @@ def run(cfg: TrainConfig, client) -> dict:
         trainer = Trainer(cfg, client, ds, out.staging)
         spec, counts = trainer.fit_features()
         weights = trainer.class_weights(counts)
-        blocks, cache = trainer.blocks(spec, weights)
         ckpt = _Checkpoint(out.staging, cfg.fingerprint())
         t0 = time.perf_counter()
         if cfg.mode == "parallel":
+            blocks, cache = trainer.blocks(spec, weights)
             theta, history = trainer.fit_parallel(spec, blocks, weights, ckpt)
-        else:
-            theta, history = trainer.fit_incremental(spec, blocks, weights, ckpt)
+            del blocks
+        else:  # dask-ml trains on in-memory dask arrays: the shuffled blocks are always persisted
+            cache = "memory"
+            theta, history = trainer.fit_incremental(spec, weights, ckpt)
         seconds = time.perf_counter() - t0
         model = SoftmaxModel(spec, theta[:, :-1], theta[:, -1], schema.CLASSES, info={
             "link": "softmax" if cfg.mode == "parallel" else "ovr",
@@ -516,7 +539,6 @@ def run(cfg: TrainConfig, client) -> dict:
             "train_seconds": seconds,
             "epochs_run": len(history),
         })
-        del blocks
         metrics = evaluate.holdout(client, model, ds.files, quiet=cfg.quiet)
         metrics["train"] = {"mode": cfg.mode, "features": cfg.features, "epochs": len(history),
                             "seconds": seconds, "rows": int(counts[TRAIN].sum())}
