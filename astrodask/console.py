@@ -16,8 +16,10 @@ def track(futures, desc: str, quiet: bool = False):
     from distributed import as_completed
 
     futures = list(futures)
+    if not futures:
+        return []
     with tqdm(total=len(futures), desc=desc, unit="task", disable=quiet or None, file=sys.stderr, leave=False) as bar:
-        for fut in as_completed(futures):
+        for fut in as_completed(futures, loop=futures[0].client.loop):  # works without a default client
             if fut.status == "error":
                 break
             bar.update(1)
