@@ -2,13 +2,18 @@
 
 SDSS stores the five bands as 5-element array columns (``MODELMAG``, ``PSFMAG``...): they become
 ``MODELMAG_u`` ... ``MODELMAG_z``, which the schema aliases map to ``u`` ... ``z``. When band arrays are
-present, a scalar ``Z`` column is the spectroscopic redshift, not the z band.
+present, a scalar ``Z`` column is the spectroscopic redshift, not the z band. Big-endian columns come out in
+native byte order, fixed-width strings (``CLASS = 'GALAXY  '``) as text (trailing blanks are trimmed by the
+validation), integer values equal to a column's ``TNULL`` as nulls. Variable-length arrays, bit fields and
+multi-dimensional arrays are not carried.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 
 from . import schema
 from .errors import AstrodaskError
@@ -17,17 +22,52 @@ from .errors import AstrodaskError
 def _open(path: str):
     from astropy.io import fits
 
+    with warnings.catch_warnings():  # astropy's verification chatter; errors are reported in one line below
+        warnings.simplefilter("ignore")
+        return _open_quiet(fits, path)
+
+
+def _open_quiet(fits, path: str):
+    url = "://" in path and not path.startswith("file://")
+    local = path[len("file://"):] if path.startswith("file://") else path
     try:
-        return fits.open(path, memmap=True, use_fsspec="://" in path, lazy_load_hdus=True)
-    except (OSError, ValueError) as exc:
-        raise AstrodaskError(f"{path}: not a readable FITS file ({exc}); check the file") from None
+        if url:
+            return fits.open(path, use_fsspec=True, lazy_load_hdus=True)
+        return fits.open(local, memmap=not local.lower().endswith((".gz", ".bz2")), lazy_load_hdus=True)
+    except (OSError, ValueError, TypeError, EOFError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise AstrodaskError(f"{path}: not a readable FITS file ({msg}); check the file") from None
 
 
 def _table_hdu(hdul, path: str):
-    for hdu in hdul[1:]:
-        if hdu.header.get("XTENSION") == "BINTABLE":
-            return hdu
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            hdus = list(hdul[1:])
+        for hdu in hdus:
+            if hdu.header.get("XTENSION") == "BINTABLE":
+                return hdu
+    except (OSError, ValueError, IndexError) as exc:
+        raise AstrodaskError(f"{path}: damaged FITS file ({exc}); check the file") from None
     raise AstrodaskError(f"{path}: no binary table extension; give a FITS file with a table in HDU 1 or later")
+
+
+def _width(col) -> int:
+    """Number of scalar values per row (1 for scalars and strings), 0 for columns that are not carried."""
+    fmt = str(col.format).upper()
+    code = fmt.lstrip("0123456789")[:1]
+    if code in ("P", "Q", "X", "C", "M"):  # variable-length arrays, bits, complex numbers
+        return 0
+    if code == "A":  # strings: the repeat count is the width in characters
+        return 1
+    dim = col.dim
+    if dim:
+        shape = tuple(int(x) for x in str(dim).strip("()").split(",") if x.strip())
+        if code != "A" and len(shape) != 1:
+            return 0
+        return shape[0]
+    rep = fmt[: len(fmt) - len(fmt.lstrip("0123456789"))]
+    return int(rep) if rep else 1
 
 
 def _layout(hdu) -> list[tuple[str, str, int | None]]:
@@ -38,47 +78,60 @@ def _layout(hdu) -> list[tuple[str, str, int | None]]:
     for c in cols:
         w = _width(c)
         if w == 1:
-            name = "redshift" if (has_bands and c.name.lower() == "z") else c.name
+            name = schema.REDSHIFT if (has_bands and c.name.strip().lower() == "z") else c.name
             out.append((c.name, name, None))
         elif w == len(schema.BANDS):
             out.extend((c.name, f"{c.name}_{b}", k) for k, b in enumerate(schema.BANDS))
-        else:
+        elif w > 1:
             out.extend((c.name, f"{c.name}_{k}", k) for k in range(w))
     return out
 
 
-def _width(col) -> int:
-    dim = col.dim
-    if dim:
-        shape = tuple(int(x) for x in dim.strip("()").split(","))
-        return int(np.prod(shape)) if len(shape) == 1 else -1
-    fmt = col.format
-    rep = "".join(ch for ch in str(fmt) if ch.isdigit())
-    if str(fmt).rstrip("0123456789").endswith("A"):  # strings: repeat count is the width in characters
-        return 1
-    return int(rep) if rep else 1
+def fits_info(path: str) -> tuple[list[str], int, int]:
+    """(flattened column names, row count, bytes per row) of the first binary table; reads the header only."""
+    with _open(path) as hdul:
+        hdu = _table_hdu(hdul, path)
+        return ([name for _, name, _ in _layout(hdu)], int(hdu.header.get("NAXIS2", 0)),
+                max(1, int(hdu.header.get("NAXIS1", 1))))
 
 
 def fits_columns(path: str) -> tuple[list[str], int]:
     """Flattened column names and row count of the first binary table."""
-    with _open(path) as hdul:
-        hdu = _table_hdu(hdul, path)
-        return [name for _, name, _ in _layout(hdu)], int(hdu.header.get("NAXIS2", 0))
+    names, nrows, _ = fits_info(path)
+    return names, nrows
 
 
-def read_fits_rows(path: str, start: int, length: int) -> pd.DataFrame:
-    """Rows ``[start, start+length)`` as a DataFrame of flattened columns."""
+def _native(col: np.ndarray) -> np.ndarray:
+    if col.dtype.byteorder not in ("=", "|"):
+        col = col.astype(col.dtype.newbyteorder("="))
+    return col
+
+
+def read_fits_rows(path: str, start: int, length: int) -> pa.Table:
+    """Rows ``[start, start+length)`` as an Arrow table of flattened columns (called on workers)."""
     with _open(path) as hdul:
         hdu = _table_hdu(hdul, path)
-        data = hdu.data[start:start + length]
-        out = {}
-        for src, name, k in _layout(hdu):
-            col = np.asarray(data[src])
-            if k is not None:
-                col = col.reshape(len(data), -1)[:, k]
-            if col.dtype.kind == "S":
-                col = np.char.decode(col, "ascii", errors="replace")
-            if col.dtype.byteorder not in ("=", "|"):
-                col = col.astype(col.dtype.newbyteorder("="))
-            out[name] = col
-        return pd.DataFrame(out)
+        try:
+            data = hdu.data[start:start + length]
+            n = len(data)
+            out: dict[str, pa.Array] = {}
+            for src, name, k in _layout(hdu):
+                fcol = hdu.columns[src]
+                col = np.asarray(data[src])
+                if k is not None:
+                    col = col.reshape(n, -1)[:, k]
+                if col.dtype.kind == "S":
+                    col = np.char.decode(col, "ascii", errors="replace")
+                col = _native(col)
+                mask = None
+                null = getattr(fcol, "null", None)
+                if null is not None and col.dtype.kind in "iu" and not isinstance(null, str):
+                    try:
+                        mask = col == np.array(null).astype(col.dtype)
+                    except (ValueError, OverflowError, TypeError):
+                        mask = None
+                out[name] = pa.array(col, mask=mask)
+        except (OSError, ValueError, TypeError, EOFError) as exc:
+            raise AstrodaskError(f"{path}: cannot read rows {start}..{start + length} ({exc}); "
+                                 "check the file") from None
+        return pa.table(out)

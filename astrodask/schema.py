@@ -33,6 +33,10 @@ FIELDS: tuple[pa.Field, ...] = (
     pa.field("fiber_ID", pa.uint32()),
 )
 COLUMNS = tuple(f.name for f in FIELDS)
+# Columns with few distinct values: Parquet dictionary-encodes these only (trying it on the float columns
+# costs write time and makes the files larger).
+DICTIONARY_COLUMNS = ("run_ID", "rerun_ID", "cam_col", "field_ID", CLASS, "plate", "MJD", "fiber_ID",
+                      "reason", "source")
 TYPES = {f.name: f.type for f in FIELDS}
 REQUIRED = (ID, *BANDS)
 FLOAT_COLUMNS = tuple(f.name for f in FIELDS if pa.types.is_floating(f.type))
@@ -40,10 +44,16 @@ INT_COLUMNS = tuple(f.name for f in FIELDS if pa.types.is_integer(f.type))
 
 # Values that SDSS and its exports use for "no measurement"; they become null.
 SENTINELS = (-9999.0, -999.0, 9999.0)
+# Integer columns: only the negative ones (9999 is a valid plate or field number).
+INT_SENTINELS = (-9999, -999)
+# Text that means "no value" in a CSV cell (compared after trimming, case-insensitively).
+NULL_TOKENS = ("", "nan", "-nan", "+nan", "null", "none", "na", "n/a", "#n/a", "nil")
 
 RANGES = {"alpha": (0.0, 360.0), "delta": (-90.0, 90.0)}
 
 # External names (compared case-insensitively) -> canonical. Kaggle SDSS17 names are the canonical ones.
+# When several source columns map to the same canonical column, the canonical name wins, then the alias
+# listed first here (so ``modelMag_u`` is preferred over ``psfMag_u``, ``objid`` over ``bestobjid``).
 ALIASES: dict[str, str] = {
     # SkyServer / CasJobs native names
     "objid": ID,
@@ -64,34 +74,65 @@ ALIASES: dict[str, str] = {
     "specz": REDSHIFT,
     "plug_ra": "alpha",
     "plug_dec": "delta",
-    # SkyServer magnitude names
-    **{f"{kind}_{b}": b for kind in ("modelmag", "dered", "psfmag", "cmodelmag") for b in BANDS},
+    # SkyServer magnitude names (FITS array columns are flattened to e.g. MODELMAG_u)
+    **{f"{kind}_{b}": b for kind in ("modelmag", "cmodelmag", "psfmag", "dered") for b in BANDS},
 }
 for _c in COLUMNS:
     ALIASES[_c.lower()] = _c
+_RANK = {name: k for k, name in enumerate(ALIASES)}
 
-def canonical_names(columns: list[str]) -> dict[str, str]:
-    """Map source column names to canonical ones.
 
-    SkyServer joins of PhotoObj and SpecObj name both the z-band magnitude and the redshift ``z``; a CSV
-    reader then calls the second one ``z.1``: with five bands present and no ``redshift``, a second ``z``
-    is the redshift. Unknown columns are left out of the mapping (they are not carried).
+def unique_names(columns: list[str] | tuple[str, ...]) -> list[str]:
+    """Header names made unique the way pandas does it: a repeated ``z`` becomes ``z.1`` (then ``z.2``...).
+
+    SkyServer joins of PhotoObj and SpecObj give two ``z`` columns (the z-band magnitude, then the
+    redshift); readers need distinct names, and :func:`canonical_names` knows what ``z.1`` means.
     """
-    mapping: dict[str, str] = {}
-    taken: set[str] = set()
-    lower = {c: c.strip().lower() for c in columns}
-    has_redshift = any(ALIASES.get(v) == REDSHIFT for v in lower.values())
+    seen: set[str] = set()
+    out: list[str] = []
+    for c in columns:
+        name, k = c, 0
+        while name in seen:
+            k += 1
+            name = f"{c}.{k}"
+        seen.add(name)
+        out.append(name)
+    return out
+
+
+def _is_second_z(low: str) -> bool:
+    return low in ("z_1",) or (low.startswith("z.") and low[2:].isdigit())
+
+
+def canonical_names(columns: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """Map source column names to canonical ones; unknown columns are left out (they are not carried).
+
+    Names are first made unique with :func:`unique_names` (the keys of the result are those unique names),
+    so a header with two ``z`` columns maps the first to the z band and the second (``z.1``) to the redshift.
+    A SkyServer ``z`` beside prefixed band names (``modelMag_z``...) and no redshift column is the redshift.
+    Where several columns map to one canonical column, the best-ranked alias wins (see ``ALIASES``).
+    """
+    names = unique_names([c.strip() for c in columns])
+    lower = {c: c.lower() for c in names}
+    lows = set(lower.values())
+    plain_bands = all(b in lows for b in BANDS[:-1])
+    has_redshift = any(ALIASES.get(v) == REDSHIFT for v in lows)
+    best: dict[str, tuple[int, str]] = {}
     for col, low in lower.items():
         target = ALIASES.get(low)
-        if target is None and low in ("z.1", "z_1") and not has_redshift:
-            target = REDSHIFT
-        if target is None and low == "z" and "z" in taken and not has_redshift:
-            target = REDSHIFT
-        if target is None or target in taken:
+        rank = _RANK.get(low, 0)
+        if low == "z" and not plain_bands and not has_redshift:
+            target, rank = REDSHIFT, len(_RANK)  # SpecObj.z beside modelMag_z
+        elif _is_second_z(low):
+            target, rank = (None, 0) if has_redshift else (REDSHIFT, len(_RANK) + 1)
+        if target is None:
             continue
-        mapping[col] = target
-        taken.add(target)
-    return mapping
+        if low == target.lower():
+            rank = -1
+        if target not in best or rank < best[target][0]:
+            best[target] = (rank, col)
+    order = {c: k for k, c in enumerate(names)}
+    return {col: target for target, (_, col) in sorted(best.items(), key=lambda kv: order[kv[1][1]])}
 
 
 def arrow_schema(columns: list[str] | tuple[str, ...]) -> pa.Schema:
