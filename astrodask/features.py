@@ -28,7 +28,8 @@ QUANTILE_LEVELS = np.linspace(0.0, 1.0, 201)
 DEGREE = 3
 REDSHIFT_SCALE = 1e-3
 
-_COLOURS = ("u-g", "g-r", "r-i", "i-z", "u-r", "g-i", "r-z")
+COLOURS = ("u-g", "g-r", "r-i", "i-z")
+_MORE_COLOURS = ("u-r", "g-i", "r-z")
 
 
 @dataclass(frozen=True)
@@ -36,23 +37,28 @@ class FeatureRecipe:
     """Which features a feature set expands to (the choice; the fitted numbers live in FeatureSpec)."""
 
     base: tuple[str, ...]
-    """Base features: band names, colours ``"a-b"``, ``"asinh_z"`` (scaled redshift)."""
+    """Base features, each also used linearly: band names, colours ``"a-b"``, ``"asinh_z"`` (asinh of
+    redshift / 1e-3) and ``"z_is_zero"`` (redshift exactly 0: the SDSS pipeline's value when the redshift fit
+    failed; 412 rows of SDSS17, all galaxies)."""
     splines: dict
-    """Base feature -> number of interior knots of its cubic B-spline basis."""
-    interactions: tuple[tuple[str, str], ...]
+    """Base feature -> number of knots (boundaries included) of its cubic B-spline basis."""
+    tensors: tuple[tuple[str, str, int], ...] = ()
+    """(feature a, feature b, knots): products of every pair of the two coarse spline bases."""
+    interactions: tuple[tuple[str, str], ...] = ()
     """Pairs of base features whose standardised product is a feature."""
 
 
+# Chosen on the validation split of SDSS17 (holdout untouched); see README "Features".
 RECIPES: dict[str, FeatureRecipe] = {
     "spectroscopic": FeatureRecipe(
-        base=(*schema.BANDS, *_COLOURS, "asinh_z"),
-        splines={**{c: 8 for c in _COLOURS}, "r": 8, "asinh_z": 16},
-        interactions=tuple((a, "asinh_z") for a in ("u-g", "g-r", "r-i", "i-z", "r")),
+        base=(*schema.BANDS, *COLOURS, *_MORE_COLOURS, "asinh_z", "z_is_zero"),
+        splines={c: 10 for c in (*schema.BANDS, *COLOURS, "asinh_z")},
+        tensors=tuple(("asinh_z", c, 5) for c in COLOURS),
     ),
     "photometric": FeatureRecipe(
-        base=(*schema.BANDS, *_COLOURS),
-        splines={**{c: 10 for c in _COLOURS}, "r": 10, "u": 6, "z": 6},
-        interactions=tuple((a, b) for k, a in enumerate(_COLOURS[:4]) for b in (*_COLOURS[:4], "r")[k + 1:]),
+        base=(*schema.BANDS, *COLOURS, *_MORE_COLOURS),
+        splines={c: 10 for c in (*schema.BANDS, *COLOURS)},
+        tensors=tuple((a, b, 4) for k, a in enumerate(("r", *COLOURS)) for b in ("r", *COLOURS)[k + 1:]),
     ),
 }
 
@@ -83,6 +89,8 @@ def base_matrix(df: pd.DataFrame, names: tuple[str, ...], impute: dict[str, floa
             out[:, k] = cols[name]
         elif name == "asinh_z":
             out[:, k] = np.arcsinh(cols[schema.REDSHIFT] / REDSHIFT_SCALE)
+        elif name == "z_is_zero":
+            out[:, k] = np.where(np.isnan(cols[schema.REDSHIFT]), np.nan, cols[schema.REDSHIFT] == 0.0)
         else:
             a, b = name.split("-")
             out[:, k] = cols[a] - cols[b]
@@ -117,9 +125,34 @@ def merge_quantiles(summaries: list[tuple[np.ndarray, np.ndarray]], levels: np.n
     return out
 
 
+def _basis(x: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Cubic B-spline basis of ``x`` on the clamped knot vector ``t`` (values outside are clipped)."""
+    if not len(x):
+        return np.zeros((0, len(t) - DEGREE - 1))
+    x = np.clip(x, t[DEGREE], t[-DEGREE - 1])
+    # x is inside the knot range, so extrapolate=True only skips scipy's slow range check
+    return BSpline.design_matrix(x, t, DEGREE, extrapolate=True).toarray()
+
+
+def _knot_vector(q: np.ndarray, n_knots: int) -> np.ndarray | None:
+    """Clamped knot vector: ``n_knots`` knots at evenly spaced quantiles (``q`` at QUANTILE_LEVELS), the two
+    boundary knots at the 0.1 % and 99.9 % quantiles so a few wild values do not stretch the basis."""
+    lo = float(np.interp(0.001, QUANTILE_LEVELS, q))
+    hi = float(np.interp(0.999, QUANTILE_LEVELS, q))
+    if not hi > lo:
+        return None
+    inner = np.interp(np.linspace(0.0, 1.0, n_knots)[1:-1], QUANTILE_LEVELS, q)
+    inner = np.unique(inner[(inner > lo) & (inner < hi)])
+    return np.concatenate([[lo] * (DEGREE + 1), inner, [hi] * (DEGREE + 1)])
+
+
 @dataclass(frozen=True)
 class FeatureSpec:
-    """A fitted feature transform: all numbers needed to expand rows, stored in the model file."""
+    """A fitted feature transform: all numbers needed to expand rows, stored in the model file.
+
+    Columns, in order: standardised base features; each spline basis of ``knots``; each tensor product of
+    ``tensors``; the standardised products of ``interactions``. ``mean``/``scale`` then standardise all.
+    """
 
     feature_set: str
     base: tuple[str, ...]
@@ -129,6 +162,8 @@ class FeatureSpec:
     base_std: np.ndarray
     knots: dict = field(default_factory=dict)
     """Base feature -> full knot vector (boundary knots repeated DEGREE+1 times)."""
+    tensors: tuple = ()
+    """(feature a, knots of a, feature b, knots of b): products of the two bases, every pair."""
     interactions: tuple[tuple[str, str], ...] = ()
     mean: np.ndarray | None = None
     """Mean of each expanded feature (None until the scaler is fitted)."""
@@ -140,6 +175,9 @@ class FeatureSpec:
         names = list(self.base)
         for b, t in self.knots.items():
             names += [f"bs({b})[{j}]" for j in range(len(t) - DEGREE - 1)]
+        for a, ta, b, tb in self.tensors:
+            names += [f"bs({a})[{i}]*bs({b})[{j}]" for i in range(len(ta) - DEGREE - 1)
+                      for j in range(len(tb) - DEGREE - 1)]
         names += [f"{a}*{b}" for a, b in self.interactions]
         return names
 
@@ -154,11 +192,10 @@ class FeatureSpec:
         blocks = [zb]
         idx = {b: k for k, b in enumerate(self.base)}
         for b, t in self.knots.items():
-            x = np.clip(xb[:, idx[b]], t[DEGREE], t[-DEGREE - 1])
-            if len(x):  # values are clipped into the knot range, so "extrapolate" only skips a slow check
-                blocks.append(BSpline.design_matrix(x, t, DEGREE, extrapolate=True).toarray())
-            else:
-                blocks.append(np.zeros((0, len(t) - DEGREE - 1)))
+            blocks.append(_basis(xb[:, idx[b]], t))
+        for a, ta, b, tb in self.tensors:
+            ba, bb = _basis(xb[:, idx[a]], ta), _basis(xb[:, idx[b]], tb)
+            blocks.append((ba[:, :, None] * bb[:, None, :]).reshape(len(xb), ba.shape[1] * bb.shape[1]))
         if self.interactions:
             blocks.append(np.column_stack([zb[:, idx[a]] * zb[:, idx[b]] for a, b in self.interactions]))
         x = np.hstack(blocks)
@@ -173,8 +210,9 @@ class FeatureSpec:
             "impute": {k: float(v) for k, v in self.impute.items()},
             "base_mean": self.base_mean.tolist(),
             "base_std": self.base_std.tolist(),
-            # a list, not a mapping: the order of the spline blocks is the order of the model's columns
+            # lists, not mappings: their order is the order of the model's columns
             "knots": [[k, np.asarray(v).tolist()] for k, v in self.knots.items()],
+            "tensors": [[a, np.asarray(ta).tolist(), b, np.asarray(tb).tolist()] for a, ta, b, tb in self.tensors],
             "interactions": [list(p) for p in self.interactions],
             "mean": None if self.mean is None else self.mean.tolist(),
             "scale": None if self.scale is None else self.scale.tolist(),
@@ -187,25 +225,33 @@ class FeatureSpec:
     def from_dict(cls, d: dict) -> "FeatureSpec":
         if d.get("degree", DEGREE) != DEGREE or d.get("redshift_scale", REDSHIFT_SCALE) != REDSHIFT_SCALE:
             raise ValueError("feature constants differ from this version")
+        arr = lambda v: np.asarray(v, dtype=np.float64)  # noqa: E731
         spec = cls(
             feature_set=str(d["feature_set"]),
             base=tuple(str(b) for b in d["base"]),
             impute={str(k): float(v) for k, v in d["impute"].items()},
-            base_mean=np.asarray(d["base_mean"], dtype=np.float64),
-            base_std=np.asarray(d["base_std"], dtype=np.float64),
-            knots={str(k): np.asarray(v, dtype=np.float64) for k, v in d["knots"]},
+            base_mean=arr(d["base_mean"]),
+            base_std=arr(d["base_std"]),
+            knots={str(k): arr(v) for k, v in d["knots"]},
+            tensors=tuple((str(a), arr(ta), str(b), arr(tb)) for a, ta, b, tb in d.get("tensors", [])),
             interactions=tuple((str(a), str(b)) for a, b in d["interactions"]),
-            mean=None if d["mean"] is None else np.asarray(d["mean"], dtype=np.float64),
-            scale=None if d["scale"] is None else np.asarray(d["scale"], dtype=np.float64),
+            mean=None if d["mean"] is None else arr(d["mean"]),
+            scale=None if d["scale"] is None else arr(d["scale"]),
         )
         check_feature_set(spec.feature_set)
         for name in spec.base:
-            if name not in schema.BANDS and name != "asinh_z" and not (
+            if name not in schema.BANDS and name not in ("asinh_z", "z_is_zero") and not (
                 "-" in name and all(p in schema.BANDS for p in name.split("-"))
             ):
                 raise ValueError(f"unknown base feature {name!r}")
-        if spec.mean is not None and len(spec.mean) != spec.n_features:
+        used = [*spec.knots, *(t[0] for t in spec.tensors), *(t[2] for t in spec.tensors),
+                *(x for p in spec.interactions for x in p)]
+        if any(u not in spec.base for u in used):
+            raise ValueError("a spline, tensor or interaction refers to a feature that is not a base feature")
+        if spec.mean is not None and (len(spec.mean) != spec.n_features or len(spec.scale) != spec.n_features):
             raise ValueError("scaler length does not match the features")
+        if len(spec.base_mean) != len(spec.base) or len(spec.base_std) != len(spec.base):
+            raise ValueError("base statistics do not match the base features")
         return spec
 
 
@@ -218,18 +264,13 @@ def spec_from_quantiles(feature_set: str, recipe: FeatureRecipe, raw_q: np.ndarr
     raw = raw_columns(feature_set)
     mid = int(np.argmin(np.abs(QUANTILE_LEVELS - 0.5)))
     impute = {c: float(raw_q[mid, k]) for k, c in enumerate(raw)}
-    knots = {}
-    for b, n_inner in recipe.splines.items():
-        k = recipe.base.index(b)
-        # interior knots at evenly spaced quantiles; boundary knots at the 0.1 % / 99.9 % quantiles
-        levels = np.linspace(0.0, 1.0, n_inner + 2)
-        qs = np.interp(levels, QUANTILE_LEVELS, base_q[:, k])
-        lo = float(np.interp(0.001, QUANTILE_LEVELS, base_q[:, k]))
-        hi = float(np.interp(0.999, QUANTILE_LEVELS, base_q[:, k]))
-        inner = np.unique(qs[1:-1][(qs[1:-1] > lo) & (qs[1:-1] < hi)])
-        if hi <= lo:
-            continue
-        knots[b] = np.concatenate([[lo] * (DEGREE + 1), inner, [hi] * (DEGREE + 1)])
+    col = {b: base_q[:, k] for k, b in enumerate(recipe.base)}
+    knots = {b: t for b, n in recipe.splines.items() if (t := _knot_vector(col[b], n)) is not None}
+    tensors = []
+    for a, b, n in recipe.tensors:
+        ta, tb = _knot_vector(col[a], n), _knot_vector(col[b], n)
+        if ta is not None and tb is not None:
+            tensors.append((a, ta, b, tb))
     return FeatureSpec(
         feature_set=feature_set,
         base=recipe.base,
@@ -237,5 +278,6 @@ def spec_from_quantiles(feature_set: str, recipe: FeatureRecipe, raw_q: np.ndarr
         base_mean=base_mean,
         base_std=np.where(base_std > 0, base_std, 1.0),
         knots=knots,
+        tensors=tuple(tensors),
         interactions=recipe.interactions,
     )
