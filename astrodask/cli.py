@@ -139,11 +139,13 @@ def training_options(f):
 @click.option("--model", "model_dir", required=True, help="Model directory to write.")
 @training_options
 @click.option("--patience", type=int, default=20, show_default=True, help="Early stopping patience (0: off).")
+@click.option("--monitor", type=click.Choice(["accuracy", "loss"]), default="accuracy", show_default=True,
+              help="Validation score watched by early stopping.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace the model directory if it exists.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted training from its last checkpoint.")
 @cluster_options
-def train(dataset, model_dir, features, mode, epochs, l2, class_weight, cache, patience, seed, overwrite, resume,
+def train(dataset, model_dir, features, mode, epochs, l2, class_weight, cache, patience, monitor, seed, overwrite, resume,
           cluster, quiet):
     """Train a model on DATASET; write it, metrics.json and report/ to --model.
 
@@ -152,7 +154,7 @@ def train(dataset, model_dir, features, mode, epochs, l2, class_weight, cache, p
     from . import train as stage
 
     cfg = stage.TrainConfig(dataset, model_dir, features=features, mode=mode, epochs=epochs, l2=l2,
-                            class_weight=class_weight, cache=cache, patience=patience, seed=seed,
+                            class_weight=class_weight, cache=cache, patience=patience, monitor=monitor, seed=seed,
                             overwrite=overwrite, resume=resume, quiet=quiet)
     with _connect(cluster) as client:
         r = stage.run(cfg, client)

@@ -77,7 +77,11 @@ class TrainConfig:
     class_weight: str | None = None
     """None (every row weighs 1) or ``balanced`` (rows weighted by n / (classes * n_class))."""
     patience: int = 20
-    """Stop when the validation loss has not improved for this many epochs (0: never stop early)."""
+    """Stop when the monitored validation score has not improved for this many epochs (0: never stop
+    early; the model is then the last iterate, else the best epoch's)."""
+    monitor: str = "accuracy"
+    """Validation score for early stopping: ``accuracy`` (what the classifier is for; the validation log-loss
+    can rise from a few over-confident rows while accuracy still improves) or ``loss``."""
     tol: float = 1e-9
     """L-BFGS stops when the relative decrease of the objective falls below this."""
     learning_rate: str = "optimal"
@@ -109,6 +113,8 @@ class TrainConfig:
             raise ConfigError("l2", f"must be a finite number >= 0, got {self.l2}", "pass e.g. --l2 1e-5")
         if self.class_weight not in (None, "balanced"):
             raise ConfigError("class_weight", f"unknown value {self.class_weight!r}", "use balanced or leave it out")
+        if self.monitor not in ("accuracy", "loss"):
+            raise ConfigError("monitor", f"unknown score {self.monitor!r}", "use accuracy or loss")
         if self.patience < 0:
             raise ConfigError("patience", "must be >= 0", "pass 0 to disable early stopping")
         if self.cache not in CACHES:
@@ -139,13 +145,13 @@ def _labelled(file: str, feature_set: str, extra=()) -> pd.DataFrame:
     return df
 
 
-def _summaries_task(file: str, feature_set: str) -> dict:
+def _summaries_task(file: str, feature_set: str, base_names: tuple[str, ...]) -> dict:
     """Pass 1 on a partition: quantile summaries of raw inputs and base features, moments, class counts."""
     df = _labelled(file, feature_set)
     split = split_of(df[schema.ID].to_numpy())
     tr = df[split == TRAIN]
     raw = tr[list(raw_columns(feature_set))].to_numpy(dtype="float64", na_value=np.nan)
-    base = base_matrix(tr, RECIPES[feature_set].base, None)
+    base = base_matrix(tr, base_names, None)
     finite = np.isfinite(base)
     b0 = np.where(finite, base, 0.0)
     counts = {s: df.loc[split == s, schema.CLASS].value_counts().reindex(schema.CLASSES, fill_value=0).to_numpy()
@@ -305,7 +311,9 @@ class Trainer:
             if doc.get("fingerprint") == cfg.fingerprint():
                 log("resume: reusing fitted features")
                 return FeatureSpec.from_dict(doc["spec"]), {int(k): np.asarray(v) for k, v in doc["counts"].items()}
-        summ = track(client.map(_summaries_task, self.ds.files, feature_set=cfg.features, pure=False),
+        recipe = RECIPES[cfg.features]
+        summ = track(client.map(_summaries_task, self.ds.files, feature_set=cfg.features, base_names=recipe.base,
+                                pure=False),
                      "features: quantiles", cfg.quiet)
         counts = {s: sum(p["counts"][s] for p in summ) for s in (TRAIN, VALID, TEST)}
         if counts[TRAIN].sum() == 0:
@@ -321,7 +329,7 @@ class Trainer:
                 f"{self.ds.path}: column(s) {', '.join(empty)} have no values in the training rows; "
                 "use --features photometric if the catalogue has no redshift"
             )
-        spec = spec_from_quantiles(cfg.features, RECIPES[cfg.features], raw_q, base_q, mean, std)
+        spec = spec_from_quantiles(cfg.features, recipe, raw_q, base_q, mean, std)
         # pass 2: scaler statistics of the expanded features (unscaled spec)
         mom = track(client.map(_moments_task, self.ds.files, spec=spec, pure=False), "features: scaling", cfg.quiet)
         n_rows = sum(m[0] for m in mom)
@@ -382,12 +390,12 @@ class Trainer:
         if restored is not None:
             arrays, saved = restored
             st = lbfgs.LbfgsState.from_arrays(arrays)
-            history, best = saved["history"], {"loss": saved["best_loss"], "theta": arrays["best"],
+            history, best = saved["history"], {"score": saved["best_score"], "theta": arrays["best"],
                                                "epoch": saved["best_epoch"]}
             log(f"resume: continuing from epoch {st.iteration}")
         else:
             st = lbfgs.start(fg, np.zeros(shape).ravel())
-            history, best = [], {"loss": np.inf, "theta": np.zeros(shape), "epoch": 0}
+            history, best = [], {"score": np.inf, "theta": np.zeros(shape), "epoch": 0}
         bar = _bar(cfg.max_epochs, st.iteration, "train (L-BFGS)", cfg.quiet)
         t0 = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)
         stopped = restored is not None and restored[1].get("stopped")
@@ -403,17 +411,17 @@ class Trainer:
                    "valid_accuracy": vc / vw if vw else None, "passes": st.evaluations,
                    "seconds": time.perf_counter() - t0}
             history.append(rec)
-            score = rec["valid_loss"] if rec["valid_loss"] is not None else rec["train_loss"]
-            if score < best["loss"]:
-                best = {"loss": score, "theta": st.x.reshape(shape).copy(), "epoch": st.iteration}
+            score = _score(rec, cfg.monitor)
+            if score < best["score"]:
+                best = {"score": score, "theta": st.x.reshape(shape).copy(), "epoch": st.iteration}
             if cfg.patience and st.iteration - best["epoch"] >= cfg.patience:
-                log(f"early stop at epoch {st.iteration}: validation loss best at epoch {best['epoch']}")
+                log(f"early stop at epoch {st.iteration}: validation {cfg.monitor} best at epoch {best['epoch']}")
                 stopped = True
             ckpt.save({**st.to_arrays(), "best": best["theta"]},
-                      {"epoch": st.iteration, "history": history, "best_loss": best["loss"],
+                      {"epoch": st.iteration, "history": history, "best_score": best["score"],
                        "best_epoch": best["epoch"], "stopped": stopped})
             bar.update(1)
-            bar.set_postfix(valid_loss=f"{score:.4f}")
+            bar.set_postfix(valid_accuracy=f"{rec['valid_accuracy'] or 0:.4f}", valid_loss=f"{rec['valid_loss'] or 0:.4f}")
             last.clear()
         bar.close()
         # with early stopping, the epoch with the best validation loss; without, the optimum reached
@@ -468,7 +476,7 @@ class Trainer:
             inc.estimator_ = est
             log(f"resume: continuing from epoch {start}")
         bar = _bar(cfg.max_epochs, start, "train (incremental)", cfg.quiet)
-        best = {"loss": np.inf, "epoch": start}
+        best = {"score": np.inf, "epoch": start}
         t0 = time.perf_counter()
         for epoch in range(start + 1, cfg.max_epochs + 1):
             perm = [client.submit(_permuted, b, cfg.seed * 100003 + epoch * 7919 + i, pure=False)
@@ -490,16 +498,24 @@ class Trainer:
             history.append(rec)
             ckpt.save({"theta": theta}, {"epoch": epoch, "history": history, "t": float(est.t_)})
             bar.update(1)
-            score = rec["valid_loss"] if rec["valid_loss"] is not None else rec["train_loss"]
-            bar.set_postfix(valid_loss=f"{score:.4f}")
-            if score < best["loss"] - 1e-6:
-                best.update(loss=score, epoch=epoch)
+            score = _score(rec, cfg.monitor)
+            bar.set_postfix(valid_accuracy=f"{rec['valid_accuracy'] or 0:.4f}", valid_loss=f"{rec['valid_loss'] or 0:.4f}")
+            if score < best["score"] - 1e-6:
+                best.update(score=score, epoch=epoch)
             elif cfg.patience and epoch - best["epoch"] >= cfg.patience:
                 log(f"early stop at epoch {epoch}")
                 break
         bar.close()
         est = inc.estimator_
         return np.column_stack([est.coef_, est.intercept_]), history
+
+
+def _score(rec: dict, monitor: str) -> float:
+    """The early-stopping score of an epoch record, lower is better (training figures if no validation rows)."""
+    if monitor == "accuracy":
+        acc = rec["valid_accuracy"] if rec["valid_accuracy"] is not None else rec["train_accuracy"]
+        return -acc
+    return rec["valid_loss"] if rec["valid_loss"] is not None else rec["train_loss"]
 
 
 def _bar(total: int, initial: int, desc: str, quiet: bool):
