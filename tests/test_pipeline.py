@@ -219,7 +219,8 @@ def test_job_api_on_local_cluster(small_csv_parts, small_sample, tmp_path, monke
 
 @pytest.mark.realdata
 def test_real_data_accuracy(shared_data, tmp_path):
-    """The issue's target on the whole SDSS17 file: holdout accuracy >= 0.96 with the default features."""
+    """Targets on the whole SDSS17 file with the default (spectroscopic) features: holdout accuracy >= 0.96 for
+    the spine, >= 0.973 for the training issue; calibrated probabilities (log-loss, Brier) reported."""
     src = shared_data / "sdss17.csv"
     cli = [sys.executable, "-m", "astrodask.cli"]
     small = ["--workers", "2", "--quiet"]
@@ -234,5 +235,6 @@ def test_real_data_accuracy(shared_data, tmp_path):
     print(f"\nSDSS17 holdout: accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  ({m['n']:,} rows)")
     assert f"accuracy {m['accuracy']:.4f}" in r.stdout
     assert 19_000 < m["n"] < 21_000  # the 20 % holdout, never trained on
-    assert m["accuracy"] >= 0.96
-    assert m["macro_f1"] >= 0.95
+    assert m["accuracy"] >= 0.973
+    assert m["macro_f1"] >= 0.965
+    assert m["log_loss"] < 0.1 and m["brier"] < 0.05
