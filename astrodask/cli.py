@@ -264,6 +264,12 @@ def main(argv=None, prog_name="astrodask") -> int:
 
         if os.environ.get("ASTRODASK_DEBUG"):
             raise
+        if type(exc).__name__ == "KilledWorker":  # distributed gave up on a task whose workers kept dying
+            task = str(getattr(exc, "task", "") or "a task").split("-")[0]
+            click.echo(f"astrodask: error: the Dask workers running {task} kept dying (most often: out of memory); "
+                       "give each worker more memory (--memory-limit, or the cluster's) or make smaller partitions "
+                       "(convert --block-size), then rerun with --resume", err=True)
+            return EXIT_USER_ERROR
         msg = str(exc).splitlines()[0] if str(exc) else ""
         click.echo(f"astrodask: internal error: {type(exc).__name__}: {msg} (set ASTRODASK_DEBUG=1 for details)",
                    err=True)

@@ -96,8 +96,10 @@ def connect(cfg: ClusterConfig = ClusterConfig()) -> Iterator["distributed.Clien
     cluster = None
     try:
         if address:
+            security = cfg.security()
+            _check_tls(address, security)
             try:
-                client = Client(address, security=cfg.security(), timeout=cfg.timeout, set_as_default=False)
+                client = Client(address, security=security, timeout=cfg.timeout, set_as_default=False)
             except (OSError, TimeoutError) as exc:
                 raise AstrodaskError(
                     f"cannot reach the Dask scheduler at {address} ({type(exc).__name__}: {exc}); "
@@ -127,6 +129,25 @@ def connect(cfg: ClusterConfig = ClusterConfig()) -> Iterator["distributed.Clien
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _check_tls(address: str, security) -> None:
+    """Refuse in one line the address/TLS mismatches that distributed reports with a TypeError or
+    RuntimeError (and then a 60 s hang while the half-made client closes)."""
+    tls_address = address.strip().lower().startswith("tls://")
+    if tls_address and security is None:
+        from distributed.security import Security
+
+        if Security().get_connection_args("client").get("ssl_context") is None:  # nor in the Dask config
+            raise AstrodaskError(
+                f"{address} is a TLS scheduler and no certificates were given; pass --tls-ca, --tls-cert and "
+                "--tls-key (the cluster's CA certificate and this client's certificate and key)"
+            )
+    if security is not None and not tls_address:
+        raise AstrodaskError(
+            f"--tls-ca/--tls-cert/--tls-key were given but the scheduler address {address} is not tls://; "
+            "use the tls:// address of the scheduler, or leave out the TLS options"
+        )
 
 
 def worker_memory(client) -> int:

@@ -14,8 +14,9 @@ from pathlib import Path
 from . import convert, evaluate, predict, train
 from .console import log
 from .errors import ConfigError
-from .storage import StagedOutput, is_complete, read_meta
+from .storage import StagedOutput, is_complete, locked, read_meta
 
+JOB_LOCK = ".job.lock"
 DEFAULT_SOURCE = str(Path(__file__).resolve().parents[1] / "data" / "sdss_sample.csv")
 
 
@@ -74,6 +75,13 @@ def run(cfg: JobConfig, client) -> dict:
     pcfg = predict.PredictConfig(str(paths["dataset"]), str(paths["model"]), str(paths["predictions"]),
                                  overwrite=cfg.overwrite, resume=cfg.resume, quiet=cfg.quiet)
     out.mkdir(parents=True, exist_ok=True)
+    # one job per output directory: a second job would otherwise replace (--overwrite) or mix stages under a
+    # running one, which holds only the lock of the stage it is in
+    with locked(out / JOB_LOCK, out):
+        return _run_stages(cfg, client, out, paths, conv, tcfg, pcfg)
+
+
+def _run_stages(cfg: JobConfig, client, out: Path, paths: dict, conv, tcfg, pcfg) -> dict:
     result = {"out": str(out)}
     result["convert"] = read_meta(paths["dataset"]) if _skip(paths["dataset"], cfg, "convert") else convert.run(conv, client)
     if not _skip(paths["model"], cfg, "train"):

@@ -25,6 +25,10 @@ from .storage import StagedOutput, parquet_rows, write_parquet_atomic
 
 CARRY = (schema.CLASS, "alpha", "delta", schema.REDSHIFT)
 BATCH_ROWS = 262144
+BATCH_FEATURE_BYTES = 32 << 20
+"""Rows are scored in batches whose expanded feature matrix (float64) is at most this big: the expansion makes a
+few temporaries of that size, so a task's memory stays near 5 x this whatever the partition size and the
+number of features (262,144 rows x 330 features would be ~0.7 GB per temporary)."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,7 @@ def predict_file(src: str, dst: str, model: SoftmaxModel, carry: list[str]) -> i
     out_schema = output_schema(carry)
     tables = []
     classes = np.asarray(model.classes_, dtype=object)
-    for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=need):
+    for batch in pf.iter_batches(batch_size=batch_rows(model.spec.n_features), columns=need):
         df = batch.to_pandas()
         p = model.predict_proba(df)
         cols = {schema.ID: pa.array(df[schema.ID].to_numpy(np.uint64), pa.uint64()),
@@ -76,6 +80,15 @@ def predict_file(src: str, dst: str, model: SoftmaxModel, carry: list[str]) -> i
     table = pa.concat_tables(tables) if tables else out_schema.empty_table()
     write_parquet_atomic(table, dst)
     return table.num_rows
+
+
+def batch_rows(n_features: int) -> int:
+    """Rows per scoring batch for a model with ``n_features`` expanded features."""
+    return int(max(1024, min(BATCH_ROWS, BATCH_FEATURE_BYTES // (8 * max(1, n_features)))))
+
+
+def _identity(x):
+    return x
 
 
 def run(cfg: PredictConfig, client) -> dict:
@@ -93,7 +106,8 @@ def run(cfg: PredictConfig, client) -> dict:
                 if not (cfg.resume and parquet_rows(out.path(n)) == rows)]
         if len(todo) < len(ds.files):
             log(f"resume: {len(ds.files) - len(todo)} of {len(ds.files)} partitions already scored")
-        model_f = client.scatter(model, broadcast=True)
+        # the model as a task, not scattered data: if every worker holding it dies, the scheduler can make it again
+        model_f = client.submit(_identity, model, pure=False)
         futs = [client.submit(predict_file, s, d, model_f, carry, pure=False) for s, d in todo]
         track(futs, "predict", cfg.quiet)
         written = [parquet_rows(out.path(n)) for n in names]

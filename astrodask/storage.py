@@ -14,10 +14,12 @@ Each task writes its file under a temporary name and renames it, so a part file 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import socket
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +93,52 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def take_lock(lock: Path, dest: Path) -> None:
+    """Create the lock file ``lock`` (holding this pid and host) for writing ``dest``, or raise the one-line error
+    naming the job that holds it. A lock left by a dead process of this host is taken over."""
+    me = {"pid": os.getpid(), "host": socket.gethostname()}
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            other = {}
+            for _attempt in range(20):  # the holder may not have written its pid yet (created, then written)
+                try:
+                    other = json.loads(lock.read_text() or "{}")
+                except FileNotFoundError:
+                    break  # released meanwhile: try to take it again
+                except (OSError, ValueError):
+                    other = {}
+                if other:
+                    break
+                time.sleep(0.05)
+            if not lock.exists():
+                continue
+            stale = other.get("host") == me["host"] and not _pid_alive(int(other.get("pid", -1)))
+            if stale:
+                lock.unlink(missing_ok=True)
+                continue
+            raise AstrodaskError(
+                f"another job (pid {other.get('pid', '?')} on {other.get('host', '?')}) is writing "
+                f"{dest}; wait for it to finish, or delete {lock} if that job is dead"
+            ) from None
+        with os.fdopen(fd, "w") as fh:
+            json.dump(me, fh)
+        return
+    raise AstrodaskError(f"cannot take the lock {lock}; delete it if no job is writing {dest}")
+
+
+@contextlib.contextmanager
+def locked(lock: str | os.PathLike, dest: str | os.PathLike):
+    """Hold ``lock`` for writing ``dest`` for the duration of the block (see ``take_lock``)."""
+    lock = Path(lock)
+    take_lock(lock, Path(dest))
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
 @dataclass
 class StagedOutput:
     """An output directory being produced by one job: lock, staging directory, commit.
@@ -113,45 +161,34 @@ class StagedOutput:
         self.lock = self.dest.with_name(f".{self.dest.name}.lock")
 
     def __enter__(self) -> "StagedOutput":
-        if self.dest.exists() and not self.overwrite:
-            what = "a complete" if is_complete(self.dest) else "an incomplete or foreign"
-            raise AstrodaskError(
-                f"{self.dest} already exists ({what} {self.kind}); pass --overwrite to replace it "
-                "or choose another destination"
-            )
+        self._check_free()
         if not self.dest.parent.is_dir():
             try:
                 self.dest.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise AstrodaskError(f"cannot create {self.dest.parent}: {exc.strerror}; check the path") from None
         self._take_lock()
+        try:
+            # again under the lock: another job may have committed ``dest`` since the first check
+            self._check_free()
+        except AstrodaskError:
+            self.lock.unlink(missing_ok=True)
+            raise
         if self.staging.exists() and not self.resume:
             shutil.rmtree(self.staging)
         self.staging.mkdir(exist_ok=True)
         return self
 
+    def _check_free(self) -> None:
+        if self.dest.exists() and not self.overwrite:
+            what = "a complete" if is_complete(self.dest) else "an incomplete or foreign"
+            raise AstrodaskError(
+                f"{self.dest} already exists ({what} {self.kind}); pass --overwrite to replace it "
+                "or choose another destination"
+            )
+
     def _take_lock(self):
-        me = {"pid": os.getpid(), "host": socket.gethostname()}
-        for _ in range(2):
-            try:
-                fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                try:
-                    other = json.loads(self.lock.read_text() or "{}")
-                except (OSError, ValueError):
-                    other = {}
-                stale = other.get("host") == me["host"] and not _pid_alive(int(other.get("pid", -1)))
-                if stale:
-                    self.lock.unlink(missing_ok=True)
-                    continue
-                raise AstrodaskError(
-                    f"another job (pid {other.get('pid', '?')} on {other.get('host', '?')}) is writing "
-                    f"{self.dest}; wait for it to finish, or delete {self.lock} if that job is dead"
-                ) from None
-            with os.fdopen(fd, "w") as fh:
-                json.dump(me, fh)
-            return
-        raise AstrodaskError(f"cannot take the lock {self.lock}; delete it if no job is writing {self.dest}")
+        take_lock(self.lock, self.dest)
 
     def __exit__(self, exc_type, exc, tb):
         self.lock.unlink(missing_ok=True)
@@ -162,6 +199,9 @@ class StagedOutput:
 
     def commit(self, meta: dict) -> None:
         """Write metadata and the success marker into staging, then swap it in for ``dest``."""
+        # files a killed task left half-written (``.NAME.tmp-*``) are not part of the output
+        for tmp in [p for p in self.staging.rglob(".*") if ".tmp" in p.name and p.is_file()]:
+            tmp.unlink(missing_ok=True)
         write_json_atomic(self.staging / META, {"kind": self.kind, **meta})
         (self.staging / SUCCESS).write_text("")
         old = None
