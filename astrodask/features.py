@@ -27,6 +27,7 @@ FEATURE_SETS = ("spectroscopic", "photometric")
 QUANTILE_LEVELS = np.linspace(0.0, 1.0, 201)
 DEGREE = 3
 REDSHIFT_SCALE = 1e-3
+EXPAND_CHUNK_BYTES = 32 << 20
 
 COLOURS = ("u-g", "g-r", "r-i", "i-z")
 _MORE_COLOURS = ("u-r", "g-i", "r-z")
@@ -186,7 +187,17 @@ class FeatureSpec:
         return len(self.names)
 
     def expand(self, df: pd.DataFrame, scaled: bool = True) -> np.ndarray:
-        """Rows -> model input matrix (float32)."""
+        """Rows -> model input matrix (float32), built in row chunks so the float64 temporaries stay small
+        (about EXPAND_CHUNK_BYTES each) whatever the partition size."""
+        step = max(1024, EXPAND_CHUNK_BYTES // (8 * self.n_features))
+        if len(df) <= step:
+            return self._expand(df, scaled)
+        out = np.empty((len(df), self.n_features), dtype=np.float32)
+        for start in range(0, len(df), step):
+            out[start:start + step] = self._expand(df.iloc[start:start + step], scaled)
+        return out
+
+    def _expand(self, df: pd.DataFrame, scaled: bool) -> np.ndarray:
         xb = base_matrix(df, self.base, self.impute)
         zb = (xb - self.base_mean) / self.base_std
         blocks = [zb]

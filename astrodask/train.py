@@ -167,10 +167,15 @@ def _summaries_task(file: str, feature_set: str, base_names: tuple[str, ...]) ->
 
 
 def _moments_task(block, spec: FeatureSpec) -> tuple:
-    """Pass 2 on a partition: count, sum and sum of squares of the expanded training features."""
-    b = _materialize(block, spec)
-    x = b["X"][TRAIN].astype(np.float64)
-    return len(x), x.sum(axis=0), (x * x).sum(axis=0)
+    """Pass 2 on a partition: count, sum and sum of squares of the expanded training features (float64 sums,
+    accumulated in row chunks so no float64 copy of the partition is made)."""
+    x = _materialize(block, spec)["X"][TRAIN]
+    s, ss = np.zeros(x.shape[1]), np.zeros(x.shape[1])
+    for start in range(0, len(x), 65536):
+        c = x[start:start + 65536].astype(np.float64)
+        s += c.sum(axis=0)
+        ss += np.einsum("ij,ij->j", c, c)
+    return len(x), s, ss
 
 
 def _load_block(file: str, spec: FeatureSpec, weights: np.ndarray) -> dict:
