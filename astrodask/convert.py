@@ -170,13 +170,14 @@ def _expand(sources: tuple[str, ...]) -> list[str]:
     return unique
 
 
-def _required_check(source: str, columns: list[str], mapping: dict[str, str]) -> None:
+def _required_check(source: str, columns: list[str], mapping: dict[str, str], unread: list[str] = ()) -> None:
     missing = [c for c in schema.REQUIRED if c not in mapping.values()]
     if missing:
         shown = ", ".join(columns[:12]) + (" ..." if len(columns) > 12 else "")
+        skipped = f"; not readable: {', '.join(unread)}" if unread else ""
         raise AstrodaskError(
-            f"{source}: missing required column(s) {', '.join(missing)} (found: {shown}); the input needs an id "
-            "(obj_ID or objid) and the magnitudes u, g, r, i, z"
+            f"{source}: missing required column(s) {', '.join(missing)} (found: {shown}{skipped}); the input needs "
+            "an id (obj_ID or objid) and the magnitudes u, g, r, i, z (FITS: five-element band arrays or scalars)"
         )
 
 
@@ -262,14 +263,14 @@ def plan_blocks(cfg: ConvertConfig, n_threads: int = 2) -> list[Block]:
             cols, meta = _parquet_info(f)
             info[f] = (kind, schema.unique_names([c.strip() for c in cols]), meta)
         else:
-            cols, nrows, row_bytes = fits_info(f)
-            info[f] = (kind, schema.unique_names([c.strip() for c in cols]), nrows, row_bytes)
+            cols, nrows, row_bytes, unread = fits_info(f)
+            info[f] = (kind, schema.unique_names([c.strip() for c in cols]), nrows, row_bytes, unread)
             sizes += nrows * row_bytes
     mappings = {}
     for f in files:
         cols = info[f][1]
         mappings[f] = schema.canonical_names(cols)
-        _required_check(f, cols, mappings[f])
+        _required_check(f, cols, mappings[f], info[f][4] if info[f][0] == "fits" else ())
     present = {c for m in mappings.values() for c in m.values()}
     out_columns = tuple(c for c in schema.COLUMNS if c in present)
     bs = cfg.block_size or _auto_block_size(sizes, n_threads)
@@ -298,7 +299,7 @@ def plan_blocks(cfg: ConvertConfig, n_threads: int = 2) -> list[Block]:
             for rg in range(0, meta.num_row_groups, per):
                 add(f, rg, min(per, meta.num_row_groups - rg))
         else:
-            _, _, nrows, row_bytes = info[f]
+            _, _, nrows, row_bytes, _ = info[f]
             step = max(1, bs // row_bytes)
             for start in range(0, nrows, step):
                 add(f, start, min(step, nrows - start))

@@ -87,18 +87,21 @@ def _layout(hdu) -> list[tuple[str, str, int | None]]:
     return out
 
 
-def fits_info(path: str) -> tuple[list[str], int, int]:
-    """(flattened column names, row count, bytes per row) of the first binary table; reads the header only."""
+def fits_info(path: str) -> tuple[list[str], int, int, list[str]]:
+    """(flattened column names, row count, bytes per row, columns not carried with why) of the first binary
+    table; reads the header only."""
     with _open(path) as hdul:
         hdu = _table_hdu(hdul, path)
+        skipped = [f"{c.name} ({_why_not(c)})" for c in hdu.columns if _width(c) == 0]
         return ([name for _, name, _ in _layout(hdu)], int(hdu.header.get("NAXIS2", 0)),
-                max(1, int(hdu.header.get("NAXIS1", 1))))
+                max(1, int(hdu.header.get("NAXIS1", 1))), skipped)
 
 
-def fits_columns(path: str) -> tuple[list[str], int]:
-    """Flattened column names and row count of the first binary table."""
-    names, nrows, _ = fits_info(path)
-    return names, nrows
+def _why_not(col) -> str:
+    code = str(col.format).upper().lstrip("0123456789")[:1]
+    kinds = {"P": "variable-length array", "Q": "variable-length array", "X": "bit field", "C": "complex",
+             "M": "complex"}
+    return kinds.get(code) or f"array of shape {col.dim}; only scalars and 1-D arrays are read"
 
 
 def _native(col: np.ndarray) -> np.ndarray:

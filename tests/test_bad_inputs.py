@@ -110,11 +110,9 @@ CASES: list[Case] = [
     Case("dataset_with_empty_partition", "a Parquet dataset directory with a 0-row file beside a full one", read=12),
     # ---------------------------------------------------------------------------------------- FITS
     Case("fits_good.fits", "control: SDSS layout, 5-element MODELMAG, Z, CLASS", read=12),
-    Case("fits_band_array_2d.fits", "MODELMAG of shape (2, 5) per row", error=("MODELMAG",),
-         bug="the error lists the columns found without MODELMAG (dropped for its shape) and does not say why"),
+    Case("fits_band_array_2d.fits", "MODELMAG of shape (2, 5) per row", error=("MODELMAG",)),
     Case("fits_band_array_4.fits", "MODELMAG with 4 values per row (no z band)", error=("MODELMAG", "u, g, r, i, z")),
-    Case("fits_variable_length_bands.fits", "MODELMAG as a variable-length array", error=("MODELMAG",),
-         bug="the error lists the columns found without MODELMAG (dropped: variable-length) and does not say why"),
+    Case("fits_variable_length_bands.fits", "MODELMAG as a variable-length array", error=("MODELMAG",)),
     Case("fits_string_magnitude.fits", "u stored as text, one value 'bad'", read=12,
          quarantined={"non_numeric:u": 1}),
     Case("fits_no_table.fits", "an image, no table", error=("table",)),
