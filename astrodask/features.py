@@ -31,6 +31,7 @@ EXPAND_CHUNK_BYTES = 32 << 20
 
 COLOURS = ("u-g", "g-r", "r-i", "i-z")
 _MORE_COLOURS = ("u-r", "g-i", "r-z")
+_FINE_PAIRS = {("u-g", "g-r"), ("g-r", "r-i"), ("r-i", "i-z"), ("r", "u-g"), ("r", "g-r")}
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,10 @@ RECIPES: dict[str, FeatureRecipe] = {
     ),
     "photometric": FeatureRecipe(
         base=(*schema.BANDS, *COLOURS, *_MORE_COLOURS),
-        splines={c: 10 for c in (*schema.BANDS, *COLOURS)},
-        tensors=tuple((a, b, 4) for k, a in enumerate(("r", *COLOURS)) for b in ("r", *COLOURS)[k + 1:]),
+        splines={c: 10 for c in (*schema.BANDS, *COLOURS, *_MORE_COLOURS)},
+        # colour-colour and colour-magnitude diagrams: finer where the classes' loci cross
+        tensors=tuple((a, b, 5 if (a, b) in _FINE_PAIRS else 4)
+                      for k, a in enumerate(("r", *COLOURS)) for b in ("r", *COLOURS)[k + 1:]),
     ),
 }
 
