@@ -203,19 +203,27 @@ class FeatureSpec:
     def _expand(self, df: pd.DataFrame, scaled: bool) -> np.ndarray:
         xb = base_matrix(df, self.base, self.impute)
         zb = (xb - self.base_mean) / self.base_std
-        blocks = [zb]
         idx = {b: k for k, b in enumerate(self.base)}
+        out = np.empty((len(xb), self.n_features), dtype=np.float32)
+        col = 0
+
+        def put(block: np.ndarray) -> None:  # scale in float64, store as float32: no full float64 copy
+            nonlocal col
+            k = block.shape[1]
+            if scaled and self.mean is not None:
+                block = (block - self.mean[col:col + k]) / self.scale[col:col + k]
+            out[:, col:col + k] = block
+            col += k
+
+        put(zb)
         for b, t in self.knots.items():
-            blocks.append(_basis(xb[:, idx[b]], t))
+            put(_basis(xb[:, idx[b]], t))
         for a, ta, b, tb in self.tensors:
             ba, bb = _basis(xb[:, idx[a]], ta), _basis(xb[:, idx[b]], tb)
-            blocks.append((ba[:, :, None] * bb[:, None, :]).reshape(len(xb), ba.shape[1] * bb.shape[1]))
+            put((ba[:, :, None] * bb[:, None, :]).reshape(len(xb), ba.shape[1] * bb.shape[1]))
         if self.interactions:
-            blocks.append(np.column_stack([zb[:, idx[a]] * zb[:, idx[b]] for a, b in self.interactions]))
-        x = np.hstack(blocks)
-        if scaled and self.mean is not None:
-            x = (x - self.mean) / self.scale
-        return x.astype(np.float32)
+            put(np.column_stack([zb[:, idx[a]] * zb[:, idx[b]] for a, b in self.interactions]))
+        return out
 
     def to_dict(self) -> dict:
         return {

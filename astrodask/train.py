@@ -218,7 +218,8 @@ def _loss_grad(x: np.ndarray, y: np.ndarray, w: np.ndarray, theta: np.ndarray):
     r[np.arange(len(y)), y] -= 1.0
     r *= w[:, None]
     g = np.empty_like(theta)
-    g[:, :-1] = (r.astype(np.float32).T @ x).astype(np.float64)
+    # x.T @ r, not r.T @ x: BLAS is several times faster with the long dimension contiguous in both operands
+    g[:, :-1] = (x.T @ r.astype(np.float32)).T
     g[:, -1] = r.sum(axis=0)
     return float(-(w * logp_true).sum()), g, float(w.sum()), correct
 
