@@ -11,8 +11,11 @@ def log(msg: str) -> None:
     print(f"[astrodask] {msg}", file=sys.stderr, flush=True)
 
 
-def track(futures, desc: str, quiet: bool = False):
-    """Wait for ``futures`` with a progress bar; return their results in order (re-raising the first error)."""
+def track(futures, desc: str, quiet: bool = False, gather: bool = True):
+    """Wait for ``futures`` with a progress bar; return their results in order (re-raising the first error).
+
+    With ``gather=False`` the results stay on the workers (for persisted data: only errors reach the client).
+    """
     from distributed import as_completed
 
     futures = list(futures)
@@ -23,4 +26,7 @@ def track(futures, desc: str, quiet: bool = False):
             if fut.status == "error":
                 break
             bar.update(1)
-    return [f.result() for f in futures]
+    failed = [f for f in futures if f.status == "error"]
+    if failed:
+        failed[0].result()  # raises the task's exception here
+    return [f.result() for f in futures] if gather else None

@@ -364,7 +364,7 @@ class Trainer:
         if cache == "stream":
             return list(self.ds.files), cache
         futs = self.client.map(_load_block, self.ds.files, spec=spec, weights=weights, pure=False)
-        track(futs, "features: persist", self.cfg.quiet)
+        track(futs, "features: persist", self.cfg.quiet, gather=False)
         return futs, cache
 
     # -- parallel: data-parallel gradient + L-BFGS ------------------------------------------------
@@ -450,7 +450,7 @@ class Trainer:
             meta=(None, "int64")))
         parts = self.client.compute(ddf.shuffle(on="_block", npartitions=n).to_delayed())
         futs = self.client.map(_block_from_frame, parts, spec=spec, weights=weights, pure=False)
-        track(futs, "features: shuffle", self.cfg.quiet)
+        track(futs, "features: shuffle", self.cfg.quiet, gather=False)
         return futs
 
     def fit_incremental(self, spec, weights, ckpt: _Checkpoint) -> tuple[np.ndarray, list[dict]]:
