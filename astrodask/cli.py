@@ -186,8 +186,9 @@ def predict(dataset, model_dir, out, overwrite, resume, cluster, quiet):
 @cli.command()
 @click.argument("predictions")
 @click.option("--out", "out_dir", default=None, help="Where metrics.json and the figures go (default: print only).")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 @cluster_options
-def evaluate(predictions, out_dir, cluster, quiet):
+def evaluate(predictions, out_dir, overwrite, cluster, quiet):
     """Metrics of a PREDICTIONS dataset that has true labels; a PNG confusion matrix and report with --out.
 
     Example: astrodask evaluate out/predictions --out out/evaluation
@@ -195,12 +196,15 @@ def evaluate(predictions, out_dir, cluster, quiet):
     from . import evaluate as stage
 
     with _connect(cluster) as client:
-        m = stage.predictions(client, predictions, quiet=quiet)
+        if out_dir:
+            m = stage.run(client, predictions, out_dir, overwrite=overwrite, quiet=quiet)
+        else:
+            m = stage.predictions(client, predictions, quiet=quiet)
     click.echo(_metrics_line(m))
     for c, v in m["per_class"].items():
         click.echo(f"  {c:7s} precision {v['precision']:.4f}  recall {v['recall']:.4f}  F1 {v['f1']:.4f}")
     if out_dir:
-        where = stage.write(m, out_dir)
+        where = Path(out_dir).absolute()
         click.echo(f"metrics: {where / 'metrics.json'}  confusion matrix: {where / 'confusion_matrix.png'}")
 
 

@@ -148,13 +148,22 @@ def predictions(client, path: str, quiet: bool = False) -> dict:
     return finalize(merge(parts))
 
 
-def write(metrics: dict, out_dir: str | Path, title: str = "astrodask evaluation") -> Path:
-    """metrics.json plus the report (figures and HTML) in ``out_dir``."""
-    from . import report
-    from .storage import write_json_atomic
+def run(client, predictions_path: str, out_dir: str | Path, overwrite: bool = False, resume: bool = False,
+        quiet: bool = False, title: str = "astrodask evaluation", extra: dict | None = None) -> dict:
+    """Evaluate a predictions dataset into ``out_dir`` (metrics.json, figures, index.html), committed atomically.
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "metrics.json", metrics)
-    report.write(out, metrics, None, title=title)
-    return out
+    ``extra`` maps file names to files copied in beside the metrics (e.g. the model's holdout metrics).
+    """
+    import shutil
+
+    from . import report
+    from .storage import StagedOutput, write_json_atomic
+
+    with StagedOutput(Path(out_dir), overwrite, resume, kind="evaluation") as out:
+        metrics = predictions(client, predictions_path, quiet=quiet)
+        write_json_atomic(out.staging / "metrics.json", metrics)
+        report.write(out.staging, metrics, None, title=title)
+        for name, src in (extra or {}).items():
+            shutil.copy(src, out.staging / name)
+        out.commit({"predictions": str(Path(predictions_path).absolute()), "accuracy": metrics["accuracy"]})
+    return metrics

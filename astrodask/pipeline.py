@@ -7,14 +7,13 @@ is already complete are skipped and an interrupted stage continues from its stag
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import convert, evaluate, predict, train
 from .console import log
 from .errors import ConfigError
-from .storage import StagedOutput, is_complete, locked, read_meta
+from .storage import is_complete, locked, read_meta
 
 JOB_LOCK = ".job.lock"
 DEFAULT_SOURCE = str(Path(__file__).resolve().parents[1] / "data" / "sdss_sample.csv")
@@ -89,12 +88,9 @@ def _run_stages(cfg: JobConfig, client, out: Path, paths: dict, conv, tcfg, pcfg
     if not _skip(paths["predictions"], cfg, "predict"):
         predict.run(pcfg, client)
     if not _skip(paths["evaluation"], cfg, "evaluate"):
-        with StagedOutput(paths["evaluation"], cfg.overwrite, cfg.resume, kind="evaluation") as ev:
-            metrics = evaluate.predictions(client, str(paths["predictions"]), quiet=cfg.quiet)
-            evaluate.write(metrics, ev.staging, title="astrodask: predictions on the whole dataset")
-            holdout = Path(paths["model"]) / "metrics.json"
-            shutil.copy(holdout, ev.staging / "holdout_metrics.json")
-            ev.commit({"predictions": str(paths["predictions"]), "accuracy": metrics["accuracy"]})
+        evaluate.run(client, str(paths["predictions"]), paths["evaluation"], cfg.overwrite, cfg.resume, cfg.quiet,
+                     title="astrodask: predictions on the whole dataset",
+                     extra={"holdout_metrics.json": paths["model"] / "metrics.json"})
     result["holdout"] = json.loads((paths["model"] / "metrics.json").read_text())
     result["all_rows"] = json.loads((paths["evaluation"] / "metrics.json").read_text())
     result["paths"] = {k: str(v) for k, v in paths.items()}
