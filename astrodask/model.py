@@ -53,7 +53,9 @@ class SoftmaxModel:
 
     def proba_from_logits(self, logits: np.ndarray) -> np.ndarray:
         if self.info.get("link") == "ovr":  # one-vs-rest SGD: normalised sigmoids, as scikit-learn does
-            p = 1.0 / (1.0 + np.exp(-logits))
+            from scipy.special import expit
+
+            p = expit(logits)
             return p / np.maximum(p.sum(axis=1, keepdims=True), 1e-300)
         return softmax(logits)
 
