@@ -138,7 +138,7 @@ def training_options(f):
 @click.argument("dataset")
 @click.option("--model", "model_dir", required=True, help="Model directory to write.")
 @training_options
-@click.option("--patience", type=int, default=20, show_default=True, help="Early stopping patience (0: off).")
+@click.option("--patience", type=int, default=50, show_default=True, help="Early stopping patience (0: off).")
 @click.option("--monitor", type=click.Choice(["accuracy", "loss"]), default="accuracy", show_default=True,
               help="Validation score watched by early stopping.")
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -61,7 +61,7 @@ RECIPES: dict[str, FeatureRecipe] = {
         base=(*schema.BANDS, *COLOURS, *_MORE_COLOURS),
         splines={c: 10 for c in (*schema.BANDS, *COLOURS, *_MORE_COLOURS)},
         # colour-colour and colour-magnitude diagrams: finer where the classes' loci cross
-        tensors=tuple((a, b, 5 if (a, b) in _FINE_PAIRS else 4)
+        tensors=tuple((a, b, 6 if (a, b) in _FINE_PAIRS else 5)
                       for k, a in enumerate(("r", *COLOURS)) for b in ("r", *COLOURS)[k + 1:]),
     ),
 }
@@ -215,11 +215,19 @@ class FeatureSpec:
             out[:, col:col + k] = block
             col += k
 
+        memo: dict = {}
+
+        def basis(name: str, t: np.ndarray) -> np.ndarray:  # tensors reuse the same coarse bases
+            key = (name, t.tobytes())
+            if key not in memo:
+                memo[key] = _basis(xb[:, idx[name]], t)
+            return memo[key]
+
         put(zb)
         for b, t in self.knots.items():
-            put(_basis(xb[:, idx[b]], t))
+            put(basis(b, t))
         for a, ta, b, tb in self.tensors:
-            ba, bb = _basis(xb[:, idx[a]], ta), _basis(xb[:, idx[b]], tb)
+            ba, bb = basis(a, ta), basis(b, tb)
             put((ba[:, :, None] * bb[:, None, :]).reshape(len(xb), ba.shape[1] * bb.shape[1]))
         if self.interactions:
             put(np.column_stack([zb[:, idx[a]] * zb[:, idx[b]] for a, b in self.interactions]))

@@ -76,7 +76,7 @@ class TrainConfig:
     C = 1 / (l2 * n_train))."""
     class_weight: str | None = None
     """None (every row weighs 1) or ``balanced`` (rows weighted by n / (classes * n_class))."""
-    patience: int = 20
+    patience: int = 50
     """Stop when the monitored validation score has not improved for this many epochs (0: never stop
     early; the model is then the last iterate, else the best epoch's)."""
     monitor: str = "accuracy"

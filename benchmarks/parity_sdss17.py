@@ -27,7 +27,7 @@ DEFAULT_CSV = ROOT.parent / "shared" / "data" / "sdss17.csv"
 
 def _sklearn(model_dir: Path, dataset: Path, l2: float) -> dict:
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import accuracy_score, f1_score
+    from sklearn.metrics import accuracy_score, f1_score, log_loss
 
     from astrodask.dataset import TEST, TRAIN, open_dataset, read_part, split_of
     from astrodask.model import SoftmaxModel
@@ -40,7 +40,11 @@ def _sklearn(model_dir: Path, dataset: Path, l2: float) -> dict:
     t0 = time.perf_counter()
     clf = LogisticRegression(C=1.0 / (l2 * tr.sum()), max_iter=5000).fit(x[tr], y[tr])
     pred = clf.predict(x[te])
+    proba = clf.predict_proba(x[te])
+    onehot = (y[te][:, None] == clf.classes_[None, :]).astype(float)
     return {"accuracy": accuracy_score(y[te], pred), "macro_f1": f1_score(y[te], pred, average="macro"),
+            "log_loss": log_loss(y[te], proba, labels=clf.classes_),
+            "brier": float(((proba - onehot) ** 2).sum(axis=1).mean()),  # as astrodask.evaluate: summed over classes
             "seconds": time.perf_counter() - t0, "iterations": int(np.max(clf.n_iter_)), "features": x.shape[1]}
 
 

@@ -238,3 +238,20 @@ def test_real_data_accuracy(shared_data, tmp_path):
     assert m["accuracy"] >= 0.973
     assert m["macro_f1"] >= 0.965
     assert m["log_loss"] < 0.1 and m["brier"] < 0.05
+
+
+@pytest.mark.realdata
+def test_real_data_photometric_macro_f1(shared_data, tmp_path, monkeypatch):
+    """The photometric model (no redshift) on the whole SDSS17 file: holdout macro-F1 >= 0.84."""
+    from astrodask import convert, train
+
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    with connect(ClusterConfig(n_workers=2, quiet=True)) as client:
+        convert.run(convert.ConvertConfig((str(shared_data / "sdss17.csv"),), str(tmp_path / "ds"), quiet=True), client)
+        r = train.run(train.TrainConfig(str(tmp_path / "ds"), str(tmp_path / "model"), features="photometric",
+                                        quiet=True, report=False), client)
+    m = r["metrics"]
+    print(f"\nSDSS17 photometric holdout: accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}")
+    assert 19_000 < m["n"] < 21_000
+    assert "asinh_z" not in json.loads((tmp_path / "model" / "model.json").read_text())["features"]["base"]
+    assert m["macro_f1"] >= 0.84
