@@ -62,16 +62,17 @@ def output_schema(carry: list[str]) -> pa.Schema:
 
 def predict_file(src: str, dst: str, model: SoftmaxModel, carry: list[str]) -> int:
     """Worker task: score one partition in batches of rows and write it; return the row count."""
-    need = list(dict.fromkeys([schema.ID, *raw_columns(model.spec.feature_set), *carry]))
+    inputs = [schema.ID, *raw_columns(model.spec.feature_set)]
+    need = list(dict.fromkeys([*inputs, *carry]))
     pf = pq.ParquetFile(src)
     out_schema = output_schema(carry)
     tables = []
-    classes = np.asarray(model.classes_, dtype=object)
+    classes = pa.array(model.classes_, pa.string())
     for batch in pf.iter_batches(batch_size=batch_rows(model.spec.n_features), columns=need):
-        df = batch.to_pandas()
+        df = batch.select(inputs).to_pandas()  # carried columns stay Arrow: no string conversion
         p = model.predict_proba(df)
         cols = {schema.ID: pa.array(df[schema.ID].to_numpy(np.uint64), pa.uint64()),
-                PRED: pa.array(classes[p.argmax(axis=1)].tolist(), pa.string())}
+                PRED: classes.take(p.argmax(axis=1))}
         for k, c in enumerate(model.classes_):
             cols[PROB_PREFIX + c] = pa.array(p[:, k].astype(np.float32))
         for c in carry:
