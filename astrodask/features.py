@@ -191,29 +191,28 @@ class FeatureSpec:
 
     def expand(self, df: pd.DataFrame, scaled: bool = True) -> np.ndarray:
         """Rows -> model input matrix (float32), built in row chunks so the float64 temporaries stay small
-        (about EXPAND_CHUNK_BYTES each) whatever the partition size."""
+        (about EXPAND_CHUNK_BYTES each) whatever the partition size, then standardised in place."""
         step = max(1024, EXPAND_CHUNK_BYTES // (8 * self.n_features))
-        if len(df) <= step:
-            return self._expand(df, scaled)
         out = np.empty((len(df), self.n_features), dtype=np.float32)
         for start in range(0, len(df), step):
-            out[start:start + step] = self._expand(df.iloc[start:start + step], scaled)
+            self._expand(df.iloc[start:start + step], out[start:start + step])
+        if scaled and self.mean is not None:  # in place, float32, on the whole matrix: no float64 copies
+            out -= self.mean.astype(np.float32)
+            out *= (1.0 / self.scale).astype(np.float32)
         return out
 
-    def _expand(self, df: pd.DataFrame, scaled: bool) -> np.ndarray:
+    def _expand(self, df: pd.DataFrame, out: np.ndarray) -> None:
+        """Unscaled features of ``df`` written into ``out`` (rows x n_features, float32)."""
+        n = len(df)
         xb = base_matrix(df, self.base, self.impute)
         zb = (xb - self.base_mean) / self.base_std
         idx = {b: k for k, b in enumerate(self.base)}
-        out = np.empty((len(xb), self.n_features), dtype=np.float32)
         col = 0
 
-        def put(block: np.ndarray) -> None:  # scale in float64, store as float32: no full float64 copy
+        def put(block: np.ndarray) -> None:
             nonlocal col
-            k = block.shape[1]
-            if scaled and self.mean is not None:
-                block = (block - self.mean[col:col + k]) / self.scale[col:col + k]
-            out[:, col:col + k] = block
-            col += k
+            out[:, col:col + block.shape[1]] = block
+            col += block.shape[1]
 
         memo: dict = {}
 
@@ -228,10 +227,13 @@ class FeatureSpec:
             put(basis(b, t))
         for a, ta, b, tb in self.tensors:
             ba, bb = basis(a, ta), basis(b, tb)
-            put((ba[:, :, None] * bb[:, None, :]).reshape(len(xb), ba.shape[1] * bb.shape[1]))
+            k = ba.shape[1] * bb.shape[1]
+            # the outer product written straight into its columns (a view: splitting the contiguous last axis)
+            dst = out[:, col:col + k].reshape(n, ba.shape[1], bb.shape[1])
+            np.multiply(ba[:, :, None], bb[:, None, :], out=dst, casting="same_kind")
+            col += k
         if self.interactions:
             put(np.column_stack([zb[:, idx[a]] * zb[:, idx[b]] for a, b in self.interactions]))
-        return out
 
     def to_dict(self) -> dict:
         return {
