@@ -110,7 +110,7 @@ def connect(cfg: ClusterConfig = ClusterConfig()) -> Iterator["distributed.Clien
             cluster = LocalCluster(
                 n_workers=n,
                 threads_per_worker=threads,
-                memory_limit=cfg.memory_limit,
+                memory_limit=_local_memory(cfg.memory_limit, n),
                 dashboard_address="127.0.0.1:0",
                 host="127.0.0.1",
                 processes=True,
@@ -148,6 +148,17 @@ def _check_tls(address: str, security) -> None:
             f"--tls-ca/--tls-cert/--tls-key were given but the scheduler address {address} is not tls://; "
             "use the tls:// address of the scheduler, or leave out the TLS options"
         )
+
+
+def _local_memory(limit: str, n_workers: int) -> str | int:
+    """Per-worker memory limit: ``auto`` is the machine's (or container's) memory split evenly between the
+    workers; distributed's own ``auto`` gives each worker only its threads' share of the cores, so fewer
+    single-threaded workers than cores would leave memory unused and spill early."""
+    if limit != "auto":
+        return limit
+    from distributed.system import MEMORY_LIMIT
+
+    return int(MEMORY_LIMIT // max(1, n_workers))
 
 
 def worker_memory(client) -> int:

@@ -214,6 +214,23 @@ def test_job_api_on_local_cluster(small_csv_parts, small_sample, tmp_path, monke
     assert result["convert"]["written"] == len(input_ids(small_csv_parts))
 
 
+@pytest.mark.cluster
+def test_local_cluster_memory_is_split_between_workers(monkeypatch):
+    """--memory-limit auto: one worker gets the whole machine, two get half each (not a per-core share)."""
+    from distributed.system import MEMORY_LIMIT
+
+    from astrodask.cluster import worker_memory
+
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    for n in (1, 2):
+        with connect(ClusterConfig(n_workers=n, quiet=True)) as client:
+            limits = [w["memory_limit"] for w in client.scheduler_info(n_workers=-1)["workers"].values()]
+            assert len(limits) == n
+            assert worker_memory(client) == pytest.approx(MEMORY_LIMIT, rel=1e-6)
+    with connect(ClusterConfig(n_workers=1, memory_limit="1GiB", quiet=True)) as client:
+        assert worker_memory(client) == 2**30
+
+
 # ------------------------------------------------------------------------------------------------ real data
 
 
