@@ -34,7 +34,7 @@ import pandas as pd
 from . import evaluate, lbfgs, schema
 from .cluster import worker_memory
 from .console import log, track
-from .dataset import TEST, TRAIN, VALID, Dataset, hash64, open_dataset, read_part, split_of
+from .dataset import N_BUCKETS, TEST, TEST_BUCKETS, TRAIN, VALID, Dataset, hash64, open_dataset, read_part, split_of
 from .errors import AstrodaskError, ConfigError
 from .features import (
     QUANTILE_LEVELS,
@@ -355,7 +355,8 @@ class Trainer:
     def blocks(self, spec: FeatureSpec, weights: np.ndarray) -> tuple[list, str]:
         """Persisted feature blocks (futures) or file paths (stream), and which was chosen."""
         cache = self.cfg.cache
-        need = self.ds.n_rows * (spec.n_features + 2) * 4
+        # the persisted blocks hold the TRAIN and VALID rows only (float32 features, label, weight)
+        need = self.ds.n_rows * (1 - TEST_BUCKETS / N_BUCKETS) * (spec.n_features + 2) * 4
         mem = worker_memory(self.client)
         if cache == "auto":
             cache = "memory" if mem == 0 or need < 0.5 * mem else "stream"

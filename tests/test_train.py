@@ -58,6 +58,14 @@ def test_one_and_two_workers_give_the_same_model(small_dataset, tmp_path):
     assert r1["metrics"]["accuracy"] == r2["metrics"]["accuracy"] > 0.9
 
 
+@pytest.mark.parametrize("memory, expected", [(10**15, "memory"), (1, "stream")])
+def test_auto_cache_follows_the_workers_memory(small_dataset, tmp_path, monkeypatch, memory, expected):
+    """--cache auto persists the features when they fit in half the workers' memory, else streams them."""
+    monkeypatch.setattr(train, "worker_memory", lambda client: memory)
+    _fit(small_dataset, tmp_path / "m", epochs=2, patience=0, report=False)
+    assert SoftmaxModel.load(tmp_path / "m").info["cache"] == expected
+
+
 def test_stream_and_memory_cache_give_the_same_model(small_dataset, tmp_path):
     _fit(small_dataset, tmp_path / "mem", cache="memory", epochs=15, patience=0, report=False)
     _fit(small_dataset, tmp_path / "stream", cache="stream", epochs=15, patience=0, report=False)
