@@ -129,13 +129,33 @@ def merge_quantiles(summaries: list[tuple[np.ndarray, np.ndarray]], levels: np.n
     return out
 
 
+def _basis_parts(x: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The DEGREE+1 non-zero cubic B-spline values of each ``x`` on the clamped knot vector ``t`` (values
+    outside are clipped) and the index of the first of them: Cox-de Boor recursion vectorised over rows."""
+    lo, hi = DEGREE, len(t) - DEGREE - 2  # first and last non-empty knot interval
+    x = np.clip(x, t[lo], t[hi + 1])
+    i = np.clip(np.searchsorted(t, x, side="right") - 1, lo, hi)
+    left = [None] + [x - t[i + 1 - j] for j in range(1, DEGREE + 1)]
+    right = [None] + [t[i + j] - x for j in range(1, DEGREE + 1)]
+    n = [np.ones_like(x)] + [None] * DEGREE
+    for j in range(1, DEGREE + 1):
+        saved = np.zeros_like(x)
+        for r in range(j):
+            tmp = n[r] / (right[r + 1] + left[j - r])  # > 0: interior knots are distinct, so intervals are not empty
+            n[r] = saved + right[r + 1] * tmp
+            saved = left[j - r] * tmp
+        n[j] = saved
+    return np.stack(n, axis=1), i - DEGREE
+
+
 def _basis(x: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Cubic B-spline basis of ``x`` on the clamped knot vector ``t`` (values outside are clipped)."""
-    if not len(x):
-        return np.zeros((0, len(t) - DEGREE - 1))
-    x = np.clip(x, t[DEGREE], t[-DEGREE - 1])
-    # x is inside the knot range, so extrapolate=True only skips scipy's slow range check
-    return BSpline.design_matrix(x, t, DEGREE, extrapolate=True).toarray()
+    """Dense cubic B-spline basis of ``x`` on the clamped knot vector ``t`` (values outside are clipped)."""
+    out = np.zeros((len(x), len(t) - DEGREE - 1))
+    if len(x):
+        vals, first = _basis_parts(x, t)
+        rows = np.arange(len(x))[:, None]
+        out[rows, first[:, None] + np.arange(DEGREE + 1)] = vals
+    return out
 
 
 def _knot_vector(q: np.ndarray, n_knots: int) -> np.ndarray | None:
@@ -196,24 +216,37 @@ class FeatureSpec:
         out = np.empty((len(df), self.n_features), dtype=np.float32)
         for start in range(0, len(df), step):
             self._expand(df.iloc[start:start + step], out[start:start + step])
-        if scaled and self.mean is not None:  # in place, float32, on the whole matrix: no float64 copies
-            out -= self.mean.astype(np.float32)
-            out *= (1.0 / self.scale).astype(np.float32)
+        if scaled:
+            self.standardise(out)
         return out
+
+    def standardise(self, x: np.ndarray) -> np.ndarray:
+        """Apply the scaler to an unscaled float32 feature matrix in place (no float64 copies); returns ``x``."""
+        if self.mean is not None:
+            x -= self.mean.astype(np.float32)
+            x *= (1.0 / self.scale).astype(np.float32)
+        return x
 
     def _expand(self, df: pd.DataFrame, out: np.ndarray) -> None:
         """Unscaled features of ``df`` written into ``out`` (rows x n_features, float32)."""
-        n = len(df)
+        col = 0
+        for block in self._blocks(df):
+            if len(block) == 1:
+                k = block[0].shape[1]
+                out[:, col:col + k] = block[0]
+            else:  # the outer product written straight into its columns (a view: splitting the contiguous last axis)
+                ba, bb = block
+                k = ba.shape[1] * bb.shape[1]
+                dst = out[:, col:col + k].reshape(len(df), ba.shape[1], bb.shape[1])
+                np.multiply(ba[:, :, None], bb[:, None, :], out=dst, casting="same_kind")
+            col += k
+
+    def _blocks(self, df: pd.DataFrame):
+        """The unscaled feature columns of ``df`` in model order, as ``(dense block,)`` or, for a tensor
+        product, ``(basis a, basis b)`` whose row-wise outer product (a-major) is the block."""
         xb = base_matrix(df, self.base, self.impute)
         zb = (xb - self.base_mean) / self.base_std
         idx = {b: k for k, b in enumerate(self.base)}
-        col = 0
-
-        def put(block: np.ndarray) -> None:
-            nonlocal col
-            out[:, col:col + block.shape[1]] = block
-            col += block.shape[1]
-
         memo: dict = {}
 
         def basis(name: str, t: np.ndarray) -> np.ndarray:  # tensors reuse the same coarse bases
@@ -222,18 +255,41 @@ class FeatureSpec:
                 memo[key] = _basis(xb[:, idx[name]], t)
             return memo[key]
 
-        put(zb)
+        yield (zb,)
         for b, t in self.knots.items():
-            put(basis(b, t))
+            yield (basis(b, t),)
         for a, ta, b, tb in self.tensors:
-            ba, bb = basis(a, ta), basis(b, tb)
-            k = ba.shape[1] * bb.shape[1]
-            # the outer product written straight into its columns (a view: splitting the contiguous last axis)
-            dst = out[:, col:col + k].reshape(n, ba.shape[1], bb.shape[1])
-            np.multiply(ba[:, :, None], bb[:, None, :], out=dst, casting="same_kind")
-            col += k
+            yield basis(a, ta), basis(b, tb)
         if self.interactions:
-            put(np.column_stack([zb[:, idx[a]] * zb[:, idx[b]] for a, b in self.interactions]))
+            yield (np.column_stack([zb[:, idx[a]] * zb[:, idx[b]] for a, b in self.interactions]),)
+
+    def linear(self, df: pd.DataFrame, coef: np.ndarray, intercept: np.ndarray) -> np.ndarray:
+        """``expand(df) @ coef.T + intercept`` in float64 without building the expanded matrix: the scaler is
+        folded into the weights and each block is multiplied as it is made (a tensor product as
+        ``((basis a) @ W_block) * basis b``), so scoring costs a fraction of the expansion."""
+        d = self.n_features
+        mean = np.zeros(d) if self.mean is None else self.mean
+        w = coef.T / (np.ones(d) if self.scale is None else self.scale)[:, None]  # (features, classes)
+        b = intercept - mean @ w
+        k = w.shape[1]
+        step = 32768  # rows: the bases of a chunk take ~50 MB
+        out = np.empty((len(df), k))
+        for start in range(0, len(df), step):
+            part = df.iloc[start:start + step]
+            acc = np.broadcast_to(b, (len(part), k)).copy()
+            col = 0
+            for block in self._blocks(part):
+                if len(block) == 1:
+                    m = block[0].shape[1]
+                    acc += block[0] @ w[col:col + m]
+                else:
+                    ba, bb = block
+                    m = ba.shape[1] * bb.shape[1]
+                    t = (ba @ w[col:col + m].reshape(ba.shape[1], bb.shape[1] * k)).reshape(len(part), bb.shape[1], k)
+                    acc += np.einsum("njk,nj->nk", t, bb)
+                col += m
+            out[start:start + step] = acc
+        return out
 
     def to_dict(self) -> dict:
         return {

@@ -45,11 +45,10 @@ class SoftmaxModel:
     """Training settings and history (free-form JSON)."""
 
     def decision_function(self, df: pd.DataFrame) -> np.ndarray:
-        x = self.spec.expand(df)
-        return x @ self.coef.T.astype(np.float32) + self.intercept.astype(np.float32)
+        return self.spec.linear(df, self.coef, self.intercept)
 
     def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
-        return self.proba_from_logits(self.decision_function(df).astype(np.float64))
+        return self.proba_from_logits(self.decision_function(df))
 
     def proba_from_logits(self, logits: np.ndarray) -> np.ndarray:
         if self.info.get("link") == "ovr":  # one-vs-rest SGD: normalised sigmoids, as scikit-learn does

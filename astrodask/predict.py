@@ -25,10 +25,8 @@ from .storage import StagedOutput, parquet_rows, write_parquet_atomic
 
 CARRY = (schema.CLASS, "alpha", "delta", schema.REDSHIFT)
 BATCH_ROWS = 262144
-BATCH_FEATURE_BYTES = 32 << 20
-"""Rows are scored in batches whose expanded feature matrix (float64) is at most this big: the expansion makes a
-few temporaries of that size, so a task's memory stays near 5 x this whatever the partition size and the
-number of features (262,144 rows x 330 features would be ~0.7 GB per temporary)."""
+"""Rows read and scored at a time (scoring never builds the expanded feature matrix: see FeatureSpec.linear),
+so a task's memory does not grow with the partition size."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +66,7 @@ def predict_file(src: str, dst: str, model: SoftmaxModel, carry: list[str]) -> i
     out_schema = output_schema(carry)
     tables = []
     classes = pa.array(model.classes_, pa.string())
-    for batch in pf.iter_batches(batch_size=batch_rows(model.spec.n_features), columns=need):
+    for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=need):
         df = batch.select(inputs).to_pandas()  # carried columns stay Arrow: no string conversion
         p = model.predict_proba(df)
         cols = {schema.ID: pa.array(df[schema.ID].to_numpy(np.uint64), pa.uint64()),
@@ -81,11 +79,6 @@ def predict_file(src: str, dst: str, model: SoftmaxModel, carry: list[str]) -> i
     table = pa.concat_tables(tables) if tables else out_schema.empty_table()
     write_parquet_atomic(table, dst)
     return table.num_rows
-
-
-def batch_rows(n_features: int) -> int:
-    """Rows per scoring batch for a model with ``n_features`` expanded features."""
-    return int(max(1024, min(BATCH_ROWS, BATCH_FEATURE_BYTES // (8 * max(1, n_features)))))
 
 
 def _identity(x):

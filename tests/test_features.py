@@ -1,0 +1,75 @@
+"""The feature maths on its own: the B-spline basis against scipy, and the folded scoring path
+(``FeatureSpec.linear``, used by predict) against the expanded matrix that training uses."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from scipy.interpolate import BSpline
+
+from astrodask.features import (
+    DEGREE,
+    QUANTILE_LEVELS,
+    RECIPES,
+    _basis,
+    _knot_vector,
+    base_matrix,
+    quantile_summary,
+    raw_columns,
+    spec_from_quantiles,
+)
+from astrodask.model import SoftmaxModel
+from astrodask.synth import synth_partition
+
+
+def _scipy_basis(x, t):
+    x = np.clip(x, t[DEGREE], t[-DEGREE - 1])
+    return BSpline.design_matrix(x, t, DEGREE).toarray()
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("n_knots", [3, 5, 10])
+def test_basis_matches_scipy(seed, n_knots):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_t(3, size=5000)
+    t = _knot_vector(np.quantile(x, QUANTILE_LEVELS), n_knots)
+    # outside the range, on the boundaries and exactly on every knot
+    x = np.concatenate([x, [-1e6, 1e6, t[0], t[-1]], np.unique(t)])
+    got = _basis(x, t)
+    np.testing.assert_allclose(got, _scipy_basis(x, t), atol=1e-12)
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-12)  # a partition of unity
+    assert _basis(x[:0], t).shape == (0, len(t) - DEGREE - 1)
+
+
+def _fitted_spec(feature_set, df):
+    recipe = RECIPES[feature_set]
+    raw = df[list(raw_columns(feature_set))].to_numpy(dtype="float64", na_value=np.nan)
+    base = base_matrix(df, recipe.base, None)
+    spec = spec_from_quantiles(feature_set, recipe, quantile_summary(raw)[0], quantile_summary(base)[0],
+                               np.nanmean(base, axis=0), np.nanstd(base, axis=0))
+    x = spec.expand(df).astype(np.float64)
+    sd = x.std(axis=0)
+    return replace(spec, mean=x.mean(axis=0), scale=np.where(sd > 1e-12, sd, 1.0))
+
+
+@pytest.mark.parametrize("feature_set", ["spectroscopic", "photometric"])
+def test_folded_scores_equal_the_expanded_matrix_product(feature_set):
+    df = synth_partition(0, 20000, seed=3)
+    spec = _fitted_spec(feature_set, df)
+    rng = np.random.default_rng(0)
+    model = SoftmaxModel(spec, rng.normal(0, 0.3, (3, spec.n_features)), rng.normal(0, 1, 3))
+    rows = synth_partition(1, 70000, seed=4)  # more rows than one scoring chunk
+    rows.loc[rows.index[:50], "u"] = np.nan  # imputed like in training
+    if feature_set == "spectroscopic":
+        rows.loc[rows.index[50:60], "redshift"] = np.nan
+    expected = spec.expand(rows).astype(np.float64) @ model.coef.T + model.intercept
+    got = model.decision_function(rows)
+    assert got.shape == (len(rows), 3) and np.isfinite(got).all()
+    # the expanded matrix is float32: agreement to its precision
+    np.testing.assert_allclose(got, expected, atol=2e-5 * np.abs(expected).max())
+    p = model.predict_proba(rows)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-12)
+    assert (p.argmax(axis=1) == expected.argmax(axis=1)).mean() > 0.9999
+    assert model.decision_function(rows.iloc[:0]).shape == (0, 3)
