@@ -167,8 +167,8 @@ def _summaries_task(file: str, feature_set: str, base_names: tuple[str, ...]) ->
 
 
 def _moments_task(block, spec: FeatureSpec) -> tuple:
-    """Pass 2 on a partition: count, sum and sum of squares of the expanded training features (float64 sums,
-    accumulated in row chunks so no float64 copy of the partition is made)."""
+    """Count, sum and sum of squares of a partition's expanded (unscaled) training features: the scaler's
+    statistics (float64 sums, accumulated in row chunks so no float64 copy of the partition is made)."""
     x = _materialize(block, spec)["X"][TRAIN]
     s, ss = np.zeros(x.shape[1]), np.zeros(x.shape[1])
     for start in range(0, len(x), 65536):
@@ -176,6 +176,14 @@ def _moments_task(block, spec: FeatureSpec) -> tuple:
         s += c.sum(axis=0)
         ss += np.einsum("ij,ij->j", c, c)
     return len(x), s, ss
+
+
+def _standardise_block(block: dict, spec: FeatureSpec) -> dict:
+    """Apply the fitted scaler to a block persisted unscaled, in place (it is the same data either way, and a
+    copy would double the workers' memory); returns the block."""
+    for x in block["X"].values():
+        spec.standardise(x)
+    return block
 
 
 def _load_block(file: str, spec: FeatureSpec, weights: np.ndarray) -> dict:
@@ -310,6 +318,8 @@ class Trainer:
     # -- features --------------------------------------------------------------------------------
 
     def fit_features(self) -> tuple[FeatureSpec, dict]:
+        """Pass 1: knots, medians and base statistics from quantile summaries -> the unscaled spec and the
+        class counts by split (on ``--resume``, the scaled spec saved by ``fit_scaler``)."""
         cfg, client = self.cfg, self.client
         cached = self.stage / "features.json"
         if cfg.resume and cached.is_file():
@@ -335,16 +345,19 @@ class Trainer:
                 f"{self.ds.path}: column(s) {', '.join(empty)} have no values in the training rows; "
                 "use --features photometric if the catalogue has no redshift"
             )
-        spec = spec_from_quantiles(cfg.features, recipe, raw_q, base_q, mean, std)
-        # pass 2: scaler statistics of the expanded features (unscaled spec)
-        mom = track(client.map(_moments_task, self.ds.files, spec=spec, pure=False), "features: scaling", cfg.quiet)
+        return spec_from_quantiles(cfg.features, recipe, raw_q, base_q, mean, std), counts
+
+    def fit_scaler(self, spec: FeatureSpec, counts: dict, items: list) -> FeatureSpec:
+        """The scaler's statistics summed on the workers over ``items`` (unscaled persisted blocks, or files
+        expanded on the fly); returns the scaled spec and saves it for ``--resume``."""
+        mom = track(self.client.map(_moments_task, items, spec=spec, pure=False), "features: scaling", self.cfg.quiet)
         n_rows = sum(m[0] for m in mom)
         mu = sum(m[1] for m in mom) / max(n_rows, 1)
         sd = np.sqrt(np.maximum(sum(m[2] for m in mom) / max(n_rows, 1) - mu**2, 0.0))
         spec = replace(spec, mean=mu, scale=np.where(sd > 1e-12, sd, 1.0))
-        write_json_atomic(cached, {"fingerprint": cfg.fingerprint(), "spec": spec.to_dict(),
-                                   "counts": {str(k): v.tolist() for k, v in counts.items()}})
-        return spec, counts
+        write_json_atomic(self.stage / "features.json", {"fingerprint": self.cfg.fingerprint(), "spec": spec.to_dict(),
+                                                         "counts": {str(k): v.tolist() for k, v in counts.items()}})
+        return spec
 
     def class_weights(self, counts: dict) -> np.ndarray:
         if self.cfg.class_weight != "balanced":
@@ -367,6 +380,18 @@ class Trainer:
         futs = self.client.map(_load_block, self.ds.files, spec=spec, weights=weights, pure=False)
         track(futs, "features: persist", self.cfg.quiet, gather=False)
         return futs, cache
+
+    def scaled_blocks(self, spec: FeatureSpec, counts: dict, weights: np.ndarray) -> tuple[FeatureSpec, list, str]:
+        """Fit the scaler if ``spec`` has none and return (scaled spec, blocks, cache). With the memory cache the
+        blocks are persisted unscaled, the scaler's sums are taken from them and they are standardised in
+        place: one expansion of the data instead of two."""
+        if spec.mean is not None:
+            return (spec, *self.blocks(spec, weights))
+        blocks, cache = self.blocks(spec, weights)
+        spec = self.fit_scaler(spec, counts, blocks)
+        if cache == "memory":
+            blocks = self.client.map(_standardise_block, blocks, spec=spec, pure=False)
+        return spec, blocks, cache
 
     # -- parallel: data-parallel gradient + L-BFGS ------------------------------------------------
 
@@ -545,10 +570,12 @@ def run(cfg: TrainConfig, client) -> dict:
         ckpt = _Checkpoint(out.staging, cfg.fingerprint())
         t0 = time.perf_counter()
         if cfg.mode == "parallel":
-            blocks, cache = trainer.blocks(spec, weights)
+            spec, blocks, cache = trainer.scaled_blocks(spec, counts, weights)
             theta, history = trainer.fit_parallel(spec, blocks, weights, ckpt)
             del blocks
         else:  # dask-ml trains on in-memory dask arrays: the shuffled blocks are always persisted
+            if spec.mean is None:
+                spec = trainer.fit_scaler(spec, counts, list(ds.files))
             cache = "memory"
             theta, history = trainer.fit_incremental(spec, weights, ckpt)
         seconds = time.perf_counter() - t0
