@@ -231,6 +231,40 @@ def test_local_cluster_memory_is_split_between_workers(monkeypatch):
         assert worker_memory(client) == 2**30
 
 
+def _page_faults_of_numpy_temporaries() -> int:
+    """Minor page faults of 50 rounds of 1 MiB NumPy temporaries in this process."""
+    import resource
+
+    import numpy as np
+
+    warm = [np.ones(1 << 17) for _ in range(3)]
+    del warm
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(50):
+        a = np.ones(1 << 17)
+        b = a * 2.0
+        del a, b
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+@pytest.mark.cluster
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the allocator tuning is for glibc (Linux)")
+def test_workers_reuse_heap_memory_for_numpy_temporaries(monkeypatch):
+    """Dask's nanny sets MALLOC_TRIM_THRESHOLD_, which makes every NumPy temporary over 128 KiB a fresh mmap
+    (~256 page faults per MiB); connect() registers a plugin after which temporaries reuse heap memory."""
+    from distributed import Client, LocalCluster
+
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster, set_as_default=False) as plain:
+        untuned = list(plain.run(_page_faults_of_numpy_temporaries).values())[0]
+    with connect(ClusterConfig(n_workers=1, quiet=True)) as client:
+        assert all("astrodask-malloc" in p for p in client.run(lambda dask_worker: list(dask_worker.plugins)).values())
+        tuned = list(client.run(_page_faults_of_numpy_temporaries).values())[0]
+    assert untuned > 50 * 256  # the problem exists: at least one fresh 1 MiB mapping per round
+    assert tuned < untuned / 20
+
+
 # ------------------------------------------------------------------------------------------------ real data
 
 
