@@ -134,7 +134,7 @@ def connect(cfg: ClusterConfig = ClusterConfig()) -> Iterator["distributed.Clien
 
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
-MALLOC_KEEP = 64 << 20
+MALLOC_KEEP = 8 << 20
 
 
 def tune_malloc() -> bool:
