@@ -134,18 +134,22 @@ def _basis_parts(x: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     outside are clipped) and the index of the first of them: Cox-de Boor recursion vectorised over rows."""
     lo, hi = DEGREE, len(t) - DEGREE - 2  # first and last non-empty knot interval
     x = np.clip(x, t[lo], t[hi + 1])
-    i = np.clip(np.searchsorted(t, x, side="right") - 1, lo, hi)
+    i = np.full(len(x), lo)
+    for knot in t[lo + 1:hi + 1]:  # the interval: count the interior knots at or below x (faster than searchsorted)
+        i += x >= knot
     left = [None] + [x - t[i + 1 - j] for j in range(1, DEGREE + 1)]
     right = [None] + [t[i + j] - x for j in range(1, DEGREE + 1)]
-    n = [np.ones_like(x)] + [None] * DEGREE
+    n = np.empty((DEGREE + 1, len(x)))
+    n[0] = 1.0
     for j in range(1, DEGREE + 1):
-        saved = np.zeros_like(x)
+        saved = 0.0
         for r in range(j):
             tmp = n[r] / (right[r + 1] + left[j - r])  # > 0: interior knots are distinct, so intervals are not empty
-            n[r] = saved + right[r + 1] * tmp
+            np.multiply(right[r + 1], tmp, out=n[r])
+            n[r] += saved
             saved = left[j - r] * tmp
         n[j] = saved
-    return np.stack(n, axis=1), i - DEGREE
+    return n.T, i - DEGREE
 
 
 def _basis(x: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -153,8 +157,10 @@ def _basis(x: np.ndarray, t: np.ndarray) -> np.ndarray:
     out = np.zeros((len(x), len(t) - DEGREE - 1))
     if len(x):
         vals, first = _basis_parts(x, t)
-        rows = np.arange(len(x))[:, None]
-        out[rows, first[:, None] + np.arange(DEGREE + 1)] = vals
+        flat = out.reshape(-1)
+        at = np.arange(len(x)) * out.shape[1] + first
+        for j in range(DEGREE + 1):
+            flat[at + j] = vals[:, j]
     return out
 
 
