@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy.interpolate import BSpline
 
 from . import schema
 from .errors import ConfigError
@@ -162,6 +161,15 @@ def _basis(x: np.ndarray, t: np.ndarray) -> np.ndarray:
         for j in range(DEGREE + 1):
             flat[at + j] = vals[:, j]
     return out
+
+
+def _clamped(t: np.ndarray) -> bool:
+    """A knot vector _basis can use: finite, each boundary knot DEGREE+1 times, interior strictly increasing."""
+    t = np.asarray(t, dtype=np.float64)
+    if t.ndim != 1 or len(t) < 2 * (DEGREE + 1) or not np.isfinite(t).all():
+        return False
+    ends = np.all(t[:DEGREE + 1] == t[0]) and np.all(t[-DEGREE - 1:] == t[-1])
+    return bool(ends and np.all(np.diff(t[DEGREE:-DEGREE]) > 0))
 
 
 def _knot_vector(q: np.ndarray, n_knots: int) -> np.ndarray | None:
@@ -342,6 +350,9 @@ class FeatureSpec:
                 *(x for p in spec.interactions for x in p)]
         if any(u not in spec.base for u in used):
             raise ValueError("a spline, tensor or interaction refers to a feature that is not a base feature")
+        for t in [*spec.knots.values(), *(t[1] for t in spec.tensors), *(t[3] for t in spec.tensors)]:
+            if not _clamped(t):
+                raise ValueError("a knot vector is not clamped cubic (finite, boundaries repeated, interior increasing)")
         if spec.mean is not None and (len(spec.mean) != spec.n_features or len(spec.scale) != spec.n_features):
             raise ValueError("scaler length does not match the features")
         if len(spec.base_mean) != len(spec.base) or len(spec.base_std) != len(spec.base):

@@ -158,6 +158,25 @@ def test_incomplete_feature_definition_is_refused(model_copy, key):
     _refused(model_copy, "feature definition")
 
 
+@pytest.mark.parametrize("change", ["unsorted", "repeated interior", "nan", "short"])
+def test_knot_vectors_that_are_not_clamped_are_refused(model_copy, change):
+    """Scoring divides by knot spans: a crafted knot vector must be refused, not give NaN probabilities."""
+    doc = _doc(model_copy)
+    name, t = doc["features"]["knots"][0]
+    t = list(t)
+    if change == "unsorted":
+        t[4], t[5] = t[5], t[4]
+    elif change == "repeated interior":
+        t[5] = t[4]
+    elif change == "nan":
+        t[4] = float("nan")
+    else:
+        t = t[:6]
+    doc["features"]["knots"][0] = [name, t]
+    _write_doc(model_copy, doc)
+    _refused(model_copy, "feature definition", "knot vector")
+
+
 @pytest.mark.parametrize("field, value, word", [
     ("features", [], "feature definition"),
     ("features", "spectroscopic", "feature definition"),
