@@ -299,8 +299,10 @@ class FeatureSpec:
                 else:
                     ba, bb = block
                     m = ba.shape[1] * bb.shape[1]
-                    t = (ba @ w[col:col + m].reshape(ba.shape[1], bb.shape[1] * k)).reshape(len(part), bb.shape[1], k)
-                    acc += np.einsum("njk,nj->nk", t, bb)
+                    na, nb = ba.shape[1], bb.shape[1]
+                    # W block as (a, class, b): the contraction with basis b then runs over a contiguous axis
+                    wt = w[col:col + m].reshape(na, nb, k).transpose(0, 2, 1).reshape(na, k * nb)
+                    acc += np.einsum("nkj,nj->nk", (ba @ wt).reshape(len(part), k, nb), bb)
                 col += m
             out[start:start + step] = acc
         return out
