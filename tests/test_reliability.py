@@ -351,7 +351,9 @@ def test_worker_killed_mid_training(dask_cluster, ref, tmp_path):
                            f"epoch {KILL_AT_EPOCH}")
         workers = _live_workers(dask_cluster)
         with dask_cluster.client() as c:
-            held = {a: sum("_load_block" in str(k) for k in keys) for a, keys in c.has_what().items()}
+            # the persisted blocks: loaded unscaled, then standardised in place (train.Trainer.scaled_blocks)
+            held = {a: sum(("_load_block" in str(k) or "_standardise_block" in str(k)) for k in keys)
+                    for a, keys in c.has_what().items()}
         victim_addr = max(workers, key=lambda a: held.get(a, 0))
         assert held.get(victim_addr, 0) > 0, f"no worker holds the training blocks: {held}"
         assert job.proc.poll() is None, "training finished before the worker could be killed"
