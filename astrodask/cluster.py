@@ -137,34 +137,53 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 MALLOC_KEEP = 8 << 20
 
 
-def tune_malloc() -> bool:
-    """Let glibc reuse freed memory for NumPy temporaries: allocations below MALLOC_KEEP come from the heap,
-    and up to MALLOC_KEEP of free heap is kept rather than returned to the OS. True if it was set.
-
-    Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536`` (so freed memory goes back to the OS),
-    which also pins glibc's mmap threshold at 128 KiB: every larger temporary is then fresh memory that the
-    kernel faults in and zeroes, page by page, which made feature expansion and scoring ~2.5x slower on the
-    workers than in a plain process. Larger allocations (the persisted blocks) are still mmapped and given
-    back when freed, so a worker keeps at most MALLOC_KEEP more than before.
-    """
+def _libc():
     if not sys.platform.startswith("linux"):
-        return False
+        return None
     try:
         import ctypes
 
         libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, MALLOC_KEEP)) and bool(libc.mallopt(M_TRIM_THRESHOLD, MALLOC_KEEP))
-    except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to tune
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except OSError:  # not glibc (e.g. musl): nothing to tune
+        return None
+
+
+def tune_malloc() -> bool:
+    """Let glibc reuse freed memory for NumPy temporaries within a task: allocations below MALLOC_KEEP come
+    from the heap, and up to MALLOC_KEEP of free heap is kept rather than returned to the OS. True if set.
+
+    Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536`` (so freed memory goes back to the OS),
+    which also pins glibc's mmap threshold at 128 KiB: every larger temporary is then fresh memory that the
+    kernel faults in and zeroes, page by page, which made feature expansion and scoring ~2.5x slower on the
+    workers than in a plain process. Heap memory freed by a task can be fragmented and stay with the process,
+    so ``release_memory`` gives it back after every task (else a worker paused for memory could stay paused).
+    """
+    libc = _libc()
+    if libc is None:
         return False
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, MALLOC_KEEP)) and bool(libc.mallopt(M_TRIM_THRESHOLD, MALLOC_KEEP))
+
+
+def release_memory() -> None:
+    """Return the free heap memory of this process to the OS (glibc ``malloc_trim``)."""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 class MallocPlugin(WorkerPlugin):
-    """Worker plugin: ``tune_malloc`` on every worker, present and future."""
+    """Worker plugin: ``tune_malloc`` on every worker, present and future, and ``release_memory`` whenever
+    a task ends."""
 
     name = "astrodask-malloc"
 
     def setup(self, worker):
         tune_malloc()
+
+    def transition(self, key, start, finish, **kwargs):
+        if start == "executing":
+            release_memory()
 
 
 def _register_malloc_plugin(client) -> None:

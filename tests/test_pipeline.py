@@ -265,6 +265,41 @@ def test_workers_reuse_heap_memory_for_numpy_temporaries(monkeypatch):
     assert tuned < untuned / 20
 
 
+_PINNED: list = []
+
+
+def _fragment_heap() -> int:
+    """Task: 200 MiB of 1 MiB NumPy arrays interleaved with small objects that stay alive (so the freed
+    space is fragmented heap, not the top of it); returns how many small objects are pinned."""
+    import numpy as np
+
+    big = []
+    for _ in range(200):
+        big.append(np.ones(1 << 17))
+        _PINNED.append(np.ones(16))  # pins the heap above each big block
+    del big
+    return len(_PINNED)
+
+
+def _rss() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+@pytest.mark.cluster
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the allocator tuning is for glibc (Linux)")
+def test_workers_give_freed_memory_back_after_each_task(monkeypatch):
+    """Memory a task freed must not stay with the worker: a worker paused for memory runs no task, so memory
+    that only a task could release would keep it paused for ever (seen with predict at 512 MiB per worker)."""
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    with connect(ClusterConfig(n_workers=1, quiet=True)) as client:
+        before = list(client.run(_rss).values())[0]
+        assert client.submit(_fragment_heap, pure=False).result() == 200
+        after = list(client.run(_rss).values())[0]
+    assert after - before < 50 << 20, f"worker kept {(after - before) >> 20} MiB after the task"
+
+
 # ------------------------------------------------------------------------------------------------ real data
 
 
