@@ -157,7 +157,8 @@ def tune_malloc() -> bool:
     which also pins glibc's mmap threshold at 128 KiB: every larger temporary is then fresh memory that the
     kernel faults in and zeroes, page by page, which made feature expansion and scoring ~2.5x slower on the
     workers than in a plain process. Heap memory freed by a task can be fragmented and stay with the process,
-    so ``release_memory`` gives it back after every task (else a worker paused for memory could stay paused).
+    so ``MallocPlugin`` gives it back after a task when memory is getting high (else a worker paused for
+    memory could stay paused: no task would run to free it).
     """
     libc = _libc()
     if libc is None:
@@ -172,17 +173,25 @@ def release_memory() -> None:
         libc.malloc_trim(0)
 
 
+TRIM_FRACTION = 0.5
+"""A task's end trims the heap when the worker's memory is above this fraction of its limit: below
+distributed's default target (0.6), spill (0.7) and pause (0.8) thresholds, so a worker never pauses on
+memory that trimming would give back, and memory-rich workers keep their heap for the next task."""
+
+
 class MallocPlugin(WorkerPlugin):
-    """Worker plugin: ``tune_malloc`` on every worker, present and future, and ``release_memory`` whenever
-    a task ends."""
+    """Worker plugin: ``tune_malloc`` on every worker, present and future, and ``release_memory`` when a
+    task ends with the worker's memory above TRIM_FRACTION of its limit."""
 
     name = "astrodask-malloc"
 
     def setup(self, worker):
         tune_malloc()
+        self._limit = worker.memory_manager.memory_limit or 0
+        self._process = psutil.Process()
 
     def transition(self, key, start, finish, **kwargs):
-        if start == "executing":
+        if start == "executing" and self._limit and self._process.memory_info().rss > TRIM_FRACTION * self._limit:
             release_memory()
 
 

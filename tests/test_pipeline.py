@@ -289,12 +289,16 @@ def _rss() -> int:
 
 @pytest.mark.cluster
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the allocator tuning is for glibc (Linux)")
-def test_workers_give_freed_memory_back_after_each_task(monkeypatch):
+def test_workers_give_freed_memory_back_under_a_tight_limit(monkeypatch):
     """Memory a task freed must not stay with the worker: a worker paused for memory runs no task, so memory
     that only a task could release would keep it paused for ever (seen with predict at 512 MiB per worker)."""
+    from astrodask.cluster import TRIM_FRACTION
+
     monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
-    with connect(ClusterConfig(n_workers=1, quiet=True)) as client:
+    # a limit the fragmented 200 MiB pushes the worker over TRIM_FRACTION of (as under a tight production limit)
+    with connect(ClusterConfig(n_workers=1, memory_limit="500MiB", quiet=True)) as client:
         before = list(client.run(_rss).values())[0]
+        assert before < TRIM_FRACTION * (500 << 20), f"the worker starts at {before >> 20} MiB: raise the limit"
         assert client.submit(_fragment_heap, pure=False).result() == 200
         after = list(client.run(_rss).values())[0]
     assert after - before < 50 << 20, f"worker kept {(after - before) >> 20} MiB after the task"
