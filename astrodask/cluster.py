@@ -6,6 +6,7 @@ The caller owns the client (``with connect(cfg) as client:``) and passes it to e
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import sys
@@ -137,7 +138,9 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 MALLOC_KEEP = 8 << 20
 
 
+@functools.lru_cache(maxsize=1)
 def _libc():
+    """glibc through ctypes, or None (another OS or C library)."""
     if not sys.platform.startswith("linux"):
         return None
     try:
