@@ -298,8 +298,8 @@ class FeatureSpec:
                     acc += block[0] @ w[col:col + m]
                 else:
                     ba, bb = block
-                    m = ba.shape[1] * bb.shape[1]
                     na, nb = ba.shape[1], bb.shape[1]
+                    m = na * nb
                     # W block as (a, class, b): the contraction with basis b then runs over a contiguous axis
                     wt = w[col:col + m].reshape(na, nb, k).transpose(0, 2, 1).reshape(na, k * nb)
                     acc += np.einsum("nkj,nj->nk", (ba @ wt).reshape(len(part), k, nb), bb)

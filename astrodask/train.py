@@ -53,6 +53,8 @@ from .storage import StagedOutput, write_json_atomic
 MODES = ("parallel", "incremental")
 CACHES = ("auto", "memory", "stream")
 K = len(schema.CLASSES)
+FEATURES_JSON = "features.json"
+"""The fitted (scaled) feature spec in the model's staging directory, reused by ``--resume``."""
 CLASS_INDEX = {c: k for k, c in enumerate(schema.CLASSES)}
 
 
@@ -321,7 +323,7 @@ class Trainer:
         """Pass 1: knots, medians and base statistics from quantile summaries -> the unscaled spec and the
         class counts by split (on ``--resume``, the scaled spec saved by ``fit_scaler``)."""
         cfg, client = self.cfg, self.client
-        cached = self.stage / "features.json"
+        cached = self.stage / FEATURES_JSON
         if cfg.resume and cached.is_file():
             doc = json.loads(cached.read_text())
             if doc.get("fingerprint") == cfg.fingerprint():
@@ -355,8 +357,8 @@ class Trainer:
         mu = sum(m[1] for m in mom) / max(n_rows, 1)
         sd = np.sqrt(np.maximum(sum(m[2] for m in mom) / max(n_rows, 1) - mu**2, 0.0))
         spec = replace(spec, mean=mu, scale=np.where(sd > 1e-12, sd, 1.0))
-        write_json_atomic(self.stage / "features.json", {"fingerprint": self.cfg.fingerprint(), "spec": spec.to_dict(),
-                                                         "counts": {str(k): v.tolist() for k, v in counts.items()}})
+        write_json_atomic(self.stage / FEATURES_JSON, {"fingerprint": self.cfg.fingerprint(), "spec": spec.to_dict(),
+                                                       "counts": {str(k): v.tolist() for k, v in counts.items()}})
         return spec
 
     def class_weights(self, counts: dict) -> np.ndarray:
@@ -600,6 +602,6 @@ def run(cfg: TrainConfig, client) -> dict:
 
             report.write(out.staging / "report", metrics, history, title=f"astrodask model: {cfg.features}, {cfg.mode}")
         ckpt.clear()
-        (out.staging / "features.json").unlink(missing_ok=True)
+        (out.staging / FEATURES_JSON).unlink(missing_ok=True)
         out.commit({"dataset": str(Path(cfg.dataset).absolute()), "accuracy": metrics["accuracy"]})
     return {"model_dir": str(Path(cfg.model_dir).absolute()), "metrics": metrics, "history": history}
