@@ -8,16 +8,13 @@ file by file with the input and no row ever travels to the client.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from . import schema
 from .errors import AstrodaskError
-from .storage import META, SUCCESS, read_meta
+from .storage import Location, fingerprint_file, parquet_file, read_meta, read_parquet, require_not_incomplete
 
 N_BUCKETS = 1000
 TEST_BUCKETS = 200  # buckets [0, 200): holdout test (20 %)
@@ -48,12 +45,17 @@ def split_of(ids) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Dataset:
-    """A readable Parquet dataset."""
+    """A readable Parquet dataset: its files (Locations), their row counts and its columns."""
 
     path: str
-    files: tuple[str, ...]
+    files: tuple[Location, ...]
     rows: tuple[int, ...]
     columns: tuple[str, ...]
+    location: Location | None = None
+    meta: dict | None = None
+    """The manifest of a committed astrodask output ({} for a plain Parquet directory)."""
+    null_counts: dict | None = None
+    """Column -> null count, from the Parquet footers' statistics (None for a column without statistics)."""
 
     @property
     def n_rows(self) -> int:
@@ -61,7 +63,18 @@ class Dataset:
 
     @property
     def nbytes(self) -> int:
-        return sum(Path(f).stat().st_size for f in self.files)
+        return sum(f.size() for f in self.files)
+
+    @property
+    def output_id(self) -> str | None:
+        return (self.meta or {}).get("output_id")
+
+    def identity(self) -> dict:
+        """What identifies this dataset's content for a fingerprint: its commit id, or its files' sizes and
+        modification times when it is a plain Parquet directory (not its path: a copied job still resumes)."""
+        if self.output_id:
+            return {"output_id": self.output_id}
+        return {"files": {f.name: fingerprint_file(f) for f in self.files}}
 
     def require(self, columns, why: str) -> None:
         missing = [c for c in columns if c not in self.columns]
@@ -71,40 +84,82 @@ class Dataset:
                 "convert a catalogue that has them"
             )
 
+    def require_values(self, columns, why: str) -> None:
+        """Refuse a column that is entirely null (nothing to learn from or predict with; imputing it would be
+        inventing it)."""
+        for c in columns:
+            n = (self.null_counts or {}).get(c)
+            if n is not None and self.n_rows and n >= self.n_rows:
+                raise AstrodaskError(
+                    f"{self.path}: column {c} is empty (all {self.n_rows:,} values null or no-measurement "
+                    f"sentinels), needed {why}; use --features photometric, or a catalogue that has {c}"
+                )
+
     def to_dask(self, columns=None):
         """The dataset as a Dask DataFrame (one partition per file)."""
         import dask.dataframe as dd
 
-        return dd.read_parquet(list(self.files), columns=list(columns) if columns else None)
+        opts = self.files[0].options if self.files and not self.files[0].is_local else None
+        return dd.read_parquet([f.url for f in self.files], columns=list(columns) if columns else None,
+                               storage_options=opts)
 
 
-def open_dataset(path: str, kind: str = "dataset") -> Dataset:
-    """Check and describe the dataset (or predictions, with ``kind``) at ``path`` (reads file footers only)."""
-    p = Path(path)
+def _null_counts(md, names) -> dict:
+    out: dict = {}
+    for k, name in enumerate(names):
+        total = 0
+        for rg in range(md.num_row_groups):
+            col = md.row_group(rg).column(k)
+            st = col.statistics
+            if st is None or not st.has_null_count:
+                total = None
+                break
+            total += st.null_count
+        out[name] = total
+    return out
+
+
+def open_dataset(path, kind: str = "dataset") -> Dataset:
+    """Check and describe the dataset (or predictions, with ``kind``) at ``path`` (reads file footers only).
+
+    A committed astrodask output is read through its manifest (only the files it lists); a directory of Parquet
+    files without one is read whole; an astrodask output without ``_SUCCESS`` is refused.
+    """
+    p = Location.of(path)
     if not p.exists():
-        raise AstrodaskError(f"{p}: no such dataset; check the path (make one with `astrodask convert`)")
+        raise AstrodaskError(f"{p}: no such {kind}; check the path (make one with `astrodask convert`)")
+    meta: dict = {}
     if p.is_file():
         files = [p]
     else:
-        if (p / META).exists() and not (p / SUCCESS).exists():
-            raise AstrodaskError(f"{p}: incomplete dataset (its conversion did not finish); rerun convert with --resume")
+        require_not_incomplete(p, kind)  # being written or replaced (object stores write in place)
         meta = read_meta(p)
         if meta.get("kind") not in (None, kind):
             raise AstrodaskError(f"{p}: is a {meta['kind']}, not a {kind}; check the path")
-        files = sorted(f for f in p.glob("*.parquet") if not f.name.startswith(("_", ".")))
+        parts = meta.get("parts")
+        if isinstance(parts, list) and parts and all(isinstance(x, dict) and str(x.get("file", "")).endswith(
+                ".parquet") for x in parts):
+            files = [p / x["file"] for x in parts]
+        else:
+            files = [f for f in p.glob("*.parquet") if not f.name.startswith(("_", "."))]
     if not files:
         raise AstrodaskError(f"{p}: no Parquet files; make a dataset with `astrodask convert`")
-    rows, first_schema = [], None
+    rows, first_schema, nulls = [], None, {}
     for f in files:
         try:
-            pf = pq.ParquetFile(f)
-        except (OSError, pa.ArrowException) as exc:
-            raise AstrodaskError(f"{f}: not a readable Parquet file ({exc}); reconvert the dataset") from None
-        rows.append(pf.metadata.num_rows)
+            with parquet_file(f) as pf:
+                md, sch = pf.metadata, pf.schema_arrow
+        except FileNotFoundError:
+            raise AstrodaskError(f"{f}: listed in the manifest but missing; rerun the stage that wrote {p}") from None
+        except (OSError, pa.ArrowException, ValueError) as exc:
+            raise AstrodaskError(f"{f}: not a readable Parquet file ({str(exc)[:80]}); reconvert the dataset") from None
+        rows.append(md.num_rows)
         if first_schema is None:
-            first_schema = pf.schema_arrow
-        elif not pf.schema_arrow.equals(first_schema):
+            first_schema = sch
+        elif not sch.equals(first_schema):
             raise AstrodaskError(f"{f}: schema differs from {files[0].name}; reconvert the dataset")
+        for c, n in _null_counts(md, sch.names).items():
+            nulls[c] = None if (n is None or nulls.get(c, 0) is None) else nulls.get(c, 0) + n
     cols = tuple(first_schema.names)
     for name in cols:
         want = schema.TYPES.get(name)
@@ -119,11 +174,11 @@ def open_dataset(path: str, kind: str = "dataset") -> Dataset:
             raise AstrodaskError(
                 f"{files[0]}: column {name} is {got}, expected {want}; convert the source with `astrodask convert`"
             )
-    ds = Dataset(str(p), tuple(str(f) for f in files), tuple(rows), cols)
+    ds = Dataset(str(p), tuple(files), tuple(rows), cols, p, meta, nulls)
     ds.require([schema.ID, *schema.BANDS] if kind == "dataset" else [schema.ID], "by every stage")
     return ds
 
 
-def read_part(file: str, columns=None) -> pd.DataFrame:
+def read_part(file, columns=None) -> pd.DataFrame:
     """One partition as pandas (called on workers)."""
-    return pq.read_table(file, columns=list(columns) if columns else None).to_pandas()
+    return read_parquet(file, columns).to_pandas()

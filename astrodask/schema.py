@@ -5,7 +5,11 @@ Everything that knows what an SDSS column is called or typed lives here; every o
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pyarrow as pa
+
+from .errors import AstrodaskError
 
 SCHEMA_VERSION = 1
 
@@ -21,6 +25,7 @@ FIELDS: tuple[pa.Field, ...] = (
     pa.field("alpha", pa.float64()),
     pa.field("delta", pa.float64()),
     *(pa.field(b, pa.float32()) for b in BANDS),
+    *(pa.field(f"psf_{b}", pa.float32()) for b in BANDS),
     pa.field("run_ID", pa.uint32()),
     pa.field("rerun_ID", pa.uint32()),
     pa.field("cam_col", pa.uint8()),
@@ -33,12 +38,26 @@ FIELDS: tuple[pa.Field, ...] = (
     pa.field("fiber_ID", pa.uint32()),
 )
 COLUMNS = tuple(f.name for f in FIELDS)
+# Where a row came from, written by ``convert --row-ids`` (ids generated because the source's ids are not exact
+# integers): the source's id text, as it was, and the row's position among the file's data rows (from 0).
+SOURCE_ID = "source_obj_ID"
+SOURCE_SPEC_ID = "source_spec_obj_ID"
+SOURCE_ROW = "source_row"
+PROVENANCE_FIELDS: tuple[pa.Field, ...] = (
+    pa.field(SOURCE_ID, pa.string()),
+    pa.field(SOURCE_SPEC_ID, pa.string()),
+    pa.field(SOURCE_ROW, pa.uint64()),
+)
+ALL_FIELDS = FIELDS + PROVENANCE_FIELDS
+ALL_COLUMNS = tuple(f.name for f in ALL_FIELDS)
 # Columns with few distinct values: Parquet dictionary-encodes these only (trying it on the float columns
 # costs write time and makes the files larger).
 DICTIONARY_COLUMNS = ("run_ID", "rerun_ID", "cam_col", "field_ID", CLASS, "plate", "MJD", "fiber_ID",
                       "reason", "source")
-TYPES = {f.name: f.type for f in FIELDS}
+TYPES = {f.name: f.type for f in ALL_FIELDS}
 REQUIRED = (ID, *BANDS)
+PSF_BANDS = tuple(f"psf_{b}" for b in BANDS)
+"""PSF magnitudes u..z, kept beside u..z when the source has them (psf - model separates stars from galaxies)."""
 FLOAT_COLUMNS = tuple(f.name for f in FIELDS if pa.types.is_floating(f.type))
 INT_COLUMNS = tuple(f.name for f in FIELDS if pa.types.is_integer(f.type))
 
@@ -49,11 +68,25 @@ INT_SENTINELS = (-9999, -999)
 # Text that means "no value" in a CSV cell (compared after trimming, case-insensitively).
 NULL_TOKENS = ("", "nan", "-nan", "+nan", "null", "none", "na", "n/a", "#n/a", "nil")
 
-RANGES = {"alpha": (0.0, 360.0), "delta": (-90.0, 90.0)}
+# Physically possible values; anything outside is quarantined as ``out_of_range:COLUMN``.
+# Magnitudes: SDSS catalogue magnitudes are asinh magnitudes (Lupton et al. 1999), finite for zero and negative
+# fluxes: zero flux gives 24.63 25.11 24.80 24.36 22.83 (u g r i z) and the most negative fluxes of real files
+# (a few nanomaggies: -5.1 in g in the calibObj-004510-4 sweep) give < 30; SDSS17's extremes are 9.47 and 32.78.
+# An asinh magnitude of 40 needs a flux of about -3e5 nanomaggies in u (a -10^5 sigma measurement), so 40 is
+# beyond any real measurement; below 2 nothing exists in the SDSS footprint's catalogues (the camera saturates
+# at r ~ 14 and the brightest catalogued objects are ~ 9.5), while 0 and 99 are common "no value" fillers.
+MAGNITUDE_RANGE = (2.0, 40.0)
+# Redshift: the SDSS spectroscopic pipeline fits stars as velocities (SDSS17: z >= -0.00997, i.e. -3,000 km/s),
+# galaxies from -0.01 and quasars up to z = 7.0 (SDSS17's maximum 7.011 sits at that fit boundary). The bounds
+# leave a margin of 10x below and > 1 above; 1e6 or -1 are not redshifts of any SDSS object.
+REDSHIFT_RANGE = (-0.1, 8.0)
+RANGES = {"alpha": (0.0, 360.0), "delta": (-90.0, 90.0), **{b: MAGNITUDE_RANGE for b in (*BANDS, *PSF_BANDS)},
+          REDSHIFT: REDSHIFT_RANGE}
 
 # External names (compared case-insensitively) -> canonical. Kaggle SDSS17 names are the canonical ones.
 # When several source columns map to the same canonical column, the canonical name wins, then the alias
-# listed first here (so ``modelMag_u`` is preferred over ``psfMag_u``, ``objid`` over ``bestobjid``).
+# listed first here (so ``objid`` is preferred over ``bestobjid``). Magnitudes and ``z`` are resolved apart
+# (see :func:`resolve_columns`).
 ALIASES: dict[str, str] = {
     # SkyServer / CasJobs native names
     "objid": ID,
@@ -74,19 +107,28 @@ ALIASES: dict[str, str] = {
     "specz": REDSHIFT,
     "plug_ra": "alpha",
     "plug_dec": "delta",
-    # SkyServer magnitude names (FITS array columns are flattened to e.g. MODELMAG_u)
-    **{f"{kind}_{b}": b for kind in ("modelmag", "cmodelmag", "psfmag", "dered") for b in BANDS},
 }
 for _c in COLUMNS:
-    ALIASES[_c.lower()] = _c
+    if _c not in BANDS:
+        ALIASES[_c.lower()] = _c
 _RANK = {name: k for k, name in enumerate(ALIASES)}
+
+# Magnitude systems that can fill u..z, and the (lower-case) prefixes of their SkyServer / FITS column names
+# (FITS 5-element arrays are flattened to e.g. MODELMAG_u). Plain u..z (Kaggle, SkyServer PhotoObj) are model
+# magnitudes; SkyServer's dered_u..z are model magnitudes minus the Galactic extinction.
+MAGNITUDE_SYSTEMS = ("model", "psf", "cmodel")
+MAGNITUDE_PREFIXES = {"model": "modelmag_", "psf": "psfmag_", "cmodel": "cmodelmag_"}
+DERED_PREFIX = "dered_"
+# Names that, right beside a ``z`` column, make it the redshift (SkyServer's SpecObj columns).
+SPECTRO_NEIGHBOURS = frozenset({"class", "subclass", "specobjid", "zerr", "z_err", "zwarning", "zwarn",
+                                "z_warning", "zconf", "veldisp", "veldisperr", "sn_median_all"})
 
 
 def unique_names(columns: list[str] | tuple[str, ...]) -> list[str]:
     """Header names made unique the way pandas does it: a repeated ``z`` becomes ``z.1`` (then ``z.2``...).
 
-    SkyServer joins of PhotoObj and SpecObj give two ``z`` columns (the z-band magnitude, then the
-    redshift); readers need distinct names, and :func:`canonical_names` knows what ``z.1`` means.
+    SkyServer joins of PhotoObj and SpecObj give two ``z`` columns (the z-band magnitude and the redshift);
+    readers need distinct names, and :func:`resolve_columns` tells which is which.
     """
     seen: set[str] = set()
     out: list[str] = []
@@ -100,45 +142,187 @@ def unique_names(columns: list[str] | tuple[str, ...]) -> list[str]:
     return out
 
 
-def _is_second_z(low: str) -> bool:
-    return low in ("z_1",) or (low.startswith("z.") and low[2:].isdigit())
+def _is_z(low: str) -> bool:
+    return low in ("z", "z_1") or (low.startswith("z.") and low[2:].isdigit())
 
 
-def canonical_names(columns: list[str] | tuple[str, ...]) -> dict[str, str]:
+class ColumnError(AstrodaskError):
+    """The header does not say which column is which (one line naming the columns and the fix)."""
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    """How a file's columns fill the canonical ones."""
+
+    pairs: tuple[tuple[str, str], ...]
+    """(source column, canonical column), in source order; a source column may fill several canonical ones."""
+    magnitudes: str = ""
+    """Which magnitudes fill u..z, e.g. ``model (modelMag_u..z)``; empty when the file has none."""
+
+    @property
+    def mapping(self) -> dict[str, str]:
+        """Source -> canonical (the first canonical column of each source column)."""
+        out: dict[str, str] = {}
+        for src, canon in self.pairs:
+            out.setdefault(src, canon)
+        return out
+
+
+def _z_role(names: list[str], k: int) -> str | None:
+    """"band", "redshift" or None (undecided) for the ``z`` column at position ``k``, from its neighbours."""
+    near = {names[j].lower() for j in (k - 1, k + 1) if 0 <= j < len(names)}
+    band = bool(near & {"u", "g", "r", "i"})
+    spectro = bool(near & SPECTRO_NEIGHBOURS)
+    if band == spectro:
+        return None
+    return "band" if band else "redshift"
+
+
+def _resolve_z(names: list[str], lows: list[str]) -> tuple[str | None, str | None]:
+    """(the z-band column, the redshift column) among the ``z`` columns, or a ColumnError."""
+    zs = [k for k, low in enumerate(lows) if _is_z(low)]
+    if not zs:
+        return None, None
+    lowset = set(lows)
+    plain = all(b in lowset for b in ("u", "g", "r", "i"))
+    explicit = any(ALIASES.get(low) == REDSHIFT for low in lows)
+    roles = {k: _z_role(names, k) for k in zs}
+    if len(zs) == 1:
+        k = zs[0]
+        if explicit:
+            return names[k], None
+        if not plain:
+            return None, names[k]  # SpecObj.z beside prefixed band names (modelMag_z...) is the redshift
+        return (None, names[k]) if roles[k] == "redshift" else (names[k], None)
+    bands = [k for k in zs if roles[k] == "band"]
+    reds = [k for k in zs if roles[k] == "redshift"]
+    unknown = [k for k in zs if roles[k] is None]
+    if explicit and len(bands) == 1:
+        return names[bands[0]], None
+    if not explicit and len(zs) == 2:
+        if len(bands) == 1 and len(reds) + len(unknown) == 1:
+            return names[bands[0]], names[(reds + unknown)[0]]
+        if len(reds) == 1 and len(unknown) == 1:
+            return names[unknown[0]], names[reds[0]]
+    shown = ", ".join(f"z (column {k + 1})" for k in zs)
+    raise ColumnError(
+        f"ambiguous columns {shown}: the header does not tell the z-band magnitude from the redshift (a z beside "
+        "class/specobjid/zErr is the redshift, a z among u, g, r, i the band); rename the redshift column to "
+        "redshift (or the band to modelMag_z) and convert again")
+
+
+def _system_columns(names: list[str], lows: list[str], prefix: str) -> dict[str, str] | None:
+    got = {}
+    for b in BANDS:
+        want = f"{prefix}{b}"
+        hit = next((names[k] for k, low in enumerate(lows) if low == want), None)
+        if hit is None:
+            return None
+        got[b] = hit
+    return got
+
+
+def _describe(system: str, cols: dict[str, str], note: str = "") -> str:
+    first, last = cols["u"], cols["z"]
+    span = f"{first}..{last}" if first[:-1] != last[:-1] or len(first) == 1 else f"{first}..{last[-1]}"
+    return f"{system} ({span}{'; ' + note if note else ''})"
+
+
+def _choose_magnitudes(names, lows, band_z: str | None, magnitudes: str | None,
+                       deredden: bool) -> tuple[dict[str, str], str]:
+    """(band -> source column, description) by the rule documented in :func:`resolve_columns`."""
+    found: dict[str, dict[str, str]] = {}
+    lowset = set(lows)
+    if band_z is not None and all(b in lowset for b in ("u", "g", "r", "i")):
+        found["plain"] = {**{b: names[lows.index(b)] for b in ("u", "g", "r", "i")}, "z": band_z}
+    for system, prefix in MAGNITUDE_PREFIXES.items():
+        cols = _system_columns(names, lows, prefix)
+        if cols:
+            found[system] = cols
+    dered = _system_columns(names, lows, DERED_PREFIX)
+    present = [s for s in ("plain", *MAGNITUDE_SYSTEMS) if s in found] + (["dered"] if dered else [])
+    have = ", ".join({"plain": "u..z", "dered": "dered_u..z"}.get(s) or f"{s} magnitudes" for s in present) or "none"
+    if deredden:
+        if dered and (magnitudes or "model") == "model":
+            return dered, _describe("model, dereddened", dered)
+        raise ColumnError(f"--deredden needs dereddened magnitudes (SkyServer dered_u..z) or an SDSS bulk file "
+                          f"with EXTINCTION (this file has: {have}); drop --deredden")
+    want = magnitudes or "model"
+    order = ("plain", "model") if want == "model" else (want,)
+    for s in order:
+        if s in found:
+            return found[s], _describe("model" if s == "plain" else s, found[s])
+    if want == "model" and dered:
+        return dered, _describe("model, dereddened", dered, "the file has no plain model magnitudes")
+    others = [s for s in MAGNITUDE_SYSTEMS if s in found and s != want]
+    if magnitudes is None and len(others) == 1:
+        return found[others[0]], _describe(others[0], found[others[0]], "the file has no model magnitudes")
+    if magnitudes is None and len(others) > 1:
+        raise ColumnError(f"u..z could come from {' or '.join(o + ' magnitudes' for o in others)} and the file has no "
+                          f"model magnitudes; choose with --magnitudes {'|'.join(others)}")
+    if magnitudes is not None:
+        raise ColumnError(f"--magnitudes {magnitudes}: the file has no {magnitudes} magnitudes (it has: {have}); "
+                          "choose a system it has")
+    partial = {b: names[lows.index(b)] for b in ("u", "g", "r", "i") if b in lowset}  # so the refusal names
+    if band_z is not None:                                                            # the missing bands
+        partial["z"] = band_z
+    return partial, ""
+
+
+def resolve_columns(columns: list[str] | tuple[str, ...], magnitudes: str | None = None,
+                    deredden: bool = False) -> ColumnMap:
     """Map source column names to canonical ones; unknown columns are left out (they are not carried).
 
-    Names are first made unique with :func:`unique_names` (the keys of the result are those unique names),
-    so a header with two ``z`` columns maps the first to the z band and the second (``z.1``) to the redshift.
-    A SkyServer ``z`` beside prefixed band names (``modelMag_z``...) and no redshift column is the redshift.
-    Where several columns map to one canonical column, the best-ranked alias wins (see ``ALIASES``).
+    Names are first made unique with :func:`unique_names` (the pairs name those unique names).
+
+    * ``z``: a ``z`` right beside ``class``, ``specobjid``, ``zErr``, ``zWarning``... is the redshift, a ``z``
+      beside ``u``, ``g``, ``r`` or ``i`` the z band, whatever the column order. A single ``z`` is the band when
+      plain ``u g r i`` are present (unless its neighbours make it the redshift) and the redshift beside prefixed
+      band names (``modelMag_z``...); with an explicit ``redshift`` column it is the band. When two ``z`` cannot
+      be told apart this way (both beside bands, or neither beside anything telling), :class:`ColumnError`.
+    * u..z: from ``magnitudes`` (``model``, ``psf`` or ``cmodel``; None = model when the file has it). Model
+      magnitudes are plain ``u..z`` (Kaggle, SkyServer PhotoObj), else ``modelMag_u..z`` / FITS ``MODELMAG``,
+      else SkyServer's ``dered_u..z`` (then recorded as dereddened). Without ``magnitudes`` and without model
+      magnitudes, the one other system in the file is used (and recorded); two others are refused. An explicit
+      system the file lacks is refused. ``deredden`` takes ``dered_u..z`` (model only).
+    * everything else through ``ALIASES``; where several columns map to one canonical column, the best-ranked
+      alias wins (the canonical name first).
     """
     names = unique_names([c.strip() for c in columns])
-    lower = {c: c.lower() for c in names}
-    lows = set(lower.values())
-    plain_bands = all(b in lows for b in BANDS[:-1])
-    has_redshift = any(ALIASES.get(v) == REDSHIFT for v in lows)
+    lows = [c.lower() for c in names]
+    band_z, redshift_z = _resolve_z(names, lows)
+    bands, described = _choose_magnitudes(names, lows, band_z, magnitudes, deredden)
     best: dict[str, tuple[int, str]] = {}
-    for col, low in lower.items():
+    for col, low in zip(names, lows):
+        if _is_z(low) or low in ("u", "g", "r", "i"):
+            continue
         target = ALIASES.get(low)
-        rank = _RANK.get(low, 0)
-        if low == "z" and not plain_bands and not has_redshift:
-            target, rank = REDSHIFT, len(_RANK)  # SpecObj.z beside modelMag_z
-        elif _is_second_z(low):
-            target, rank = (None, 0) if has_redshift else (REDSHIFT, len(_RANK) + 1)
         if target is None:
             continue
-        if low == target.lower():
-            rank = -1
+        rank = -1 if low == target.lower() else _RANK.get(low, 0)
         if target not in best or rank < best[target][0]:
             best[target] = (rank, col)
+    if redshift_z is not None and REDSHIFT not in best:
+        best[REDSHIFT] = (len(_RANK), redshift_z)
+    pairs = [(col, target) for target, (_, col) in best.items()] + [(col, b) for b, col in bands.items()]
+    psf = _system_columns(names, lows, MAGNITUDE_PREFIXES["psf"])
+    if psf:
+        pairs += [(col, f"psf_{b}") for b, col in psf.items() if f"psf_{b}" not in best]
     order = {c: k for k, c in enumerate(names)}
-    return {col: target for target, (_, col) in sorted(best.items(), key=lambda kv: order[kv[1][1]])}
+    canon_order = {c: k for k, c in enumerate(COLUMNS)}
+    pairs.sort(key=lambda p: (order[p[0]], canon_order.get(p[1], len(canon_order))))
+    return ColumnMap(tuple(pairs), described)
+
+
+def canonical_names(columns: list[str] | tuple[str, ...], magnitudes: str | None = None) -> dict[str, str]:
+    """Source -> canonical column names (see :func:`resolve_columns`); raises ColumnError when ambiguous."""
+    return resolve_columns(columns, magnitudes).mapping
 
 
 def arrow_schema(columns: list[str] | tuple[str, ...]) -> pa.Schema:
     """The canonical Arrow schema restricted to ``columns`` (in canonical order)."""
     present = set(columns)
-    return pa.schema([f for f in FIELDS if f.name in present])
+    return pa.schema([f for f in ALL_FIELDS if f.name in present])
 
 
 QUARANTINE_SCHEMA = pa.schema(

@@ -8,10 +8,16 @@ Steps, in one run:
 1. generate a synthetic SDSS-like CSV of N rows (``astrodask.synth`` when importable, else the real SDSS17
    file repeated with perturbed magnitudes and fresh ids), in a child process;
 2. baseline, in a child process: ``pyarrow.csv.read_csv`` (all cores) + ``pyarrow.parquet.write_table``;
-3. ``convert.run`` on a LocalCluster (``--workers`` processes, one thread each; cluster start-up and the
+3. ``ingest.run`` on a LocalCluster (``--workers`` processes, one thread each; cluster start-up and the
    workers' imports not timed), sampling the RSS of the client and of every worker process every 0.1 s.
 
 ``--repeat N`` reports the fastest of N runs of each method (the machine may be shared).
+
+``--specobj-bytes 1GB`` instead benchmarks the SDSS bulk layout: a specObj-dr17-layout file of that size is
+streamed to disk (``tests/sdss_fixtures.write_big_specobj``) with a row-matched photoPosPlate-layout file, both in
+a child process, then ``astrodask convert specObj.fits DEST --photometry photoPosPlate.fits`` runs on the
+LocalCluster twice: on the big file and on a small one (``--small-bytes``, default 1/20 of it), reporting the
+client's peak RSS of each (flat: it does not grow with the file) and the workers'.
 
 Prints a Markdown table: rows/s, seconds, peak memory, and the ratio to pyarrow.
 """
@@ -169,12 +175,12 @@ def _warm_up():
     import pyarrow.csv  # noqa: F401
     import pyarrow.parquet  # noqa: F401
 
-    import astrodask.convert  # noqa: F401
+    import astrodask.ingest  # noqa: F401
 
 
 def run_convert(csv: Path, dest: Path, workers: int, block_size: int | None, repeat: int) -> dict:
     """Best of ``repeat`` conversions on one LocalCluster (start-up and worker imports not timed)."""
-    from astrodask import convert
+    from astrodask import ingest
     from astrodask.cluster import ClusterConfig, connect
 
     os.environ.pop("DASK_SCHEDULER_ADDRESS", None)
@@ -189,7 +195,7 @@ def run_convert(csv: Path, dest: Path, workers: int, block_size: int | None, rep
             sampler = Sampler(pids)
             sampler.start()
             t0 = time.perf_counter()
-            s = convert.run(convert.ConvertConfig((str(csv),), str(dest), block_size=block_size, quiet=True), client)
+            s = ingest.run(ingest.ConvertConfig((str(csv),), str(dest), block_size=block_size, quiet=True), client)
             seconds = time.perf_counter() - t0
             sampler.stop.set()
             sampler.join()
@@ -202,6 +208,114 @@ def run_convert(csv: Path, dest: Path, workers: int, block_size: int | None, rep
 
 
 # ------------------------------------------------------------------------------------------------ main
+
+
+# ------------------------------------------------------------------------------------------------ SDSS bulk
+
+
+def generate_specobj_pair(target_bytes: int, spec_path: Path, photo_path: Path) -> dict:
+    """Stream a specObj-layout file of ``target_bytes`` and its row-matched photoPosPlate (one chunk in memory)."""
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    import sdss_fixtures as sf
+
+    info = sf.write_big_specobj(spec_path, target_bytes)
+    step = 20_000
+
+    def chunks():
+        for c, start in enumerate(range(0, info.nrows, step)):
+            spec = sf.big_specobj_rows(info.seed, info.nrows, start, min(start + step, info.nrows))
+            t = sf._specobj_truth(spec_path, spec)
+            rng = np.random.default_rng([info.seed, 3, c])
+            objid = t.bestobjid
+            parts = sf.decompose_objid(objid)
+            safe = lambda a: np.where(objid != 0, a, 1)  # noqa: E731
+            rows, _ = sf._photo_rows(rng, safe(parts["run"]), 301, safe(parts["camcol"]), safe(parts["field"]),
+                                     safe(parts["id"]), t.plug_ra, t.plug_dec, np.where(t.cls == "", "GALAXY", t.cls),
+                                     rng.uniform(15.0, 21.5, len(spec)), t.mjd, 0.7, 2)
+            empty = np.flatnonzero(objid == 0)
+            if len(empty):
+                blank = sf._blank_rows(sf.PHOTOOBJ_LAYOUT, len(empty))
+                for name in ("OBJID", "PARENTID", "FIELDID"):
+                    sf._put_str(blank, name, "0")
+                rows[empty] = blank
+            yield rows
+
+    sf.write_table_stream(photo_path, sf.PHOTOOBJ_LAYOUT, info.nrows, chunks())
+    return {"rows": info.nrows, "spec_bytes": info.file_bytes, "photo_bytes": photo_path.stat().st_size,
+            "keep": info.n_keep, "primary": info.n_primary}
+
+
+def run_convert_pair(pairs: list[tuple[Path, Path]], dests: list[Path], workers: int) -> list[dict]:
+    """Convert each (specObj, photoPosPlate) pair on one LocalCluster, sampling the client's and workers' RSS."""
+    from astrodask import ingest
+    from astrodask.cluster import ClusterConfig, connect
+
+    os.environ.pop("DASK_SCHEDULER_ADDRESS", None)
+    out = []
+    with connect(ClusterConfig(n_workers=workers, threads_per_worker=1, quiet=True)) as client:
+        client.run(_warm_up)
+        pids = list(client.run(os.getpid).values())
+        for (spec, photo), dest in zip(pairs, dests):
+            shutil.rmtree(dest, ignore_errors=True)
+            sampler = Sampler(pids)
+            sampler.start()
+            t0 = time.perf_counter()
+            s = ingest.run(ingest.ConvertConfig((str(spec),), str(dest), photometry=str(photo), quiet=True), client)
+            seconds = time.perf_counter() - t0
+            sampler.stop.set()
+            sampler.join()
+            meta = json.loads((dest / "_astrodask.json").read_text())
+            out.append({"rows": s["read"], "written": s["written"], "quarantined": s["quarantined"],
+                        "filtered": s["filtered"], "seconds": seconds, "client_peak": sampler.client_peak,
+                        "worker_peak": sampler.worker_peak, "workers_sum_peak": sampler.workers_sum_peak,
+                        "parts": len(meta["parts"])})
+    return out
+
+
+def main_specobj(args) -> int:
+    from dask.utils import format_bytes, parse_bytes
+
+    big = parse_bytes(args.specobj_bytes)
+    small = parse_bytes(args.small_bytes) if args.small_bytes else big // 20
+    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="astrodask-bench-", dir="/tmp"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        pairs, gen = [], []
+        for size in (small, big):
+            spec, photo = work / f"specObj-{size}.fits", work / f"photoPosPlate-{size}.fits"
+            t0 = time.perf_counter()
+            if not (spec.is_file() and photo.is_file()):
+                r = subprocess.run([sys.executable, __file__, "--generate-specobj", str(size), str(spec), str(photo)],
+                                   capture_output=True, text=True, check=True)
+                g = json.loads(r.stdout)
+            else:
+                g = {"rows": None, "spec_bytes": spec.stat().st_size, "photo_bytes": photo.stat().st_size}
+            g["generated_s"] = time.perf_counter() - t0
+            pairs.append((spec, photo))
+            gen.append(g)
+            print(f"input: {spec} ({format_bytes(g['spec_bytes'])}) + {photo.name} ({format_bytes(g['photo_bytes'])}), "
+                  f"{g['generated_s']:.0f} s to generate", file=sys.stderr)
+        res = run_convert_pair(pairs, [work / "ds-small", work / "ds-big"], args.workers)
+        print(f"\n### convert: specObj-dr17 layout + photoPosPlate (--photometry), {os.cpu_count()} cores, "
+              f"LocalCluster {args.workers}x1 thread, load average {os.getloadavg()[0]:.1f}\n")
+        print("| specObj file | photoPosPlate file | rows read | written | quarantined | filtered | seconds | rows/s "
+              "| MB/s (both files) | parts | peak RSS client | peak RSS per worker | workers together |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for g, r in zip(gen, res):
+            mb = (g["spec_bytes"] + g["photo_bytes"]) / 1e6
+            filt = ", ".join(f"{k} {v:,}" for k, v in r["filtered"].items())
+            print(f"| {format_bytes(g['spec_bytes'])} | {format_bytes(g['photo_bytes'])} | {r['rows']:,} | "
+                  f"{r['written']:,} | {r['quarantined']:,} | {filt} | {r['seconds']:.1f} | {r['rows'] / r['seconds']:,.0f} "
+                  f"| {mb / r['seconds']:,.0f} | {r['parts']} | {mib(r['client_peak'])} | {mib(r['worker_peak'])} | "
+                  f"{mib(r['workers_sum_peak'])} |")
+        ratio = res[1]["client_peak"] / res[0]["client_peak"]
+        print(f"\nclient peak RSS, big / small file: {ratio:.2f} (file size ratio {big / small:.0f})")
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
 
 
 def mib(x: float) -> str:
@@ -220,7 +334,17 @@ def main(argv=None) -> int:
     ap.add_argument("--data", choices=["auto", "synth", "real"], default="auto",
                     help="synthetic rows (astrodask.synth) or the real SDSS17 rows resampled (default: synth if any)")
     ap.add_argument("--generate-only", metavar="PATH", help=argparse.SUPPRESS)
+    ap.add_argument("--specobj-bytes", default=None, help="benchmark a generated specObj-layout file of this size "
+                    "(e.g. 1GB) with its photoPosPlate instead of CSV")
+    ap.add_argument("--small-bytes", default=None, help="size of the small specObj file compared with (default 1/20)")
+    ap.add_argument("--generate-specobj", nargs=3, metavar=("BYTES", "SPEC", "PHOTO"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.generate_specobj:
+        size, spec, photo = args.generate_specobj
+        print(json.dumps(generate_specobj_pair(int(size), Path(spec), Path(photo))))
+        return 0
+    if args.specobj_bytes:
+        return main_specobj(args)
     rows = parse_count(args.rows)
     if args.generate_only:
         print(generate(rows, Path(args.generate_only), args.data))

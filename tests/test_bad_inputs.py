@@ -76,8 +76,8 @@ CASES: list[Case] = [
          quarantined={"non_finite:r": 1, "non_finite:z": 1, "non_finite:u": 1}, nulls={"g": 1}),
     Case("sentinel_9999.csv", "-9999 / -999 'no measurement' values: nulls, rows kept", read=12,
          nulls={"u": 1, "z": 1, "redshift": 1}),
-    Case("unknown_class.csv", "classes PLANET and empty (rejected), galaxy (accepted)", read=12,
-         quarantined={"unknown_class": 1, "missing_class": 1}),
+    Case("unknown_class.csv", "classes PLANET (rejected), empty (unlabelled: kept, class null), galaxy (accepted)",
+         read=12, quarantined={"unknown_class": 1}, nulls={"class": 1}),
     Case("duplicate_ids.csv", "3 repeated obj_IDs in one file (first occurrence kept)", read=12,
          quarantined={"duplicate_id": 3}),
     Case("dup_across_files", "a directory of 2 files sharing 4 obj_IDs", read=16, quarantined={"duplicate_id": 4}),
@@ -99,6 +99,15 @@ CASES: list[Case] = [
     Case("out_of_range.csv", "alpha 361.5 and delta -91", read=12,
          quarantined={"out_of_range:alpha": 1, "out_of_range:delta": 1}),
     Case("binary_garbage.csv", "binary bytes with a .csv name", error=(("binary", "not a text"),)),
+    Case("impossible_values.csv", "u = 99, g = 0, redshift 1e6 (physically impossible)", read=12,
+         quarantined={"out_of_range:u": 1, "out_of_range:g": 1, "out_of_range:redshift": 1}),
+    Case("skyserver_spec_first.csv", "SkyServer header specobjid,class,z,objid,ra,dec,u,g,r,i,z: z by its "
+         "neighbours (redshift beside class, band after i)", read=12),
+    Case("skyserver_photo_first.csv", "SkyServer header objid,...,u,g,r,i,z,specobjid,class,z (the other order)",
+         read=12),
+    Case("ambiguous_z.csv", "two z columns both beside band names: which is the redshift cannot be told",
+         error=("ambiguous", "z (column 4)", "z (column 9)", "redshift")),
+    Case("two_magnitude_systems.csv", "psfMag_* and cModelMag_*, no model magnitudes", error=("--magnitudes",)),
     # ---------------------------------------------------------------------------------------- Parquet
     Case("parquet_mags_as_strings.parquet", "magnitudes stored as strings, one not a number", read=12,
          quarantined={"non_numeric:u": 1}),
@@ -148,7 +157,7 @@ _ZYGOTE = r"""
 import json, os, sys
 os.environ.pop("ASTRODASK_DEBUG", None)
 os.environ.pop("DASK_SCHEDULER_ADDRESS", None)
-import astrodask.cli, astrodask.cluster, astrodask.convert, astrodask.predict, astrodask.model
+import astrodask.cli, astrodask.cluster, astrodask.ingest, astrodask.predict, astrodask.model
 import distributed, pandas, pyarrow.csv, pyarrow.parquet
 try:
     import astropy.io.fits
@@ -284,8 +293,10 @@ def _check_success(case: Case, r: subprocess.CompletedProcess, dest: Path) -> No
     table = pq.read_table(dest, columns=None)
     for column, n in case.nulls.items():
         assert table.column(column).null_count == n, (column, table.column(column).null_count)
+        assert meta["nulls"].get(column) == n, (column, meta["nulls"])
+        assert f"{column} {n:,}" in r.stdout.split("missing values")[1], r.stdout
     if "class" in table.column_names:
-        assert set(table.column("class").to_pylist()) <= {"GALAXY", "QSO", "STAR"}
+        assert set(table.column("class").to_pylist()) <= {"GALAXY", "QSO", "STAR", None}  # None: unlabelled
 
 
 def _param(case: Case):

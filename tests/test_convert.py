@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from astrodask import convert, schema
-from astrodask.convert import ConvertConfig
+from astrodask import ingest, schema
+from astrodask.ingest import ConvertConfig, blocks, plan, validate
 from astrodask.errors import AstrodaskError
 from astrodask.storage import META, SUCCESS
 
@@ -72,7 +72,7 @@ def kaggle_csv(frame, tmp_path_factory) -> Path:
 
 def run(client, sources, dest, **kw) -> dict:
     sources = tuple(str(s) for s in (sources if isinstance(sources, (list, tuple)) else [sources]))
-    return convert.run(ConvertConfig(sources, str(dest), quiet=True, **kw), client)
+    return ingest.run(ConvertConfig(sources, str(dest), quiet=True, **kw), client)
 
 
 def read_ds(dest: Path) -> pd.DataFrame:
@@ -81,7 +81,7 @@ def read_ds(dest: Path) -> pd.DataFrame:
 
 
 def read_quarantine(dest: Path) -> pd.DataFrame:
-    files = sorted((dest / convert.QUARANTINE_DIR).glob("*.parquet"))
+    files = sorted((dest / ingest.QUARANTINE_DIR).glob("*.parquet"))
     if not files:
         return pd.DataFrame(columns=schema.QUARANTINE_SCHEMA.names)
     return pa.concat_tables([pq.read_table(f) for f in files]).to_pandas()
@@ -132,21 +132,21 @@ def test_canonical_names_kaggle_skyserver_and_duplicated_z():
            "class", "z", "plate", "mjd", "fiberid"]
     m = schema.canonical_names(sky)
     assert m["z"] == "z" and m["z.1"] == "redshift"
-    assert set(m.values()) == set(schema.COLUMNS)
+    assert set(m.values()) == set(schema.COLUMNS) - set(schema.PSF_BANDS)  # no PSF magnitudes in it
     assert m["objid"] == "obj_ID" and m["ra"] == "alpha" and m["camcol"] == "cam_col" and m["fiberid"] == "fiber_ID"
     # a pandas-style second z, and an explicit redshift winning over it
     assert schema.canonical_names(["objid", *BANDS, "z.1"])["z.1"] == "redshift"
     assert "z.1" not in schema.canonical_names(["objid", *BANDS, "z.1", "redshift"])
     # SkyServer's SpecObj.z beside prefixed band names is the redshift; modelMag wins over psfMag
     m = schema.canonical_names(["objID", *(f"psfMag_{b}" for b in BANDS), *(f"modelMag_{b}" for b in BANDS), "z"])
-    assert m["z"] == "redshift" and m["modelMag_u"] == "u" and "psfMag_u" not in m
+    assert m["z"] == "redshift" and m["modelMag_u"] == "u" and m["psfMag_u"] == "psf_u"  # kept as psf_u
     assert schema.unique_names(["z", "a", "z", "z"]) == ["z", "a", "z.1", "z.2"]
 
 
 def test_auto_block_size_bounds():
-    assert convert._auto_block_size(0, 2) == convert.MIN_BLOCK
-    assert convert._auto_block_size(10 * 2**30, 2) == convert.MAX_BLOCK
-    assert convert._auto_block_size(800 * 2**20, 2) == 100 * 2**20
+    assert plan.auto_block_size(0, 2) == plan.MIN_BLOCK
+    assert plan.auto_block_size(10 * 2**30, 2) == plan.MAX_BLOCK
+    assert plan.auto_block_size(800 * 2**20, 2) == 100 * 2**20
 
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -168,7 +168,7 @@ def test_kaggle_csv(client, frame, kaggle_csv, tmp_path):
     assert meta["sources"] == [str(kaggle_csv)]
     assert [p["file"] for p in meta["parts"]] == [p.name for p in parts]
     assert sum(p["rows"] for p in meta["parts"]) == len(frame)
-    assert not (dest / convert.BLOCKS_DIR).exists() and not (dest / "_plan.json").exists()
+    assert not (dest / ingest.BLOCKS_DIR).exists() and not (dest / "_plan.json").exists()
     assert not list(tmp_path.glob(".ds.*")), "staging directory or lock left behind"
     # parts follow the input order
     assert read_ds(dest)["obj_ID"].tolist() == frame["obj_ID"].tolist()
@@ -194,7 +194,8 @@ def test_skyserver_csv_with_duplicated_z_header(client, frame, tmp_path):
     s = run(client, src, dest)
     assert s["written"] == n and s["quarantined"] == 0
     out = read_ds(dest)
-    assert list(out.columns) == list(schema.COLUMNS)  # everything known is carried, the unknown column is not
+    # everything known is carried (the file has no PSF magnitudes), the unknown column is not
+    assert list(out.columns) == [c for c in schema.COLUMNS if c not in schema.PSF_BANDS]
     assert out["obj_ID"].tolist() == sky["objid"].astype("uint64").tolist()
     np.testing.assert_allclose(out["z"], frame["z"], rtol=1e-6)
     np.testing.assert_allclose(out["redshift"], frame["redshift"], rtol=1e-6)
@@ -295,7 +296,7 @@ def test_fsspec_memory_url_in_process(client, kaggle_csv, frame, tmp_path):
 
     fs = fsspec.filesystem("memory")
     fs.pipe("/adk-test/a.csv", kaggle_csv.read_bytes())
-    fs.pipe("/adk-test/b.csv.gz", gzip.compress(b"obj_ID,u,g,r,i,z\n1000000000000,1,2,3,4,5\n"))
+    fs.pipe("/adk-test/b.csv.gz", gzip.compress(b"obj_ID,u,g,r,i,z\n1000000000000,21,20,19,18,17\n"))
     try:
         dest = tmp_path / "ds"
         s = run(client, "memory://adk-test/*", dest, block_size=64 * 1024)
@@ -342,7 +343,7 @@ RULES = [
     ("delta", "90.01", "out_of_range:delta"),
     ("delta", "-91", "out_of_range:delta"),
     ("class", "PLANET", "unknown_class"),
-    ("class", "", "missing_class"),
+    ("class", "", None),  # unlabelled: kept, class null
     ("obj_ID", "NaN", "invalid_id:obj_ID"),
     ("obj_ID", "", "invalid_id:obj_ID"),
     ("obj_ID", "-5", "invalid_id:obj_ID"),
@@ -363,7 +364,7 @@ def test_validation_rule(column, text, reason):
     rows = [{c: str(v) for c, v in good_row(k).items()} for k in range(4)]
     rows[2][column] = text
     raw = pa.table({c: pa.array([r[c] for r in rows], pa.string()) for c in KAGGLE})
-    good, rej = convert.validate(raw, schema.canonical_names(KAGGLE))
+    good, rej = validate(raw, schema.canonical_names(KAGGLE))
     if reason is None:
         assert good.num_rows == 4 and rej.num_rows == 0
         assert good.column(column)[2].as_py() is None
@@ -382,7 +383,7 @@ def test_validation_keeps_good_text_forms():
     raw = raw.set_column(3, "u", pa.array(["+19.5 "]))
     raw = raw.set_column(8, "class", pa.array([" galaxy "]))
     raw = raw.set_column(10, "MJD", pa.array(["55001.0"]))
-    good, rej = convert.validate(raw, schema.canonical_names(KAGGLE))
+    good, rej = validate(raw, schema.canonical_names(KAGGLE))
     assert rej.num_rows == 0
     row = good.to_pylist()[0]
     assert (row["obj_ID"], row["u"], row["class"], row["MJD"]) == (1001, 19.5, "GALAXY", 55001)
@@ -392,14 +393,14 @@ def test_validation_of_typed_columns():
     """Parquet/FITS columns arrive typed: NaN and negative ids, float ids beyond 2**53, inf, sentinels."""
     raw = pa.table({
         "obj_ID": pa.array([1.0, np.nan, -2.0, 2.0**60, 5.0, 6.0, 7.0]),
-        "u": pa.array([1, 2, 3, 4, -9999, 6, 7], pa.int64()),
-        "g": pa.array([1.0, 2, 3, 4, 5, np.inf, 7]),
-        **{b: pa.array([1.0] * 7, pa.float32()) for b in BANDS[2:]},
+        "u": pa.array([21, 22, 23, 24, -9999, 26, 27], pa.int64()),
+        "g": pa.array([21.0, 22, 23, 24, 25, np.inf, 27]),
+        **{b: pa.array([21.0] * 7, pa.float32()) for b in BANDS[2:]},
         "class": pa.array([b"STAR  ", b"QSO", b"QSO", b"QSO", b"GALAXY", b"QSO", b"COMET"]),
     })
-    good, rej = convert.validate(raw, schema.canonical_names(raw.column_names))
+    good, rej = validate(raw, schema.canonical_names(raw.column_names))
     assert good.column("obj_ID").to_pylist() == [1, 5]
-    assert good.column("u").to_pylist() == [1.0, None]
+    assert good.column("u").to_pylist() == [21.0, None]
     assert good.column("class").to_pylist() == ["STAR", "GALAXY"]
     assert rej.column("reason").to_pylist() == ["invalid_id:obj_ID", "invalid_id:obj_ID", "id_float_notation:obj_ID",
                                                 "non_finite:g", "unknown_class"]
@@ -408,12 +409,13 @@ def test_validation_of_typed_columns():
 def test_validation_of_text_columns_with_nulls():
     """Parquet string columns may hold nulls: a null id is invalid, a null magnitude is missing."""
     raw = pa.table({
-        "obj_ID": pa.array(["1", None, "3"]), **{b: pa.array(["1.5", None, "2"]) for b in BANDS},
+        "obj_ID": pa.array(["1", None, "3"]), **{b: pa.array(["21.5", None, "22"]) for b in BANDS},
         "class": pa.array(["STAR", "QSO", None]),
     })
-    good, rej = convert.validate(raw, schema.canonical_names(raw.column_names))
-    assert good.column("obj_ID").to_pylist() == [1]
-    assert rej.column("reason").to_pylist() == ["invalid_id:obj_ID", "missing_class"]
+    good, rej = validate(raw, schema.canonical_names(raw.column_names))
+    assert good.column("obj_ID").to_pylist() == [1, 3]  # 3 is unlabelled: kept with a null class
+    assert good.column("class").to_pylist() == ["STAR", None]
+    assert rej.column("reason").to_pylist() == ["invalid_id:obj_ID"]
 
 
 def test_rules_end_to_end_with_quarantine_records(client, tmp_path):
@@ -444,8 +446,8 @@ def test_duplicates_across_blocks_and_files(client, frame, tmp_path):
     a.loc[700, "obj_ID"] = a.loc[5, "obj_ID"]  # repeated within a.csv, in another block
     a.loc[701, "obj_ID"] = a.loc[702, "obj_ID"]  # repeated within one block, first occurrence first
     b = frame.iloc[:40].copy()  # b.csv repeats 40 ids of a.csv
-    b["u"] = 99.0
-    b.loc[len(b)] = {**frame.iloc[0].to_dict(), "obj_ID": 10**15, "u": 1.0}  # one new id
+    b["u"] = 31.0
+    b.loc[len(b)] = {**frame.iloc[0].to_dict(), "obj_ID": 10**15, "u": 11.0}  # one new id
     a.to_csv(tmp_path / "a.csv", index=False)
     b.to_csv(tmp_path / "b.csv", index=False)
     gz = tmp_path / "c.csv.gz"  # a compressed file read in many chunks: repeats across its chunks
@@ -461,7 +463,7 @@ def test_duplicates_across_blocks_and_files(client, frame, tmp_path):
     assert out["obj_ID"].is_unique
     assert set(out["obj_ID"]) == set(a["obj_ID"]) | {10**15} | set(c["obj_ID"])
     kept = out.set_index("obj_ID")
-    assert (kept.loc[b["obj_ID"].iloc[:40], "u"] != 99.0).all()  # a.csv came first
+    assert (kept.loc[b["obj_ID"].iloc[:40], "u"] != 31.0).all()  # a.csv came first
     np.testing.assert_allclose(kept.loc[a.loc[5, "obj_ID"], "u"], a.loc[5, "u"], rtol=1e-6)
     np.testing.assert_allclose(kept.loc[a.loc[701, "obj_ID"], "u"], a.loc[701, "u"], rtol=1e-6)
     q = read_quarantine(dest)
@@ -549,15 +551,18 @@ def test_row_groups_and_overwrite(client, frame, kaggle_csv, tmp_path):
     run(client, kaggle_csv, dest, row_group_size=100)
     md = pq.ParquetFile(dest / "part-00000.parquet").metadata
     assert md.num_rows == len(frame)
-    assert 2 <= md.num_row_groups <= convert.ROW_GROUPS_PER_CHUNK  # a few row groups, not hundreds
+    assert 2 <= md.num_row_groups <= blocks.ROW_GROUPS_PER_CHUNK  # a few row groups, not hundreds
     stamp = (dest / SUCCESS).stat().st_mtime_ns
     with pytest.raises(AstrodaskError) as e:
         run(client, kaggle_csv, dest)
     msg = str(e.value)
     assert "already exists" in msg and "--overwrite" in msg and "\n" not in msg
     assert (dest / SUCCESS).stat().st_mtime_ns == stamp
-    with pytest.raises(AstrodaskError, match="nothing to resume"):
+    # --resume: with other options the complete dataset is refused, with the same ones it is kept unchanged
+    with pytest.raises(AstrodaskError, match="other inputs or options.*row_group_size"):
         run(client, kaggle_csv, dest, resume=True)
+    s = run(client, kaggle_csv, dest, resume=True, row_group_size=100)
+    assert s["written"] == len(frame) and (dest / SUCCESS).stat().st_mtime_ns == stamp
     s = run(client, [kaggle_csv], dest, overwrite=True, block_size=64 * 1024)
     assert s["written"] == len(frame)
     assert (dest / SUCCESS).stat().st_mtime_ns != stamp
@@ -579,19 +584,19 @@ def test_resume_skips_converted_blocks(client, frame, kaggle_csv, tmp_path, caps
     """Blocks converted before an interruption are verified by row count and not rewritten."""
     dest = tmp_path / "ds"
     cfg = ConvertConfig((str(kaggle_csv),), str(dest), block_size=32 * 1024, quiet=True)
-    blocks = convert.plan_blocks(cfg)
-    assert len(blocks) >= 4
+    bl = ingest.plan_blocks(cfg)
+    assert len(bl) >= 4
     stage = tmp_path / ".ds.staging"
-    for d in (stage / convert.QUARANTINE_DIR, stage / convert.BLOCKS_DIR):
+    for d in (stage / ingest.QUARANTINE_DIR, stage / ingest.BLOCKS_DIR):
         d.mkdir(parents=True)
-    for b in blocks[:2]:
-        convert.convert_block(b, str(stage))
+    for b in bl[:2]:
+        ingest.convert_block(b, str(stage))
     # a block whose part was lost after its marker was written must be redone
-    convert.convert_block(blocks[2], str(stage))
+    ingest.convert_block(bl[2], str(stage))
     (stage / "part-00002.parquet").unlink()
     stamps = {p.name: p.stat().st_mtime_ns for p in stage.glob("part-*.parquet")}
-    s = convert.run(ConvertConfig((str(kaggle_csv),), str(dest), block_size=32 * 1024, quiet=True, resume=True), client)
-    assert f"resume: 2 of {len(blocks)} blocks already converted" in capsys.readouterr().err
+    s = ingest.run(ConvertConfig((str(kaggle_csv),), str(dest), block_size=32 * 1024, quiet=True, resume=True), client)
+    assert f"resume: 2 of {len(bl)} blocks already converted" in capsys.readouterr().err
     assert s["written"] == len(frame)
     assert {n: (dest / n).stat().st_mtime_ns for n in stamps} == stamps
     assert read_ds(dest)["obj_ID"].tolist() == frame["obj_ID"].tolist()
@@ -602,13 +607,13 @@ def test_resume_skips_converted_blocks(client, frame, kaggle_csv, tmp_path, caps
     cfg = ConvertConfig((str(src),), str(tmp_path / "ds2"), block_size=32 * 1024, quiet=True, resume=True)
     stage = tmp_path / ".ds2.staging"
     with pytest.raises(KeyboardInterrupt):  # interrupted right after planning: leaves its plan behind
-        convert.run(ConvertConfig((str(src),), str(tmp_path / "ds2"), block_size=32 * 1024, quiet=True),
+        ingest.run(ConvertConfig((str(src),), str(tmp_path / "ds2"), block_size=32 * 1024, quiet=True),
                     _InterruptedClient())
     assert (stage / "_plan.json").is_file() and not (tmp_path / ".ds2.lock").exists()
     frame.iloc[::-1].to_csv(src, index=False)  # same size, other content
     os.utime(src, ns=(0, 0))
     with pytest.raises(AstrodaskError, match="other inputs") as e:
-        convert.run(cfg, client)
+        ingest.run(cfg, client)
     assert "\n" not in str(e.value)
 
 

@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from astrodask import convert, schema
-from astrodask.convert import ConvertConfig
+from astrodask import ingest, schema
+from astrodask.ingest import ConvertConfig
 from astrodask.errors import AstrodaskError
 
 HEADER = ["obj_ID", "alpha", "delta", "u", "g", "r", "i", "z", "class", "redshift", "MJD"]
@@ -51,7 +51,7 @@ garbage = st.text(GARBAGE_ALPHABET, min_size=1, max_size=8).filter(lambda s: any
 
 @st.composite
 def valid_row(draw) -> dict:
-    mag = st.one_of(st.floats(-100, 100).map(repr), st.sampled_from(["-9999", "-9999.0", "", "nan", "NaN"]))
+    mag = st.one_of(st.floats(*schema.MAGNITUDE_RANGE).map(repr), st.sampled_from(["-9999", "-9999.0", "", "nan", "NaN"]))
     row = {
         "obj_ID": str(draw(st.sampled_from(ID_POOL))),
         "alpha": repr(draw(st.floats(0, 360))),
@@ -59,7 +59,7 @@ def valid_row(draw) -> dict:
         **{b: draw(mag) for b in schema.BANDS},
         "class": draw(st.sampled_from(schema.CLASSES).flatmap(
             lambda c: st.sampled_from([c, c.lower(), f" {c} ", c.title()]))),
-        "redshift": draw(st.one_of(st.floats(-1, 10).map(repr), st.just("-9999"))),
+        "redshift": draw(st.one_of(st.floats(*schema.REDSHIFT_RANGE).map(repr), st.just("-9999"))),
         "MJD": draw(st.one_of(st.integers(0, 2**32 - 1).map(str), st.just(""), st.just("-9999"))),
     }
     return row
@@ -70,7 +70,7 @@ def line(draw) -> tuple[str, bytes, dict | None]:
     """(kind, the line's bytes, the valid row or None). kind "empty" is no row at all."""
     row = draw(valid_row())
     kind = draw(st.sampled_from(["valid"] * 6 + ["garbage", "garbage_id", "non_finite", "nan_id", "class",
-                                                  "range", "extra", "missing", "utf8", "empty"]))
+                                                  "range", "impossible", "extra", "missing", "utf8", "empty"]))
     fields = [row[c] for c in HEADER]
     if kind == "garbage":
         fields[HEADER.index(draw(st.sampled_from(FLOATS[2:] + ["MJD"])))] = draw(garbage)
@@ -84,6 +84,10 @@ def line(draw) -> tuple[str, bytes, dict | None]:
         fields[HEADER.index("class")] = draw(garbage)
     elif kind == "range":
         fields[1], fields[2] = draw(st.sampled_from([("360.5", "0"), ("-1", "0"), ("10", "90.5"), ("10", "-95")]))
+    elif kind == "impossible":  # physically impossible magnitudes and redshifts
+        column, text = draw(st.sampled_from([("u", "99"), ("g", "0"), ("r", "-3.5"), ("redshift", "1e6"),
+                                             ("redshift", "-2")]))
+        fields[HEADER.index(column)] = text
     elif kind == "extra":
         fields.append(draw(garbage))
     elif kind == "missing":
@@ -117,12 +121,12 @@ def test_random_corrupt_rows_are_accounted_for(client, workdir, lines, final_new
     try:
         if not first:
             with pytest.raises(AstrodaskError) as e:
-                convert.run(cfg, client)
+                ingest.run(cfg, client)
             assert "\n" not in str(e.value)
             assert ("no data rows" if n_rows == 0 else f"all {n_rows:,} rows rejected") in str(e.value)
             assert not dest.exists()
             return
-        s = convert.run(cfg, client)
+        s = ingest.run(cfg, client)
         assert s["read"] == n_rows
         assert s["read"] == s["written"] + s["quarantined"]
         assert sum(s["reasons"].values()) == s["quarantined"]
@@ -137,7 +141,7 @@ def test_random_corrupt_rows_are_accounted_for(client, workdir, lines, final_new
         for obj_id, alpha in zip(ids, out["alpha"]):
             assert alpha == float(first[obj_id]["alpha"])
 
-        qfiles = sorted((dest / convert.QUARANTINE_DIR).glob("*.parquet"))
+        qfiles = sorted((dest / ingest.QUARANTINE_DIR).glob("*.parquet"))
         q = pa.concat_tables([pq.read_table(f) for f in qfiles]).to_pandas() if qfiles else None
         assert (0 if q is None else len(q)) == s["quarantined"]
         if q is not None:

@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from astrodask import convert, schema
-from astrodask.convert import ConvertConfig
+from astrodask import ingest, schema
+from astrodask.ingest import ConvertConfig
 
 SDSS17 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sdss17.csv"
 pytestmark = pytest.mark.cluster
@@ -72,19 +72,46 @@ def test_file_urls_on_a_local_cluster_are_read_by_the_workers(tmp_path, monkeypa
 def _run_with_client_guard(cfg, client, monkeypatch, guard):
     """Run the conversion while the client's copies of the readers raise: the workers are separate (spawned)
     processes, and ``convert_block`` is sent to them by reference, so they use their own, unpatched copies."""
-    import astrodask.fits as fits
+    import astrodask.ingest.blocks as blocks
+    import astrodask.ingest.readers.csv as csv
+    import astrodask.ingest.readers.fits as fits
+    import astrodask.ingest.readers.parquet as parquet
 
-    for name in ("_read_chunks", "_parse_csv", "_csv_bytes", "validate"):
-        monkeypatch.setattr(convert, name, guard)
-    monkeypatch.setattr(fits, "read_fits_rows", guard)
+    import astrodask.ingest.readers.sdss as sdss
+
+    for module, name in ((csv, "_parse"), (csv, "_pieces"), (blocks, "check"), (fits, "read_fits_rows"),
+                         (fits, "read_columns"), (sdss, "read_columns")):
+        monkeypatch.setattr(module, name, guard)
+    for reader in (csv.CsvReader, parquet.ParquetReader, fits.FitsReader, sdss.SdssReader):
+        monkeypatch.setattr(reader, "read", guard)
     try:
-        return convert.run(cfg, client)
+        return ingest.run(cfg, client)
     finally:
         monkeypatch.undo()
 
 
+def test_sdss_pair_is_read_by_the_workers(tmp_path, monkeypatch):
+    """A specObj file and its photoPosPlate: the client reads headers only, the workers read the rows."""
+    import sdss_fixtures as sf
+    from distributed import Client, LocalCluster
+
+    spec = sf.write_specobj(tmp_path / "specObj-dr17.fits", n=300, seed=8)
+    photo = sf.photopos_for(tmp_path / "photoPosPlate-dr17.fits", spec, seed=8)
+
+    def no_rows_on_the_client(*a, **k):
+        raise AssertionError("the client read data rows: blocks must be read on the workers")
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                      memory_limit="1GiB") as cluster, Client(cluster) as client:
+        cfg = ConvertConfig((str(spec.path),), str(tmp_path / "ds"), photometry=str(photo.path),
+                            block_size=64 * 1024, quiet=True)
+        s = _run_with_client_guard(cfg, client, monkeypatch, no_rows_on_the_client)
+    assert s["read"] == 300 and s["read"] == s["written"] + s["quarantined"] + sum(s["filtered"].values())
+    assert len(list((tmp_path / "ds").glob("part-*.parquet"))) > 2
+
+
 def _markers(stage: Path) -> int:
-    return len(list((stage / convert.BLOCKS_DIR).glob("*.json")))
+    return len(list((stage / ingest.BLOCKS_DIR).glob("*.json")))
 
 
 def _group_gone(pgid: int, timeout: float = 30.0) -> bool:
@@ -127,7 +154,7 @@ def test_cli_conversion_killed_then_resumed(tmp_path):
         assert _group_gone(proc.pid), "worker processes survived the kill"
     assert proc.returncode == -signal.SIGKILL, (tmp_path / "first.log").read_text()
     done = _markers(stage)
-    n_blocks = len(convert.plan_blocks(ConvertConfig((str(src),), str(dest), block_size=64 * 1024)))
+    n_blocks = len(ingest.plan_blocks(ConvertConfig((str(src),), str(dest), block_size=64 * 1024)))
     assert 4 <= done < n_blocks, f"killed after {done} of {n_blocks} blocks"
     assert not dest.exists(), "a killed conversion must not publish anything"
 
@@ -142,7 +169,7 @@ def test_cli_conversion_killed_then_resumed(tmp_path):
 
     ref = tmp_path / "ref"
     with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0") as client:
-        convert.run(ConvertConfig((str(src),), str(ref), block_size=64 * 1024, quiet=True), client)
+        ingest.run(ConvertConfig((str(src),), str(ref), block_size=64 * 1024, quiet=True), client)
     names = sorted(p.relative_to(ref) for p in ref.rglob("*.parquet"))
     assert names == sorted(p.relative_to(dest) for p in dest.rglob("*.parquet"))
     for name in names:

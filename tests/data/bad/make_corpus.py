@@ -178,6 +178,30 @@ def make_csv() -> None:
     s[7][col("delta")] = "-91.0"
     write("out_of_range.csv", csv_text(s))
 
+    # physically impossible values: u = 99, g = 0, redshift 1e6
+    s = [r[:] for r in rows]
+    s[1][col("u")] = "99"
+    s[4][col("g")] = "0"
+    s[8][col("redshift")] = "1e6"
+    write("impossible_values.csv", csv_text(s))
+
+    # SkyServer exports of PhotoObj joined with SpecObj: two columns named z (band and redshift), in both orders
+    sky = ["specobjid", "class", "z", "objid", "ra", "dec", "u", "g", "r", "i", "z"]
+    spec_first = [[str(6543777369295181824 + 4096 * k), r[col("class")], r[col("redshift")], r[0], r[1], r[2],
+                   *r[3:8]] for k, r in enumerate(rows)]
+    write("skyserver_spec_first.csv", csv_text(spec_first, header=sky))
+    sky = ["objid", "ra", "dec", "u", "g", "r", "i", "z", "specobjid", "class", "z"]
+    photo_first = [[*r[:8], str(6543777369295181824 + 4096 * k), r[col("class")], r[col("redshift")]]
+                   for k, r in enumerate(rows)]
+    write("skyserver_photo_first.csv", csv_text(photo_first, header=sky))
+    # two z columns that the header cannot tell apart (both beside band names): refused
+    amb = ["objid", "ra", "dec", "z", "u", "g", "r", "i", "z"]
+    write("ambiguous_z.csv", csv_text([[*r[:3], r[col("redshift")], *r[3:8]] for r in rows], header=amb))
+    # PSF and cModel magnitudes but no model magnitudes: which fills u..z must be chosen
+    two = ["objid", *(f"psfMag_{b}" for b in "ugriz"), *(f"cModelMag_{b}" for b in "ugriz"), "class"]
+    write("two_magnitude_systems.csv", csv_text([[r[0], *r[3:8], *r[3:8], r[col("class")]] for r in rows],
+                                                header=two))
+
     # not text at all
     write("binary_garbage.csv", bytes(range(256)) * 4)
     # a gzip file cut in the middle

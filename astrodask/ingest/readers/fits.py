@@ -11,35 +11,34 @@ multi-dimensional arrays are not carried.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
-from . import schema
-from .errors import AstrodaskError
+from ... import schema
+from ...errors import AstrodaskError
+from ...storage import Location
+from .base import Block, Chunk, Extent, Probe, Reader, RowRange
 
 
-def _open(path: str):
+def open_fits(loc: Location, path: str):
+    """The FITS file at ``loc`` (memory-mapped when local and uncompressed); ``path`` is the name errors show."""
     from astropy.io import fits
 
     with warnings.catch_warnings():  # astropy's verification chatter; errors are reported in one line below
         warnings.simplefilter("ignore")
-        return _open_quiet(fits, path)
+        try:
+            if not loc.is_local:
+                return fits.open(loc.url, use_fsspec=True, fsspec_kwargs=loc.options, lazy_load_hdus=True)
+            return fits.open(loc.url, memmap=not loc.url.lower().endswith((".gz", ".bz2")), lazy_load_hdus=True)
+        except (OSError, ValueError, TypeError, EOFError) as exc:
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise AstrodaskError(f"{path}: not a readable FITS file ({msg}); check the file") from None
 
 
-def _open_quiet(fits, path: str):
-    url = "://" in path and not path.startswith("file://")
-    local = path[len("file://"):] if path.startswith("file://") else path
-    try:
-        if url:
-            return fits.open(path, use_fsspec=True, lazy_load_hdus=True)
-        return fits.open(local, memmap=not local.lower().endswith((".gz", ".bz2")), lazy_load_hdus=True)
-    except (OSError, ValueError, TypeError, EOFError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise AstrodaskError(f"{path}: not a readable FITS file ({msg}); check the file") from None
-
-
-def _table_hdu(hdul, path: str):
+def table_hdu(hdul, path: str):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -87,11 +86,11 @@ def _layout(hdu) -> list[tuple[str, str, int | None]]:
     return out
 
 
-def fits_info(path: str) -> tuple[list[str], int, int, list[str]]:
+def fits_info(loc: Location, path: str) -> tuple[list[str], int, int, list[str]]:
     """(flattened column names, row count, bytes per row, columns not carried with why) of the first binary
     table; reads the header only."""
-    with _open(path) as hdul:
-        hdu = _table_hdu(hdul, path)
+    with open_fits(loc, path) as hdul:
+        hdu = table_hdu(hdul, path)
         skipped = [f"{c.name} ({_why_not(c)})" for c in hdu.columns if _width(c) == 0]
         return ([name for _, name, _ in _layout(hdu)], int(hdu.header.get("NAXIS2", 0)),
                 max(1, int(hdu.header.get("NAXIS1", 1))), skipped)
@@ -110,10 +109,10 @@ def _native(col: np.ndarray) -> np.ndarray:
     return col
 
 
-def read_fits_rows(path: str, start: int, length: int) -> pa.Table:
+def read_fits_rows(loc: Location, path: str, start: int, length: int) -> pa.Table:
     """Rows ``[start, start+length)`` as an Arrow table of flattened columns (called on workers)."""
-    with _open(path) as hdul:
-        hdu = _table_hdu(hdul, path)
+    with open_fits(loc, path) as hdul:
+        hdu = table_hdu(hdul, path)
         try:
             data = hdu.data[start:start + length]
             n = len(data)
@@ -138,3 +137,50 @@ def read_fits_rows(path: str, start: int, length: int) -> pa.Table:
             raise AstrodaskError(f"{path}: cannot read rows {start}..{start + length} ({exc}); "
                                  "check the file") from None
         return pa.table(out)
+
+
+@dataclass(frozen=True)
+class FitsTable:
+    """Header facts of a FITS binary table."""
+
+    row_bytes: int
+
+
+class FitsReader(Reader):
+    name = "fits"
+    extensions = (".fits", ".fit", ".fts")
+
+    def probe(self, loc: Location, source: str, options=None) -> Probe:
+        cols, nrows, row_bytes, unread = fits_info(loc, source)
+        return Probe(source, loc, self.name, tuple(schema.unique_names([c.strip() for c in cols])),
+                     nrows * row_bytes, nrows, tuple(unread), layout="fits", detail=FitsTable(row_bytes))
+
+    def plan(self, probe: Probe, block_bytes: int) -> list[tuple[Extent, int | None]]:
+        step = max(1, block_bytes // probe.detail.row_bytes)
+        return [(RowRange(s, min(step, probe.nrows - s)), s) for s in range(0, probe.nrows, step)]
+
+    def read(self, block: Block) -> Iterator[Chunk]:
+        e: RowRange = block.extent
+        yield Chunk(read_fits_rows(block.location, block.source, e.start, e.length))
+
+
+def read_columns(loc: Location, path: str, start: int, length: int, names: list[str]) -> dict[str, np.ndarray]:
+    """Columns ``names`` of rows ``[start, start+length)`` of the first binary table, as native-endian NumPy
+    arrays (5-element arrays as (n, 5); strings decoded and stripped). Only those columns' bytes are touched
+    (the file is memory-mapped when local and uncompressed)."""
+    with open_fits(loc, path) as hdul:
+        hdu = table_hdu(hdul, path)
+        out = {}
+        try:
+            data = hdu.data[start:start + length]
+            for name in names:
+                col = np.asarray(data[name])
+                if col.dtype.kind == "S":
+                    col = np.char.strip(np.char.decode(col, "ascii", errors="replace"))
+                elif col.dtype.kind == "U":
+                    col = np.char.strip(col)
+                out[name] = _native(col).copy()
+        except (OSError, ValueError, TypeError, EOFError, KeyError) as exc:
+            raise AstrodaskError(f"{path}: cannot read rows {start}..{start + length} ({exc}); "
+                                 "check the file") from None
+        return out

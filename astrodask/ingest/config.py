@@ -1,0 +1,85 @@
+"""The convert stage's settings, declared once.
+
+:class:`ConvertOptions` holds every option a user sets to convert catalogues; the ``convert`` and ``run`` commands
+derive their options from its fields (``astrodask.options``), and ``JobConfig`` holds one. :class:`ConvertConfig`
+adds what the stage needs besides: the inputs, the destination and the job flags.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import ConfigError
+from ..options import check_choices
+from ..schema import MAGNITUDE_SYSTEMS
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConvertOptions:
+    """How to read and check catalogues (every option a user sets; the same for ``convert`` and ``run``)."""
+
+    magnitudes: str | None = field(default=None, metadata={"choices": MAGNITUDE_SYSTEMS})
+    """Which magnitudes fill u..z: ``model``, ``psf`` or ``cmodel``; by default model magnitudes, or the one
+    other system a file has (recorded in the summary)."""
+    deredden: bool = False
+    """Subtract the Galactic extinction from u..z (SkyServer dered_u..z; SDSS bulk files: EXTINCTION)."""
+    row_ids: bool = False
+    """Generate obj_ID from the file's content hash and each row's position, keeping the source's id text in
+    source_obj_ID and the position in source_row (for ids written as floats, e.g. Kaggle's SDSS17 file)."""
+    photometry: str | None = None
+    """For a specObj file: its row-matched photometry (photoPosPlate-dr17.fits), joined by row position."""
+    cuts: bool = True
+    """Apply the SDSS quality cuts (SPECPRIMARY == 1, ZWARNING == 0, survey-primary photometry), counted as
+    filtered rows; --no-cuts keeps every row."""
+    block_size: int | None = field(default=None, metadata={"bytes": True})
+    """Bytes of input per block (one output file each), e.g. 64MiB; by default chosen from the input size
+    (1 MiB to 256 MiB)."""
+    row_group_size: int = 131072
+    """Minimum rows per Parquet row group (a block is written as at most a few row groups)."""
+
+    def __post_init__(self):
+        check_choices(self)
+        if self.block_size is not None and self.block_size < 4096:
+            raise ConfigError("block_size", f"{self.block_size} bytes is too small", "use at least 4096 (e.g. 64MiB)")
+        if self.row_group_size < 1:
+            raise ConfigError("row_group_size", "must be positive", "use e.g. 131072")
+
+    def options(self) -> "ConvertOptions":
+        """Just the convert options (a ConvertConfig without its inputs, destination and job flags)."""
+        return ConvertOptions(**{k: getattr(self, k) for k in ConvertOptions.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class ConvertConfig(ConvertOptions):
+    """The ``convert`` stage: the convert options, plus the inputs, the destination and the job flags."""
+
+    sources: tuple[str, ...]
+    """Input files: local paths, globs, directories (a HATS catalogue too) or fsspec URLs (CSV, .csv.gz,
+    Parquet, FITS)."""
+    dest: str
+    """Output dataset directory (a local path or an fsspec URL)."""
+    overwrite: bool = False
+    """Replace an existing ``dest`` (only one astrodask wrote)."""
+    resume: bool = False
+    """Continue an interrupted conversion into the same ``dest``, skipping blocks already written; on a complete
+    dataset made from the same inputs and options, succeed without changing it."""
+    quiet: bool = False
+    """No progress bar."""
+    storage_options: dict = field(default_factory=dict)
+    """fsspec options (credentials, endpoint...) for URL inputs and outputs, e.g. ``{"anon": True}``."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if isinstance(self.sources, str):
+            object.__setattr__(self, "sources", (self.sources,))
+        object.__setattr__(self, "sources", tuple(str(s) for s in self.sources))
+        if not self.sources:
+            raise ConfigError("sources", "no input files given", "pass at least one CSV, Parquet or FITS path")
+        if self.storage_options is None:
+            object.__setattr__(self, "storage_options", {})
+        if not isinstance(self.storage_options, dict):
+            raise ConfigError("storage_options", f"must be a mapping, got {type(self.storage_options).__name__}",
+                              "pass a JSON object such as {\"anon\": true}")
+
+    def __hash__(self):  # the storage options dict makes the generated hash fail
+        return hash((self.sources, self.dest))

@@ -1,0 +1,94 @@
+"""Repeated ids across blocks and files: all but the first occurrence (in input order) go to quarantine.
+
+Runs after every block is written. Ids are hash-partitioned into buckets of a few million rows, one task
+each; only the repeated ids reach the client. The rows moved name their part file as ``source`` and their
+row in it, with the converted values as ``record``, in ``_quarantine/dup-NNNNN.parquet``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from .. import schema
+from ..console import log, track
+from ..storage import Location, parquet_rows, read_json, read_parquet
+from .blocks import QUARANTINE_DIR, PartWriter, dup_name, marker, part_name
+from .readers import Block
+
+DEDUPE_BUCKET_ROWS = 4_000_000
+
+
+def dup_ids(files: list, bucket: int, n_buckets: int) -> np.ndarray:
+    """Worker task: the ids of bucket ``bucket`` (id mod n_buckets) that occur more than once in ``files``."""
+    ids = []
+    for f in files:
+        x = read_parquet(f, columns=[schema.ID]).column(0).to_numpy()
+        ids.append(x if n_buckets == 1 else x[x % np.uint64(n_buckets) == np.uint64(bucket)])
+    allids = pd.Series(np.concatenate(ids) if ids else np.zeros(0, np.uint64))
+    return np.unique(allids[allids.duplicated()].to_numpy())
+
+
+def ids_in(path: Location, dups: np.ndarray) -> pd.DataFrame:
+    """Worker task: (row, id) of the rows of ``path`` whose id is in ``dups``."""
+    ids = read_parquet(path, columns=[schema.ID]).column(0).to_numpy()
+    rows = np.flatnonzero(np.isin(ids, dups))
+    return pd.DataFrame({"row": rows, schema.ID: ids[rows]})
+
+
+def move_duplicates(staging: Location, index: int, rows: list[int], row_group_size: int = 131072) -> int:
+    """Worker task: move ``rows`` of part ``index`` to its duplicate quarantine file.
+
+    The quarantine file is written first, then the part without those rows; a block whose part still holds
+    them fails the resume check (rows + quarantined != read) and is converted again.
+    """
+    stage = Location.of(staging)
+    t = read_parquet(stage / part_name(index))
+    mask = np.zeros(t.num_rows, bool)
+    mask[rows] = True
+    moved = t.filter(pa.array(mask))
+    records = [json.dumps(r, default=str) for r in moved.to_pylist()]
+    q = pa.table({
+        "reason": pa.array(["duplicate_id"] * len(rows), pa.string()),
+        "source": pa.array([part_name(index)] * len(rows), pa.string()),
+        "block": pa.array([index] * len(rows), pa.int64()),
+        "row": pa.array(rows, pa.int64()),
+        "record": pa.array(records, pa.string()),
+    }, schema=schema.QUARANTINE_SCHEMA)
+    kept = t.filter(pa.array(~mask))
+    for path, table in ((stage / QUARANTINE_DIR / dup_name(index), q), (stage / part_name(index), kept)):
+        w = PartWriter(path, table.schema, row_group_size)
+        w.write(table)
+        w.close()
+    return len(rows)
+
+
+def dedupe(client, stage: Location, blocks: list[Block], row_group_size: int, quiet: bool) -> int:
+    """Move later occurrences of ids repeated across blocks (or across chunks of one block) to quarantine.
+
+    First occurrence = lowest (block, row), i.e. input order. Only the repeated ids reach the client.
+    """
+    part_rows = {b.index: parquet_rows(stage / part_name(b.index)) or 0 for b in blocks}
+    files = [stage / part_name(b.index) for b in blocks if part_rows[b.index] > 0]
+    multi_chunk = any(read_json(marker(stage, b.index)).get("chunks", 1) > 1 for b in blocks)
+    if not files or (len(files) < 2 and not multi_chunk):
+        return 0
+    n_buckets = max(1, math.ceil(sum(part_rows.values()) / DEDUPE_BUCKET_ROWS))
+    futs = [client.submit(dup_ids, files, k, n_buckets, pure=False) for k in range(n_buckets)]
+    found_ids = np.concatenate(track(futs, "duplicates", quiet))
+    if not len(found_ids):
+        return 0
+    [dup_f] = client.scatter([found_ids], broadcast=True)
+    found = track(client.map(ids_in, files, dups=dup_f, pure=False), "duplicates", quiet)
+    hits = pd.concat([f.assign(part=int(p.name.split(".")[0].split("-")[1])) for f, p in zip(found, files)])
+    hits = hits.sort_values(["part", "row"], kind="stable")
+    later = hits[hits.duplicated(schema.ID, keep="first")]
+    moves = [(int(p), g["row"].tolist()) for p, g in later.groupby("part")]
+    track([client.submit(move_duplicates, stage, p, rows, row_group_size, pure=False) for p, rows in moves],
+          "dedupe", quiet)
+    log(f"moved {len(later):,} rows with repeated {schema.ID} to quarantine")
+    return len(later)

@@ -1,0 +1,150 @@
+"""Which source column fills which canonical column: z (band or redshift) by its neighbours in the header,
+the magnitude system that fills u..z, and what the summary and ``_astrodask.json`` record about them
+(``columns_from``, ``magnitudes``, per-column null counts)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from astrodask import ingest, schema
+from astrodask.errors import AstrodaskError
+from astrodask.ingest import ConvertConfig
+from astrodask.storage import META
+
+BANDS = list(schema.BANDS)
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client
+
+    with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0") as c:
+        yield c
+
+
+def frame(n: int = 40) -> pd.DataFrame:
+    rng = np.random.default_rng(5)
+    return pd.DataFrame({
+        "objid": np.arange(n, dtype=np.uint64) + 1237645942904389632,
+        "ra": rng.uniform(0, 360, n).round(6), "dec": rng.uniform(-10, 60, n).round(6),
+        **{b: rng.uniform(15, 23, n).round(4) for b in BANDS},
+        "specobjid": np.arange(n, dtype=np.uint64) * 4096 + 299489677444933632,
+        "class": rng.choice(schema.CLASSES, n),
+        "redshift": rng.uniform(0.5, 3.0, n).round(5),  # never in the magnitudes' range: a swap would show
+    })
+
+
+def write(path, df: pd.DataFrame, header: list[str]) -> None:
+    """``df``'s columns in ``header`` order, where ``z`` in the header means the band and ``zz`` the redshift."""
+    cols = [("redshift" if h == "zz" else h) for h in header]
+    text = df[cols].to_csv(index=False, header=False)
+    path.write_text(",".join("z" if h == "zz" else h for h in header) + "\n" + text)
+
+
+def convert(client, src, dest, **kw) -> dict:
+    return ingest.run(ConvertConfig((str(src),), str(dest), quiet=True, **kw), client)
+
+
+@pytest.mark.parametrize("header", [
+    ["specobjid", "class", "zz", "objid", "ra", "dec", "u", "g", "r", "i", "z"],  # the issue's export
+    ["objid", "ra", "dec", "u", "g", "r", "i", "z", "specobjid", "class", "zz"],
+    ["objid", "ra", "dec", "u", "g", "r", "i", "z", "zz", "class"],
+    ["zz", "class", "objid", "u", "g", "r", "i", "z"],
+], ids=["spec-first", "photo-first", "z-z-class", "redshift-first"])
+def test_skyserver_z_columns_resolved_by_their_neighbours(client, tmp_path, header):
+    df = frame()
+    write(tmp_path / "sky.csv", df, header)
+    s = convert(client, tmp_path / "sky.csv", tmp_path / "ds")
+    assert s["written"] == len(df) and s["quarantined"] == 0
+    out = pq.read_table(tmp_path / "ds").to_pandas()
+    np.testing.assert_allclose(out["z"], df["z"], rtol=1e-6)
+    np.testing.assert_allclose(out["redshift"], df["redshift"], rtol=1e-6)
+    meta = json.loads((tmp_path / "ds" / META).read_text())
+    band_first = header.index("z") < header.index("zz")  # the header's second z is named z.1
+    assert meta["columns_from"]["z"] == ("z" if band_first else "z.1")
+    assert meta["columns_from"]["redshift"] == ("z.1" if band_first else "z")
+
+
+@pytest.mark.parametrize("header", [
+    ["objid", "ra", "dec", "zz", "u", "g", "r", "i", "z"],  # both beside band names
+    ["objid", "u", "g", "r", "i", "ra", "zz", "dec", "z"],  # neither beside anything telling
+])
+def test_ambiguous_z_columns_are_refused(client, tmp_path, header):
+    write(tmp_path / "amb.csv", frame(), header)
+    with pytest.raises(AstrodaskError) as e:
+        convert(client, tmp_path / "amb.csv", tmp_path / "ds")
+    msg = str(e.value)
+    assert "ambiguous columns" in msg and "\n" not in msg
+    zs = [k + 1 for k, h in enumerate(header) if h in ("z", "zz")]
+    assert all(f"z (column {k})" in msg for k in zs), msg
+    assert not (tmp_path / "ds").exists()
+
+
+def _mags(df: pd.DataFrame, prefix: str, shift: float) -> dict:
+    return {f"{prefix}{b}": df[b] + shift for b in BANDS}
+
+
+def test_magnitude_system_is_chosen_by_rule_and_recorded(client, tmp_path):
+    df = frame()
+    base = df[["objid", "class"]]
+    # psf and dered, no plain/model: dereddened model magnitudes fill u..z (the rule), and the summary says so
+    pd.concat([base, pd.DataFrame({**_mags(df, "psfMag_", 0.3), **_mags(df, "dered_", -0.1)})], axis=1) \
+        .to_csv(tmp_path / "a.csv", index=False)
+    s = convert(client, tmp_path / "a.csv", tmp_path / "a")
+    out = pq.read_table(tmp_path / "a").to_pandas()
+    np.testing.assert_allclose(out["u"], df["u"] - 0.1, rtol=1e-6)
+    assert s["magnitudes"].startswith("model, dereddened (dered_u..z")
+    assert s["columns_from"]["u"] == "dered_u"
+    # --magnitudes psf takes the PSF magnitudes instead
+    s = convert(client, tmp_path / "a.csv", tmp_path / "b", magnitudes="psf")
+    np.testing.assert_allclose(pq.read_table(tmp_path / "b").to_pandas()["u"], df["u"] + 0.3, rtol=1e-6)
+    assert s["magnitudes"] == "psf (psfMag_u..z)" and s["columns_from"]["u"] == "psfMag_u"
+    # a system the file lacks, asked for explicitly: refused
+    with pytest.raises(AstrodaskError, match="--magnitudes cmodel: the file has no cmodel magnitudes"):
+        convert(client, tmp_path / "a.csv", tmp_path / "c", magnitudes="cmodel")
+    # plain u..z beside psfMag_*: the plain (model) magnitudes, as before; recorded
+    pd.concat([df[["objid", "class", *BANDS]], pd.DataFrame(_mags(df, "psfMag_", 0.3))], axis=1) \
+        .to_csv(tmp_path / "d.csv", index=False)
+    s = convert(client, tmp_path / "d.csv", tmp_path / "d")
+    np.testing.assert_allclose(pq.read_table(tmp_path / "d").to_pandas()["u"], df["u"], rtol=1e-6)
+    assert s["magnitudes"] == "model (u..z)"
+    meta = json.loads((tmp_path / "d" / META).read_text())
+    assert meta["columns_from"]["u"] == "u" and meta["magnitudes"] == "model (u..z)"
+    assert meta["inputs"][0]["columns_from"]["obj_ID"] == "objid"
+
+
+def test_null_counts_in_summary_and_metadata(client, tmp_path):
+    df = frame()
+    df["u"] = df["u"].astype(object)
+    df.loc[[1, 2, 3], "u"] = ["", "-9999", "NaN"]
+    df.loc[5, "redshift"] = np.nan
+    df[["objid", *BANDS, "class", "redshift"]].to_csv(tmp_path / "n.csv", index=False)
+    other = frame().assign(objid=lambda d: d["objid"] + 10**6)[["objid", *BANDS]]  # no class, no redshift
+    other.to_csv(tmp_path / "m.csv", index=False)
+    s = ingest.run(ConvertConfig((str(tmp_path / "n.csv"), str(tmp_path / "m.csv")), str(tmp_path / "ds"),
+                                 quiet=True), client)
+    # m.csv's rows have no redshift column at all: those nulls are not missing values
+    assert s["nulls"] == {"u": 3, "redshift": 1}
+    assert json.loads((tmp_path / "ds" / META).read_text())["nulls"] == {"u": 3, "redshift": 1}
+
+
+def test_cli_summary_prints_magnitudes_and_missing_values(tmp_path):
+    import subprocess
+    import sys
+
+    df = frame(20)
+    df["g"] = df["g"].astype(object)
+    df.loc[4, "g"] = ""
+    df[["objid", *BANDS, "class"]].to_csv(tmp_path / "c.csv", index=False)
+    r = subprocess.run([sys.executable, "-m", "astrodask.cli", "convert", str(tmp_path / "c.csv"),
+                        str(tmp_path / "ds"), "--workers", "1", "-q"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "magnitudes u..z: model (u..z)" in r.stdout
+    assert "missing values (kept as nulls): g 1" in r.stdout
+
+
