@@ -22,7 +22,12 @@ import pandas as pd
 from . import schema
 from .errors import ConfigError
 
-FEATURE_SETS = ("spectroscopic", "photometric")
+FEATURE_SETS = ("spectroscopic", "photometric", "photometric+morphology")
+"""``photometric+morphology`` is the photometric set plus the PSF - model magnitude differences; ``--features
+photometric`` becomes it when the training data has PSF magnitudes (see :func:`resolve_feature_set`)."""
+MORPHOLOGY = tuple(f"psf_{b}-{b}" for b in schema.BANDS)
+"""PSF - model magnitude per band: about 0 for point sources (stars, quasars), positive for extended objects
+(SDSS's star/galaxy separator is psfMag - cModelMag > 0.145 in r)."""
 QUANTILE_LEVELS = np.linspace(0.0, 1.0, 201)
 DEGREE = 3
 REDSHIFT_SCALE = 1e-3
@@ -49,6 +54,9 @@ class FeatureRecipe:
     """Pairs of base features whose standardised product is a feature."""
 
 
+_PHOTOMETRIC_TENSORS = tuple((a, b, 6 if (a, b) in _FINE_PAIRS else 5)
+                             for k, a in enumerate(("r", *COLOURS)) for b in ("r", *COLOURS)[k + 1:])
+
 # Chosen on the validation split of SDSS17 (holdout untouched); see README "Features".
 RECIPES: dict[str, FeatureRecipe] = {
     "spectroscopic": FeatureRecipe(
@@ -60,8 +68,13 @@ RECIPES: dict[str, FeatureRecipe] = {
         base=(*schema.BANDS, *COLOURS, *_MORE_COLOURS),
         splines={c: 10 for c in (*schema.BANDS, *COLOURS, *_MORE_COLOURS)},
         # colour-colour and colour-magnitude diagrams: finer where the classes' loci cross
-        tensors=tuple((a, b, 6 if (a, b) in _FINE_PAIRS else 5)
-                      for k, a in enumerate(("r", *COLOURS)) for b in ("r", *COLOURS)[k + 1:]),
+        tensors=_PHOTOMETRIC_TENSORS,
+    ),
+    "photometric+morphology": FeatureRecipe(
+        base=(*schema.BANDS, *COLOURS, *_MORE_COLOURS, *MORPHOLOGY),
+        splines={c: 10 for c in (*schema.BANDS, *COLOURS, *_MORE_COLOURS, *MORPHOLOGY)},
+        # the separation between point sources and extended objects shrinks towards faint magnitudes
+        tensors=(*_PHOTOMETRIC_TENSORS, ("r", "psf_r-r", 6), ("g-r", "psf_r-r", 5)),
     ),
 }
 
@@ -69,7 +82,18 @@ RECIPES: dict[str, FeatureRecipe] = {
 def raw_columns(feature_set: str) -> tuple[str, ...]:
     """Catalogue columns a feature set reads."""
     check_feature_set(feature_set)
-    return (*schema.BANDS, schema.REDSHIFT) if feature_set == "spectroscopic" else schema.BANDS
+    if feature_set == "spectroscopic":
+        return (*schema.BANDS, schema.REDSHIFT)
+    return (*schema.BANDS, *schema.PSF_BANDS) if feature_set == "photometric+morphology" else schema.BANDS
+
+
+def resolve_feature_set(features: str, columns, empty=(), morphology: bool = True) -> str:
+    """The feature set to train: ``photometric`` becomes ``photometric+morphology`` when ``morphology`` is on and
+    the data has every PSF magnitude column (``columns``) with values (not in ``empty``)."""
+    check_feature_set(features)
+    if features == "photometric" and morphology and all(c in columns and c not in empty for c in schema.PSF_BANDS):
+        return "photometric+morphology"
+    return features
 
 
 def check_feature_set(feature_set: str) -> None:
@@ -80,7 +104,7 @@ def check_feature_set(feature_set: str) -> None:
 def base_matrix(df: pd.DataFrame, names: tuple[str, ...], impute: dict[str, float] | None) -> np.ndarray:
     """Base features as float64 columns; missing inputs imputed when ``impute`` is given (else NaN)."""
     cols = {}
-    for c in set(schema.BANDS) | {schema.REDSHIFT}:
+    for c in (*schema.BANDS, schema.REDSHIFT, *schema.PSF_BANDS):
         if c in df.columns:
             v = df[c].to_numpy(dtype="float64", na_value=np.nan)
             if impute is not None and c in impute:
@@ -98,6 +122,21 @@ def base_matrix(df: pd.DataFrame, names: tuple[str, ...], impute: dict[str, floa
             a, b = name.split("-")
             out[:, k] = cols[a] - cols[b]
     return out
+
+
+IMPUTED_BITS = (*schema.BANDS, schema.REDSHIFT, *schema.PSF_BANDS)
+"""Bit k of an imputed mask (predictions' ``imputed`` column) stands for this input; only a model's inputs are
+ever set."""
+
+
+def imputed_mask(df: pd.DataFrame, feature_set: str) -> np.ndarray:
+    """The imputed bit mask of each row (uint16): bit k set when input ``IMPUTED_BITS[k]`` is missing (and so
+    replaced by the training median); 0 means every input of the feature set was measured."""
+    mask = np.zeros(len(df), np.uint16)
+    for c in raw_columns(feature_set):
+        missing = df[c].isna().to_numpy()
+        mask |= (missing.astype(np.uint16) << np.uint16(IMPUTED_BITS.index(c)))
+    return mask
 
 
 def quantile_summary(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -343,9 +382,13 @@ class FeatureSpec:
             scale=None if d["scale"] is None else arr(d["scale"]),
         )
         check_feature_set(spec.feature_set)
+        raw = raw_columns(spec.feature_set)
         for name in spec.base:
+            if name in ("asinh_z", "z_is_zero") and schema.REDSHIFT not in raw:
+                raise ValueError(f"base feature {name} needs the redshift, which a {spec.feature_set} model "
+                                 "does not read")
             if name not in schema.BANDS and name not in ("asinh_z", "z_is_zero") and not (
-                "-" in name and all(p in schema.BANDS for p in name.split("-"))
+                "-" in name and all(p in raw for p in name.split("-"))
             ):
                 raise ValueError(f"unknown base feature {name!r}")
         used = [*spec.knots, *(t[0] for t in spec.tensors), *(t[2] for t in spec.tensors),
@@ -359,6 +402,19 @@ class FeatureSpec:
             raise ValueError("scaler length does not match the features")
         if len(spec.base_mean) != len(spec.base) or len(spec.base_std) != len(spec.base):
             raise ValueError("base statistics do not match the base features")
+        missing = [c for c in raw if c not in spec.impute]
+        if missing:
+            raise ValueError(f"no imputation value for {', '.join(missing)}")
+        # numbers that would turn every probability into NaN (or infinity) are refused here, not at scoring
+        checks = [("impute", np.array(list(spec.impute.values())), False), ("base_mean", spec.base_mean, False),
+                  ("base_std", spec.base_std, True)]
+        if spec.mean is not None:
+            checks += [("mean", spec.mean, False), ("scale", spec.scale, True)]
+        for name, v, positive in checks:
+            if not np.isfinite(v).all():
+                raise ValueError(f"{name} holds NaN or infinity")
+            if positive and not (v > 0).all():
+                raise ValueError(f"{name} holds zero or negative values")
         return spec
 
 

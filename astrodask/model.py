@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,6 +18,7 @@ import pandas as pd
 from . import __version__, schema
 from .errors import AstrodaskError
 from .features import FeatureSpec
+from .storage import Location, require_not_incomplete
 
 FORMAT = "astrodask-softmax"
 FORMAT_VERSION = 1
@@ -63,10 +63,14 @@ class SoftmaxModel:
 
     # ------------------------------------------------------------------------------------------ files
 
-    def save(self, directory: str | Path) -> None:
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        np.savez(d / WEIGHTS, coef=self.coef.astype(np.float64), intercept=self.intercept.astype(np.float64))
+    def save(self, directory) -> None:
+        import io
+
+        d = Location.of(directory)
+        d.mkdir()
+        buf = io.BytesIO()
+        np.savez(buf, coef=self.coef.astype(np.float64), intercept=self.intercept.astype(np.float64))
+        (d / WEIGHTS).write_bytes(buf.getvalue())
         doc = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -78,17 +82,23 @@ class SoftmaxModel:
         (d / MODEL_JSON).write_text(json.dumps(doc, indent=1, default=_np_default))
 
     @classmethod
-    def load(cls, directory: str | Path) -> "SoftmaxModel":
-        d = Path(directory)
+    def load(cls, directory) -> "SoftmaxModel":
+        import io
+
+        d = Location.of(directory)
         where = f"model {d}"
-        if not d.is_dir():
+        if d.is_local and not d.is_dir():
             raise AstrodaskError(f"{where}: no such model directory; train one with `astrodask train`")
+        require_not_incomplete(d, "model")  # a training still running or killed (object stores write in place)
         try:
-            doc = json.loads((d / MODEL_JSON).read_text(encoding="utf-8"))
+            doc = json.loads((d / MODEL_JSON).read_bytes().decode("utf-8"))
         except FileNotFoundError:
             raise AstrodaskError(f"{where}: no {MODEL_JSON}; train a model with `astrodask train`") from None
         except (UnicodeDecodeError, ValueError):
             raise AstrodaskError(f"{where}: {MODEL_JSON} is not JSON (not a model file); retrain the model") from None
+        except RecursionError:
+            raise AstrodaskError(f"{where}: {MODEL_JSON} is nested too deeply to be a model file; retrain the model") \
+                from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise AstrodaskError(f"{where}: {MODEL_JSON} is not an astrodask model; retrain the model")
         if doc.get("format_version") != FORMAT_VERSION:
@@ -101,10 +111,11 @@ class SoftmaxModel:
             raise AstrodaskError(f"{where}: {MODEL_JSON} lacks field(s) {', '.join(missing)}; retrain the model")
         try:
             spec = FeatureSpec.from_dict(doc["features"])
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise AstrodaskError(f"{where}: bad feature definition ({exc!s:.80}); retrain the model") from None
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as exc:
+            what = f"missing field {exc}" if isinstance(exc, KeyError) else f"{exc!s:.80}"
+            raise AstrodaskError(f"{where}: bad feature definition ({what}); retrain the model") from None
         try:
-            with np.load(d / WEIGHTS, allow_pickle=False) as w:
+            with np.load(io.BytesIO((d / WEIGHTS).read_bytes()), allow_pickle=False) as w:
                 coef, intercept = np.asarray(w["coef"], np.float64), np.asarray(w["intercept"], np.float64)
         except FileNotFoundError:
             raise AstrodaskError(f"{where}: no {WEIGHTS}; retrain the model") from None

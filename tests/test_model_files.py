@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from astrodask import convert, evaluate, train
+from astrodask import evaluate, ingest
+from astrodask.learn import TrainConfig, stage
 from astrodask.dataset import open_dataset
 from astrodask.errors import AstrodaskError
 from astrodask.model import FORMAT_VERSION, MODEL_JSON, WEIGHTS, SoftmaxModel
@@ -32,9 +33,9 @@ def trained(small_csv, tmp_path_factory):
     d = tmp_path_factory.mktemp("model_files")
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
             Client(cluster, set_as_default=False) as client, client.as_current():
-        convert.run(convert.ConvertConfig((str(small_csv),), str(d / "ds"), block_size=256 * 1024, quiet=True),
+        ingest.run(ingest.ConvertConfig((str(small_csv),), str(d / "ds"), block_size=256 * 1024, quiet=True),
                     client)
-        train.run(train.TrainConfig(str(d / "ds"), str(d / "model"), epochs=EPOCHS, patience=0, report=False,
+        stage.run(TrainConfig(str(d / "ds"), str(d / "model"), epochs=EPOCHS, patience=0, report=False,
                                     quiet=True), client)
         ds = open_dataset(str(d / "ds"))
         rows = pd.concat([pd.read_parquet(f) for f in ds.files], ignore_index=True)

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from astrodask import convert, train
+from astrodask import ingest
+from astrodask.learn import TrainConfig, backend, loop, stage
 from astrodask.cluster import ClusterConfig, connect
 from astrodask.model import SoftmaxModel
 
@@ -38,30 +39,30 @@ def small_dataset(tmp_path_factory):
     d = tmp_path_factory.mktemp("train")
     src = _sample_csv(d / "sample.csv", 8000)
     with connect(ClusterConfig(n_workers=2, quiet=True)) as client:
-        convert.run(convert.ConvertConfig((str(src),), str(d / "ds"), block_size=64 * 1024, quiet=True), client)
+        ingest.run(ingest.ConvertConfig((str(src),), str(d / "ds"), block_size=64 * 1024, quiet=True), client)
     return d / "ds"
 
 
 def _fit(ds, model_dir, workers=2, **kw):
-    cfg = train.TrainConfig(str(ds), str(model_dir), quiet=True, **kw)
+    cfg = TrainConfig(str(ds), str(model_dir), quiet=True, **kw)
     with connect(ClusterConfig(n_workers=workers, quiet=True)) as client:
-        return train.run(cfg, client)
+        return stage.run(cfg, client)
 
 
 def test_one_and_two_workers_give_the_same_model(small_dataset, tmp_path):
     r1 = _fit(small_dataset, tmp_path / "m1", workers=1, epochs=25, patience=0, report=False)
     r2 = _fit(small_dataset, tmp_path / "m2", workers=2, epochs=25, patience=0, report=False)
     m1, m2 = SoftmaxModel.load(tmp_path / "m1"), SoftmaxModel.load(tmp_path / "m2")
-    assert len(r1["history"]) == len(r2["history"]) == 25
+    assert len(r1.history) == len(r2.history) == 25
     np.testing.assert_allclose(m1.coef, m2.coef, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(m1.intercept, m2.intercept, rtol=1e-9, atol=1e-9)
-    assert r1["metrics"]["accuracy"] == r2["metrics"]["accuracy"] > 0.9
+    assert r1.metrics["accuracy"] == r2.metrics["accuracy"] > 0.9
 
 
 @pytest.mark.parametrize("memory, expected", [(10**15, "memory"), (1, "stream")])
 def test_auto_cache_follows_the_workers_memory(small_dataset, tmp_path, monkeypatch, memory, expected):
     """--cache auto persists the features when they fit in half the workers' memory, else streams them."""
-    monkeypatch.setattr(train, "worker_memory", lambda client: memory)
+    monkeypatch.setattr(backend, "worker_memory", lambda client: memory)
     _fit(small_dataset, tmp_path / "m", epochs=2, patience=0, report=False)
     assert SoftmaxModel.load(tmp_path / "m").info["cache"] == expected
 
@@ -112,13 +113,73 @@ def test_killed_training_resumes_to_the_uninterrupted_model(small_dataset, tmp_p
     assert [h["train_loss"] for h in ha] == pytest.approx([h["train_loss"] for h in hb], rel=1e-9)
 
 
+class _Killed(Exception):
+    """Raised right after a checkpoint is written: the job dies between two epochs."""
+
+
+def _record_epoch_weights(monkeypatch) -> dict:
+    """Epoch -> the weights after it, as the loop sees them (for both optimisers)."""
+    thetas: dict = {}
+    real = loop.EpochRecord.of.__func__
+
+    def of(cls, epoch, stats, seconds):
+        thetas[epoch] = np.array(stats.theta, copy=True)
+        return real(cls, epoch, stats, seconds)
+
+    monkeypatch.setattr(loop.EpochRecord, "of", classmethod(of))
+    return thetas
+
+
+@pytest.mark.parametrize("mode", ["parallel", "incremental"])
+def test_both_modes_keep_the_best_epoch_and_resume_without_resetting_patience(small_dataset, tmp_path, monkeypatch,
+                                                                              mode):
+    """One epoch loop for both optimisers: with patience the model is the best validation epoch's weights (not
+    the last epoch's), and a training killed after the best epoch but before early stopping resumes with its
+    best epoch and patience intact: it stops where the uninterrupted run stopped, with the same model."""
+    patience = 3
+    kw = dict(mode=mode, epochs=40, patience=patience, report=False)
+    thetas = _record_epoch_weights(monkeypatch)
+    full = _fit(small_dataset, tmp_path / "full", **kw)
+    hist = full.history
+    scores = [-h["valid_accuracy"] for h in hist]
+    best = int(np.argmin(scores)) + 1  # the first epoch with the best score
+    assert full.metrics["train"]["best_epoch"] == best and full.metrics["train"]["stop"] == "early_stop"
+    assert len(hist) == best + patience < 40, "the test needs a run that stops early"
+    model = SoftmaxModel.load(tmp_path / "full")
+    theta = np.column_stack([model.coef, model.intercept])
+    np.testing.assert_allclose(theta, thetas[best], rtol=1e-12, atol=1e-12)
+    assert not np.allclose(theta, thetas[len(hist)]), "the model is the last epoch's weights"
+
+    kill_after = best + 1  # past the best epoch, before early stopping
+    real_save = loop.Checkpoint.save
+
+    def save(self, state):
+        real_save(self, state)
+        if state.epoch == kill_after:
+            raise _Killed
+
+    monkeypatch.setattr(loop.Checkpoint, "save", save)
+    with pytest.raises(_Killed):
+        _fit(small_dataset, tmp_path / "cut", **kw)
+    monkeypatch.setattr(loop.Checkpoint, "save", real_save)
+    assert not (tmp_path / "cut").exists()
+    resumed = _fit(small_dataset, tmp_path / "cut", resume=True, **kw)
+    assert [h["epoch"] for h in resumed.history] == [h["epoch"] for h in hist]
+    assert [h["valid_accuracy"] for h in resumed.history] == pytest.approx([h["valid_accuracy"] for h in hist],
+                                                                        rel=1e-12)
+    assert resumed.metrics["train"]["best_epoch"] == best
+    a, b = SoftmaxModel.load(tmp_path / "full"), SoftmaxModel.load(tmp_path / "cut")
+    np.testing.assert_allclose(a.coef, b.coef, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(a.intercept, b.intercept, rtol=1e-9, atol=1e-9)
+
+
 def test_report_and_metrics_files(small_dataset, tmp_path):
     r = _fit(small_dataset, tmp_path / "m", epochs=30)
     m = tmp_path / "m"
     metrics = json.loads((m / "metrics.json").read_text())
     for key in ("accuracy", "macro_f1", "log_loss", "brier", "per_class", "confusion_matrix", "reliability"):
         assert key in metrics
-    assert sum(map(sum, metrics["confusion_matrix"])) == metrics["n"] == r["metrics"]["n"]
+    assert sum(map(sum, metrics["confusion_matrix"])) == metrics["n"] == r.metrics["n"]
     assert 0 < metrics["brier"] < 2 and metrics["log_loss"] > 0
     import matplotlib.image as mpimg
 
@@ -132,17 +193,17 @@ def test_report_and_metrics_files(small_dataset, tmp_path):
 
 def test_incremental_mode_runs_dask_ml(small_dataset, tmp_path):
     r = _fit(small_dataset, tmp_path / "inc", mode="incremental", epochs=3, report=False)
-    assert len(r["history"]) == 3
+    assert len(r.history) == 3
     model = SoftmaxModel.load(tmp_path / "inc")
     assert model.info["link"] == "ovr"
-    assert r["metrics"]["accuracy"] > 0.85
+    assert r.metrics["accuracy"] > 0.85
 
 
 def test_balanced_class_weight_raises_qso_recall(small_dataset, tmp_path):
     plain = _fit(small_dataset, tmp_path / "plain", features="photometric", epochs=60, report=False)
     bal = _fit(small_dataset, tmp_path / "bal", features="photometric", epochs=60, class_weight="balanced",
                report=False)
-    rec = lambda r: min(v["recall"] for v in r["metrics"]["per_class"].values())  # noqa: E731
+    rec = lambda r: min(v["recall"] for v in r.metrics["per_class"].values())  # noqa: E731
     assert rec(bal) > rec(plain)
 
 
@@ -150,8 +211,8 @@ def test_bad_training_options_name_the_field():
     from astrodask.errors import ConfigError
 
     with pytest.raises(ConfigError, match="^epochs:"):
-        train.TrainConfig("d", "m", epochs=0)
+        TrainConfig("d", "m", epochs=0)
     with pytest.raises(ConfigError, match="^mode:"):
-        train.TrainConfig("d", "m", mode="fast")
+        TrainConfig("d", "m", mode="fast")
     with pytest.raises(ConfigError, match="^features:"):
-        train.TrainConfig("d", "m", features="radio")
+        TrainConfig("d", "m", features="radio")

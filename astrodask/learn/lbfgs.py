@@ -1,8 +1,11 @@
-"""L-BFGS with an explicit, serialisable state, so a checkpointed minimisation resumes exactly.
+"""Parallel mode: L-BFGS on gradients summed over the workers, with an explicit, serialisable state.
 
-scipy's L-BFGS-B keeps its curvature pairs internally; here the whole state (point, value, gradient,
-curvature pairs) is a small dict of arrays, saved after every iteration. Each function evaluation is one
-pass over the data on the cluster; a backtracking line search (Armijo) usually accepts the first step.
+Spark MLlib's design for logistic regression: every evaluation of the objective is one pass over the data in
+which each worker computes the loss and gradient of its own blocks (``blocks.grad_sums``); the sums are added
+in a fixed-order tree and only the summed gradient (classes x features numbers) reaches the client, which
+takes the L-BFGS step. scipy's L-BFGS-B keeps its curvature pairs internally; here the whole state (point,
+value, gradient, curvature pairs) is a small set of arrays, checkpointed after every iteration, so a resumed
+minimisation continues exactly. A backtracking line search (Armijo) usually accepts the first step.
 """
 
 from __future__ import annotations
@@ -11,6 +14,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+
+from .loop import EpochStats, OptimiserState
+from .loss import SplitSums, objective
 
 
 @dataclass
@@ -96,3 +102,49 @@ def step(fun, st: LbfgsState, memory: int = 20, tol: float = 1e-9, gtol: float =
     st.iteration += 1
     st.converged = rel <= tol or float(np.abs(g_new).max()) <= gtol
     return st
+
+
+class LbfgsOptimiser:
+    """The parallel mode for the epoch loop: one L-BFGS iteration per epoch on the objective whose training sums
+    ``evaluate(theta)`` returns (summed on the workers: ``fit.parallel_evaluator``).
+
+    Each evaluation is one pass over the data and also returns the validation sums at the same point; the sums
+    of the last evaluation (the accepted point of the line search) describe the epoch.
+    """
+
+    label = "train (L-BFGS)"
+
+    def __init__(self, evaluate: Callable[[np.ndarray], SplitSums], shape: tuple[int, int], l2: float, tol: float):
+        self.evaluate, self.shape, self.l2, self.tol = evaluate, shape, l2, tol
+        self.st: LbfgsState | None = None
+        self._last: SplitSums | None = None
+
+    def _fg(self, flat: np.ndarray) -> tuple[float, np.ndarray]:
+        theta = flat.reshape(self.shape)
+        self._last = self.evaluate(theta)
+        f, g = objective(self._last.train, theta, self.l2)
+        return f, g.ravel()
+
+    def start(self) -> None:
+        self.st = start(self._fg, np.zeros(self.shape).ravel())
+
+    def epoch(self, n: int) -> EpochStats | None:
+        before = self.st.iteration
+        self.st = step(self._fg, self.st, tol=self.tol)
+        if self.st.iteration == before:  # the line search found no decrease: converged at float precision
+            return None
+        return EpochStats(self.theta, self._last, self.st.f, self.st.evaluations)
+
+    @property
+    def converged(self) -> bool:
+        return self.st.converged
+
+    @property
+    def theta(self) -> np.ndarray:
+        return self.st.x.reshape(self.shape)
+
+    def state(self) -> OptimiserState:
+        return OptimiserState(self.st.to_arrays())
+
+    def restore(self, state: OptimiserState) -> None:
+        self.st = LbfgsState.from_arrays(state.arrays)

@@ -1,0 +1,242 @@
+"""What the workers hold and compute: rows, their split, feature blocks, and the cache policy.
+
+Every function here is module-level and pure (no client, no globals), so it runs as a Dask task on a worker or
+in this process for a pandas frame, and is tested without a cluster. An *item* is what one task works on: a
+dataset file (a Location, read on the worker), a :class:`Rows` (rows already in memory: the estimator's), or a
+:class:`Block` (expanded features persisted on a worker).
+
+Rows are split by a hash of a key (``obj_ID``, or a hash of the row's values), so the split does not depend
+on the partitioning: :data:`HOLDOUT` is the ``train`` stage's (20 % test, 10 % validation, the rest trains),
+:func:`validation_split` the estimator's (a validation share for early stopping, no test rows). Unlabelled rows
+(no class) are counted and left out of everything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from .. import labels, schema
+from ..dataset import N_BUCKETS, TEST, TEST_BUCKETS, TRAIN, VALID, VALID_BUCKETS, bucket, read_part
+from ..features import FeatureSpec, base_matrix, quantile_summary, raw_columns
+from .loss import SplitSums, block_sums
+
+K = len(schema.CLASSES)
+SPLITS = (TRAIN, VALID, TEST)
+MOMENT_CHUNK = 65536
+"""Rows of a block summed at a time in float64 by :func:`moments` (no float64 copy of the whole block)."""
+
+
+# ------------------------------------------------------------------------------------------------ split
+
+
+@dataclass(frozen=True)
+class SplitRule:
+    """Which rows are held out (TEST), which validate (VALID), the rest train: by the hash bucket of their key
+    (``dataset.bucket``: 0..N_BUCKETS-1), so the same row lands in the same split whatever the partitioning."""
+
+    test: tuple[int, int]
+    """Buckets [lo, hi) of the holdout rows (never trained on or used for early stopping)."""
+    valid: tuple[int, int]
+    """Buckets [lo, hi) of the validation rows (early stopping)."""
+
+    def of(self, keys: np.ndarray) -> np.ndarray:
+        """TRAIN, VALID or TEST (int8) of each key."""
+        b = bucket(keys)
+        out = np.full(len(b), TRAIN, np.int8)
+        out[(b >= self.valid[0]) & (b < self.valid[1])] = VALID
+        out[(b >= self.test[0]) & (b < self.test[1])] = TEST
+        return out
+
+
+HOLDOUT = SplitRule(test=(0, TEST_BUCKETS), valid=(TEST_BUCKETS, TEST_BUCKETS + VALID_BUCKETS))
+"""The ``train`` stage's split: the same as ``dataset.split_of`` (20 % holdout, 10 % validation)."""
+
+
+def validation_split(fraction: float) -> SplitRule:
+    """No holdout; ``fraction`` of the rows (rounded to 1/N_BUCKETS) validate, the rest train."""
+    return SplitRule(test=(0, 0), valid=(0, int(round(fraction * N_BUCKETS))))
+
+
+# ------------------------------------------------------------------------------------------------ rows
+
+
+class Rows(NamedTuple):
+    """Rows in memory: the model's raw inputs, their labels and split keys."""
+
+    frame: pd.DataFrame
+    """The raw columns the feature set reads (``features.raw_columns``), float, NaN where missing."""
+    labels: np.ndarray
+    """Class index of each row (int8), ``labels.UNLABELLED`` (-1) when the row has no class."""
+    keys: np.ndarray
+    """uint64 key of each row for the split (``obj_ID``, or a hash of the row's values)."""
+
+
+def rows_from_frame(df: pd.DataFrame, feature_set: str, where: str = "a partition") -> Rows:
+    """Rows of a frame in the dataset's columns (``obj_ID``, ``class`` when present, the raw inputs)."""
+    y = labels.encode(df[schema.CLASS], where=f"{where}: column {schema.CLASS}") if schema.CLASS in df.columns \
+        else np.full(len(df), labels.UNLABELLED, np.int8)
+    return Rows(df[list(raw_columns(feature_set))], y, df[schema.ID].to_numpy(np.uint64))
+
+
+def read_rows(file, feature_set: str) -> Rows:
+    """One dataset file's rows (on a worker)."""
+    cols = [schema.ID, schema.CLASS, *raw_columns(feature_set)]
+    return rows_from_frame(read_part(file, columns=list(dict.fromkeys(cols))), feature_set, where=str(file))
+
+
+def rows_of(item, feature_set: str) -> Rows:
+    return item if isinstance(item, Rows) else read_rows(item, feature_set)
+
+
+# ------------------------------------------------------------------------------------------------ pass 1
+
+
+class Summary(NamedTuple):
+    """Pass 1 over one partition: fixed-size statistics of its labelled training rows, and counts."""
+
+    raw: tuple
+    """Quantile summary (``features.quantile_summary``) of the raw inputs."""
+    base: tuple
+    """Quantile summary of the base features."""
+    n: np.ndarray
+    """Finite values of each base feature."""
+    sum: np.ndarray
+    sumsq: np.ndarray
+    counts: np.ndarray
+    """(split, class) labelled rows: row TRAIN, VALID, TEST."""
+    unlabelled: int
+    """Rows without a class (in every split), left out."""
+
+
+def summarise(item, feature_set: str, base_names: tuple[str, ...], rule: SplitRule) -> Summary:
+    """Quantile summaries of the raw inputs and base features, their moments and the class counts."""
+    rows = rows_of(item, feature_set)
+    split = rule.of(rows.keys)
+    known = rows.labels >= 0
+    tr = rows.frame[(split == TRAIN) & known]
+    raw = tr[list(raw_columns(feature_set))].to_numpy(dtype="float64", na_value=np.nan)
+    base = base_matrix(tr, base_names, None)
+    finite = np.isfinite(base)
+    b0 = np.where(finite, base, 0.0)
+    counts = np.stack([np.bincount(rows.labels[(split == s) & known], minlength=K) for s in SPLITS])
+    return Summary(quantile_summary(raw), quantile_summary(base), finite.sum(axis=0), b0.sum(axis=0),
+                   (b0 * b0).sum(axis=0), counts, int((~known).sum()))
+
+
+# ------------------------------------------------------------------------------------------------ blocks
+
+
+class Part(NamedTuple):
+    """The rows of one split of a block."""
+
+    x: np.ndarray
+    """Expanded features (rows, features), float32."""
+    y: np.ndarray
+    """Class index (int8)."""
+    w: np.ndarray
+    """Row weight (float32, the class weight)."""
+
+
+class Block(NamedTuple):
+    """A partition's labelled training and validation rows as expanded features (holdout rows are not kept)."""
+
+    train: Part
+    valid: Part
+
+
+def make_block(rows: Rows, spec: FeatureSpec, weights: np.ndarray, rule: SplitRule) -> Block:
+    """Expand the labelled TRAIN and VALID rows (standardised when ``spec`` has its scaler)."""
+    split = rule.of(rows.keys)
+    known = rows.labels >= 0
+    parts = []
+    for s in (TRAIN, VALID):
+        m = (split == s) & known
+        y = rows.labels[m]
+        parts.append(Part(spec.expand(rows.frame[m]), y, weights[y].astype(np.float32)))
+    return Block(*parts)
+
+
+def load_block(item, spec: FeatureSpec, weights: np.ndarray, rule: SplitRule) -> Block:
+    """A file's or Rows' feature block (the task whose results are persisted with the memory cache)."""
+    return make_block(rows_of(item, spec.feature_set), spec, weights, rule)
+
+
+def frame_block(df: pd.DataFrame, spec: FeatureSpec, weights: np.ndarray, rule: SplitRule) -> Block:
+    """The feature block of a frame in the dataset's columns (the incremental mode's shuffled partitions)."""
+    return make_block(rows_from_frame(df, spec.feature_set), spec, weights, rule)
+
+
+def block_of(item, spec: FeatureSpec, weights: np.ndarray, rule: SplitRule) -> Block:
+    return item if isinstance(item, Block) else load_block(item, spec, weights, rule)
+
+
+class Moments(NamedTuple):
+    """Count, sum and sum of squares of expanded training features: the scaler's statistics."""
+
+    n: int
+    sum: np.ndarray
+    sumsq: np.ndarray
+
+
+def moments(item, spec: FeatureSpec, weights: np.ndarray, rule: SplitRule) -> Moments:
+    """Moments of a block's (unscaled) training features, in float64 sums over row chunks."""
+    x = block_of(item, spec, weights, rule).train.x
+    s, ss = np.zeros(x.shape[1]), np.zeros(x.shape[1])
+    for start in range(0, len(x), MOMENT_CHUNK):
+        c = x[start:start + MOMENT_CHUNK].astype(np.float64)
+        s += c.sum(axis=0)
+        ss += np.einsum("ij,ij->j", c, c)
+    return Moments(len(x), s, ss)
+
+
+def standardise_block(block: Block, spec: FeatureSpec) -> Block:
+    """Apply the fitted scaler to a block persisted unscaled, in place (a copy would double the workers'
+    memory); returns the block."""
+    for part in block:
+        spec.standardise(part.x)
+    return block
+
+
+def grad_sums(item, theta: np.ndarray, spec: FeatureSpec, weights: np.ndarray, rule: SplitRule) -> SplitSums:
+    """Loss and gradient sums of a block's training and validation rows at ``theta``."""
+    b = block_of(item, spec, weights, rule)
+    return SplitSums(block_sums(*b.train, theta), block_sums(*b.valid, theta))
+
+
+def add_sums(*parts: SplitSums) -> SplitSums:
+    """The sum of several blocks' sums, added in the order given."""
+    out = parts[0]
+    for p in parts[1:]:
+        out = out + p
+    return out
+
+
+def permuted(block: Block, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A block's training rows in a random order (features, labels)."""
+    idx = np.random.default_rng(seed).permutation(len(block.train.y))
+    return block.train.x[idx], block.train.y[idx]
+
+
+def n_train(block: Block) -> int:
+    return len(block.train.y)
+
+
+# ------------------------------------------------------------------------------------------------ cache
+
+
+def expanded_bytes(n_rows: int, n_features: int, rule: SplitRule) -> float:
+    """Bytes of the persisted blocks of ``n_rows`` rows: TRAIN and VALID rows, float32 features + label + weight."""
+    kept = 1 - (rule.test[1] - rule.test[0]) / N_BUCKETS
+    return n_rows * kept * (n_features + 2) * 4
+
+
+def choose_cache(cache: str, need: float, memory: int) -> str:
+    """``memory`` or ``stream``: ``auto`` persists when the blocks take under half the workers' memory (or the
+    memory is unknown, e.g. in this process)."""
+    if cache != "auto":
+        return cache
+    return "memory" if memory == 0 or need < 0.5 * memory else "stream"

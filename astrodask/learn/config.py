@@ -1,0 +1,125 @@
+"""The training options, declared once.
+
+:class:`TrainOptions` holds every option a user sets to train a model; the ``train`` and ``run`` commands derive
+their options from its fields (help text from the docstrings, choices from the metadata), ``JobConfig`` holds one,
+and the estimator builds one from its parameters. :class:`TrainConfig` adds what the ``train`` stage needs
+besides: the dataset, the model directory and the job flags.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..features import FEATURE_SETS
+from ..options import check_choices
+
+MODES = ("parallel", "incremental")
+CACHES = ("auto", "memory", "stream")
+MONITORS = ("accuracy", "loss")
+CLASS_WEIGHTS = ("balanced",)
+SCHEDULES = ("optimal", "invscaling", "adaptive", "constant")
+DEFAULT_EPOCHS = {"parallel": 400, "incremental": 10}
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainOptions:
+    """How to train a model (every option a user sets; the same for ``train``, ``run`` and the estimator)."""
+
+    features: str = field(default="spectroscopic", metadata={"choices": FEATURE_SETS})
+    """``spectroscopic`` (bands, colours, redshift) or ``photometric`` (no redshift, for objects without a
+    spectrum); ``photometric+morphology`` adds the PSF - model magnitude differences (needs psf_u..psf_z)."""
+    morphology: bool = True
+    """With ``--features photometric``: add the PSF - model magnitude differences (the SDSS point-source /
+    extended separator) when the training data has psf_u..psf_z with values (the model then needs them too)."""
+    mode: str = field(default="parallel", metadata={"choices": MODES})
+    """``parallel``: every worker computes the gradient of its partitions at once, the client steps L-BFGS;
+    ``incremental``: the dask-ml Incremental(SGDClassifier) baseline."""
+    epochs: int | None = None
+    """Maximum passes over the training data: L-BFGS iterations (parallel, default 400) or SGD epochs
+    (incremental, default 10)."""
+    l2: float = 1e-5
+    """L2 strength on the weights: the objective is mean log-loss + l2/2 * |W|^2 (scikit-learn's
+    C = 1 / (l2 * n_train))."""
+    class_weight: str | None = field(default=None, metadata={"choices": CLASS_WEIGHTS})
+    """None (every row weighs 1) or ``balanced`` (rows weighted by n / (classes * n_class))."""
+    patience: int = 50
+    """Early stopping: stop when the monitored validation score has not improved for this many epochs, and keep
+    the best epoch's weights; 0 never stops early and keeps the last epoch's."""
+    monitor: str = field(default="accuracy", metadata={"choices": MONITORS})
+    """Validation score watched by early stopping: ``accuracy`` or ``loss`` (log-loss)."""
+    tol: float = 1e-9
+    """Parallel mode: L-BFGS stops when the relative decrease of the objective falls below this."""
+    learning_rate: str = field(default="optimal", metadata={"choices": SCHEDULES})
+    """Incremental mode: scikit-learn's SGD learning-rate schedule."""
+    eta0: float = 0.01
+    """Incremental mode: initial learning rate of the ``invscaling``, ``adaptive`` and ``constant`` schedules."""
+    cache: str = field(default="auto", metadata={"choices": CACHES})
+    """``memory`` persists the expanded features on the workers, ``stream`` re-reads the data every pass,
+    ``auto`` persists them when they fit in half the workers' memory (parallel mode; incremental always
+    persists its shuffled blocks)."""
+    seed: int = 0
+    """Seed of the incremental mode's shuffles (the parallel mode is deterministic)."""
+    report: bool = True
+    """Write the HTML report with figures beside the model."""
+
+    def __post_init__(self):
+        check_choices(self)
+        if self.epochs is not None and self.epochs < 1:
+            raise ConfigError("epochs", f"must be at least 1, got {self.epochs}", "use 1 or more")
+        if not (self.l2 >= 0 and np.isfinite(self.l2)):
+            raise ConfigError("l2", f"must be a finite number >= 0, got {self.l2}", "use e.g. 1e-5")
+        if self.patience < 0:
+            raise ConfigError("patience", f"must be >= 0, got {self.patience}", "use 0 to disable early stopping")
+        if not (self.tol >= 0 and np.isfinite(self.tol)):
+            raise ConfigError("tol", f"must be a finite number >= 0, got {self.tol}", "use e.g. 1e-9")
+        if not (self.eta0 > 0 and np.isfinite(self.eta0)):
+            raise ConfigError("eta0", f"must be a positive number, got {self.eta0}", "use e.g. 0.01")
+
+    @property
+    def max_epochs(self) -> int:
+        return self.epochs or DEFAULT_EPOCHS[self.mode]
+
+    def options(self) -> TrainOptions:
+        """Just the training options (a TrainConfig without its dataset, model directory and job flags)."""
+        return TrainOptions(**{k: getattr(self, k) for k in TrainOptions.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class TrainConfig(TrainOptions):
+    """The ``train`` stage: the training options, plus where the data comes from and the model goes."""
+
+    dataset: str
+    """Parquet dataset made by ``astrodask convert`` (or ``synth``); its labelled rows (a ``class``) train."""
+    model_dir: str
+    """Where the model directory goes (model.json, weights.npz, metrics.json, history.json, report/)."""
+    overwrite: bool = False
+    """Replace an existing model directory."""
+    resume: bool = False
+    """Continue an interrupted training from its last checkpoint."""
+    quiet: bool = False
+    """No progress bars."""
+    storage_options: dict = field(default_factory=dict)
+    """fsspec options (credentials, endpoint...) for a dataset or model directory given as a URL."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.storage_options is None:
+            object.__setattr__(self, "storage_options", {})
+
+    def __hash__(self):  # the storage options dict makes the generated hash fail
+        return hash((self.dataset, self.model_dir))
+
+    def fingerprint(self, dataset_identity: dict | None = None) -> str:
+        """Hash of the settings (and dataset) that determine the model: a checkpoint resumes only with the same.
+        ``epochs`` and ``cache`` may change between a run and its resume."""
+        keep = {k: v for k, v in asdict(self).items() if k not in ("overwrite", "resume", "quiet", "report",
+                                                                     "model_dir", "epochs", "cache",
+                                                                     "storage_options")}
+        if dataset_identity is not None:
+            keep["dataset"] = dataset_identity
+        return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]

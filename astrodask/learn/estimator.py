@@ -1,0 +1,410 @@
+"""``SDSSClassifier``: the astrodask model as a scikit-learn estimator, on pandas or across a Dask cluster.
+
+It is the ``train`` stage's model, trained by the same code (``fit.fit``: the same feature fitting, blocks,
+L-BFGS on summed gradients and epoch loop): a pandas frame is trained in this process (the worker functions
+called here), a Dask DataFrame across the current client's workers (the client receives statistics, gradients
+and weights, never the rows). Prediction on a Dask DataFrame is lazy and partition-wise, as dask-ml's
+``ParallelPostFit``. ``save`` and ``load`` use the model files of the command line (JSON + npz, no pickle), so a
+model trained with ``astrodask train`` loads as an estimator and an estimator's model scores with
+``astrodask predict``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import numbers
+import warnings
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.validation import check_is_fitted
+
+from .. import labels, schema
+from ..console import log as console_log
+from ..errors import AstrodaskError, ConfigError
+from ..features import FEATURE_SETS, imputed_mask, raw_columns, resolve_feature_set
+from ..model import SoftmaxModel
+from ..storage import Location, StagedOutput, read_json, write_json_atomic
+from .backend import InProcess, OnCluster
+from .blocks import validation_split
+from .config import DEFAULT_EPOCHS, TrainOptions
+from .fit import fit
+from .inputs import (MISSING_POLICIES, SENTINEL_POLICIES, InputReport, checked_frame, is_dask_frame, is_dask_series,
+                     prepare, prepare_partition, report_of, require_columns, rows_of)
+
+K = len(schema.CLASSES)
+LABEL = "__astrodask_label__"
+HISTORY_JSON = "history.json"
+
+
+def _silent(msg: str) -> None:
+    pass
+
+
+class SDSSClassifier(ClassifierMixin, BaseEstimator):
+    """Multinomial logistic regression on spline and tensor-product features of SDSS photometry (and redshift):
+    STAR, GALAXY or QSO.
+
+    Parameters
+    ----------
+    features : {"spectroscopic", "photometric", "photometric+morphology"}
+        Feature set. ``spectroscopic`` reads ``u, g, r, i, z, redshift``; ``photometric`` only the bands (and,
+        with ``morphology``, ``psf_u..psf_z`` when X has them); ``photometric+morphology`` needs the PSF bands.
+    morphology : bool
+        With ``features="photometric"``: add the PSF - model magnitude differences when X has ``psf_u..psf_z``.
+    l2 : float
+        L2 strength: the objective is the mean log-loss + l2/2 * |W|^2 (scikit-learn's C = 1 / (l2 * n_train)).
+    max_iter : int
+        Maximum L-BFGS iterations (epochs: one pass over the data each).
+    tol : float
+        L-BFGS stops when the relative decrease of the objective falls below this.
+    class_weight : None or "balanced"
+        Row weights by class.
+    patience : int
+        Early stopping on the validation rows: stop when the monitored score has not improved for this many
+        epochs and keep the best epoch's weights; 0 never stops early and keeps the last epoch's.
+    monitor : {"accuracy", "loss"}
+        Validation score watched by early stopping.
+    validation_fraction : float
+        Share of the rows held out for early stopping, chosen by a hash of ``obj_ID`` (or, without that column,
+        of the row's values), so the same rows whatever the partitioning. 0: no validation rows (early stopping
+        then watches the training score).
+    sentinels : {"error", "missing"}
+        An SDSS no-measurement sentinel (-9999, -999, 9999) in X is refused (``error``) or treated as a missing
+        value (``missing``, as ``astrodask convert`` does).
+    missing : {"impute", "error"}
+        A missing value (NaN, None) is imputed with the training median (``impute``; see ``imputed_mask``) or
+        refused (``error``).
+    cache : {"auto", "memory", "stream"}
+        Dask input: persist the expanded features on the workers (``memory``), or expand them from the
+        persisted rows every pass (``stream``); ``auto`` persists them when they fit in half the workers' memory.
+    verbose : bool
+        Log the training steps and show progress bars.
+
+    Attributes
+    ----------
+    classes_ : ndarray of str
+        ``GALAXY, QSO, STAR`` (the columns of ``predict_proba``).
+    coef_ : ndarray (3, n_expanded)
+        Weights of the expanded, standardised features (``expanded_feature_names_``), one row per class.
+    intercept_ : ndarray (3,)
+    feature_names_in_ : ndarray of str
+        The catalogue columns X must have (other columns are ignored).
+    n_features_in_ : int
+        ``len(feature_names_in_)``.
+    expanded_feature_names_ : ndarray of str
+        Names of the expanded features (``coef_``'s columns): base features, B-spline bases, tensor products.
+    n_iter_ : int
+        Epochs run. ``best_epoch_``: the epoch whose weights were kept. ``history_``: one dict per epoch.
+    n_imputed_ : int
+        Training rows with at least one input imputed with the training median.
+    n_unlabelled_ : int
+        Rows of y without a label (null), left out of training.
+    """
+
+    def __init__(self, features="spectroscopic", l2=1e-5, max_iter=400, tol=1e-9, class_weight=None, patience=50,
+                 monitor="accuracy", validation_fraction=0.1, sentinels="error", missing="impute", cache="auto",
+                 morphology=True, verbose=False):
+        self.features = features
+        self.morphology = morphology
+        self.l2 = l2
+        self.max_iter = max_iter
+        self.tol = tol
+        self.class_weight = class_weight
+        self.patience = patience
+        self.monitor = monitor
+        self.validation_fraction = validation_fraction
+        self.sentinels = sentinels
+        self.missing = missing
+        self.cache = cache
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------------------------------ parameters
+
+    def _policies(self) -> None:
+        if self.sentinels not in SENTINEL_POLICIES:
+            raise ConfigError("sentinels", f"unknown value {self.sentinels!r}", f"use one of {', '.join(SENTINEL_POLICIES)}")
+        if self.missing not in MISSING_POLICIES:
+            raise ConfigError("missing", f"unknown value {self.missing!r}", f"use one of {', '.join(MISSING_POLICIES)}")
+
+    def _options(self) -> TrainOptions:
+        """The parameters as the training options (checked: ConfigError names the parameter)."""
+        self._policies()
+        if isinstance(self.max_iter, bool) or not isinstance(self.max_iter, numbers.Integral) or self.max_iter < 1:
+            raise ConfigError("max_iter", f"must be an integer >= 1, got {self.max_iter!r}", "use e.g. 400")
+        vf = self.validation_fraction
+        if isinstance(vf, bool) or not isinstance(vf, numbers.Real) or not 0 <= vf < 1:
+            raise ConfigError("validation_fraction", f"must be in [0, 1), got {vf!r}", "use e.g. 0.1")
+        for name in ("l2", "tol"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, numbers.Real):
+                raise ConfigError(name, f"must be a number, got {v!r}", "use e.g. 1e-5")
+        if isinstance(self.patience, bool) or not isinstance(self.patience, numbers.Integral):
+            raise ConfigError("patience", f"must be an integer, got {self.patience!r}", "use e.g. 50, or 0")
+        return TrainOptions(features=self.features, mode="parallel", epochs=int(self.max_iter), l2=float(self.l2),
+                            class_weight=self.class_weight, patience=int(self.patience), monitor=self.monitor,
+                            tol=float(self.tol), cache=self.cache, report=False)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # missing values are imputed (missing="impute")
+        tags.input_tags.string = False
+        return tags
+
+    # ------------------------------------------------------------------------------------------ fitting
+
+    def fit(self, X, y):
+        """Fit on X (a pandas DataFrame: in this process; a Dask DataFrame: on the current client's workers)
+        and y (class names in any case, null = unlabelled; for a Dask X, a Dask Series from the same frame).
+        Returns self."""
+        opts = self._options()
+        opts = replace(opts, features=self._feature_set(X, opts.features))
+        log = console_log if self.verbose else _silent
+        if is_dask_frame(X):
+            backend = OnCluster(_current_client(), quiet=not self.verbose)
+            items, report = self._dask_rows(X, y, backend, opts.features)
+        else:
+            require_columns(X, opts.features, "X")
+            y = _pandas_labels(y, len(X))
+            backend = InProcess()
+            prepared = prepare(X, y, opts.features, where="X")
+            items, report = [prepared.rows], prepared.report
+        report.check(self.sentinels, self.missing, "X")
+        if report.rows == 0:
+            raise AstrodaskError("X has no rows; fit on a catalogue with labelled rows")
+        if report.unlabelled:
+            warnings.warn(f"{report.unlabelled:,} of {report.rows:,} rows have no label (null in y): left out of "
+                          "training", UserWarning, stacklevel=2)
+        fitted = fit(backend, items, report.rows, opts, validation_split(self.validation_fraction), where="X",
+                     config={"estimator": self.get_params()}, quiet=not self.verbose, log=log)
+        self._set_model(fitted.model, [r.to_json() for r in fitted.history])
+        self.n_imputed_ = int(report.imputed_rows)
+        self.n_unlabelled_ = int(report.unlabelled)
+        return self
+
+    def _feature_set(self, X, features: str) -> str:
+        """``photometric`` becomes ``photometric+morphology`` when X has PSF magnitudes (and ``morphology``)."""
+        cols = list(getattr(X, "columns", []))
+        empty = [] if is_dask_frame(X) else [c for c in schema.PSF_BANDS if c in cols and X[c].isna().all()]
+        return resolve_feature_set(features, cols, empty, bool(self.morphology))
+
+    def _dask_rows(self, X, y, backend, features: str) -> tuple[list, InputReport]:
+        """Check the partitions of X and y on the workers; the checked rows stay there (futures)."""
+        require_columns(X, features, "X")
+        if not is_dask_series(y):
+            raise AstrodaskError(f"y is a {type(y).__name__}: with a Dask DataFrame X, give y as a Dask Series from "
+                                 "the same frame (e.g. y = ddf['class'])")
+        cols = [c for c in (schema.ID,) if c in X.columns] + list(raw_columns(features))
+        try:
+            frame = X[cols].assign(**{LABEL: y})
+        except Exception as exc:  # noqa: BLE001 - dask's alignment errors have no common type
+            raise AstrodaskError(f"y is not partitioned like X ({str(exc).splitlines()[0][:80]}); take X and y from "
+                                 "one Dask DataFrame") from None
+        parts = backend.client.compute(frame.to_delayed())
+        prepared = backend.map(prepare_partition, parts, "check X", feature_set=features, label=LABEL)
+        del parts
+        report = sum(backend.gather(backend.map(report_of, prepared)), InputReport())
+        if report.rejected or report.unknown_labels:
+            report.check(self.sentinels, self.missing, "X")
+        return backend.map(rows_of, prepared), report
+
+    def _set_model(self, model: SoftmaxModel, history: list) -> None:
+        spec = model.spec
+        self.spec_ = spec
+        self.link_ = model.info.get("link", "softmax")
+        self.info_ = dict(model.info)
+        self.classes_ = np.asarray(model.classes_, dtype=object)
+        self.coef_ = np.asarray(model.coef, dtype=np.float64)
+        self.intercept_ = np.asarray(model.intercept, dtype=np.float64)
+        self.feature_names_in_ = np.asarray(raw_columns(spec.feature_set), dtype=object)
+        self.n_features_in_ = len(self.feature_names_in_)
+        self.expanded_feature_names_ = np.asarray(spec.names, dtype=object)
+        self.history_ = list(history)
+        self.n_iter_ = int(model.info.get("epochs_run", len(history)) or 0)
+        self.best_epoch_ = int(model.info.get("best_epoch", self.n_iter_) or 0)
+
+    def _model(self) -> SoftmaxModel:
+        check_is_fitted(self, "coef_")
+        return SoftmaxModel(self.spec_, self.coef_, self.intercept_, tuple(self.classes_),
+                            info={**self.info_, "link": self.link_})
+
+    # ------------------------------------------------------------------------------------------ prediction
+
+    def _frame(self, X) -> pd.DataFrame:
+        self._policies()
+        return checked_frame(X, self.spec_.feature_set, self.sentinels, self.missing, "X")
+
+    def _lazy(self, X, fn, meta):
+        self._policies()
+        require_columns(X, self.spec_.feature_set, "X")
+        return X.map_partitions(fn, self._model(), self.sentinels, self.missing, meta=meta)
+
+    def decision_function(self, X):
+        """Class scores (n, 3) before the link (softmax): NumPy for pandas, a lazy Dask array for Dask."""
+        X = _catalog_frame(X)
+        model = self._model()
+        if is_dask_frame(X):
+            return self._lazy(X, _decision_partition, np.empty((0, K)))
+        return model.decision_function(self._frame(X))
+
+    def predict_proba(self, X):
+        """Probability of each class (columns ``classes_``): NumPy for pandas, a lazy Dask array (computed
+        partition by partition on the workers) for a Dask DataFrame or an LSDB catalogue (its columns matched
+        by convert's rules; ``astrodask.lsdb.classify`` returns the catalogue with the predictions instead)."""
+        X = _catalog_frame(X)
+        model = self._model()
+        if is_dask_frame(X):
+            return self._lazy(X, _proba_partition, np.empty((0, K)))
+        return model.predict_proba(self._frame(X))
+
+    def predict(self, X):
+        """The most probable class name of each row (NumPy, or a lazy Dask array)."""
+        X = _catalog_frame(X)
+        model = self._model()
+        if is_dask_frame(X):
+            return self._lazy(X, _predict_partition, np.empty((0,), dtype=object))
+        return self.classes_[model.predict_proba(self._frame(X)).argmax(axis=1)]
+
+    def expanded_features(self, X) -> np.ndarray:
+        """The model's input matrix of a pandas X: the expanded, standardised features (columns
+        ``expanded_feature_names_``), so that ``decision_function(X) == expanded_features(X) @ coef_.T +
+        intercept_`` (float32 precision). Scoring never builds it; it is for inspecting ``coef_``."""
+        check_is_fitted(self, "coef_")
+        if is_dask_frame(X):
+            raise AstrodaskError("expanded_features takes a pandas DataFrame (the matrix is 330+ columns per row); "
+                                 "use X.map_partitions for a Dask DataFrame")
+        return self.spec_.expand(self._frame(X)).astype(np.float64)
+
+    def imputed_mask(self, X):
+        """Which inputs of each row are missing and imputed with the training median: a uint8 bit mask (bit k:
+        ``features.IMPUTED_BITS[k]``, i.e. u, g, r, i, z, redshift), as the ``imputed`` column of
+        ``astrodask predict``; 0 means every input was measured."""
+        check_is_fitted(self, "coef_")
+        if is_dask_frame(X):
+            return self._lazy(X, _imputed_partition, np.empty((0,), dtype=np.uint8))
+        return imputed_mask(self._frame(X), self.spec_.feature_set)
+
+    def score(self, X, y, sample_weight=None):
+        """Accuracy on the labelled rows of y (labels in any case; null labels are left out)."""
+        model = self._model()
+        if is_dask_frame(X):
+            if sample_weight is not None:
+                raise AstrodaskError("sample_weight is not supported with a Dask DataFrame X")
+            if not is_dask_series(y):
+                raise AstrodaskError(f"y is a {type(y).__name__}: with a Dask DataFrame X, give y as a Dask Series")
+            self._policies()
+            require_columns(X, self.spec_.feature_set, "X")
+            frame = X[list(raw_columns(self.spec_.feature_set))].assign(**{LABEL: y})
+            sums = frame.map_partitions(_score_partition, model, self.sentinels, self.missing,
+                                        meta=np.empty((0, 2))).sum(axis=0).compute()
+            correct, n = float(sums[0]), float(sums[1])
+        else:
+            codes = labels.encode(_pandas_labels(y, len(X)), where="y")
+            pred = model.predict_proba(self._frame(X)).argmax(axis=1)
+            w = np.ones(len(codes)) if sample_weight is None else np.asarray(sample_weight, np.float64)
+            known = codes >= 0
+            correct, n = float(w[known][pred[known] == codes[known]].sum()), float(w[known].sum())
+        if n == 0:
+            raise AstrodaskError("y has no labelled rows to score")
+        return correct / n
+
+    # ------------------------------------------------------------------------------------------ files
+
+    def save(self, path, overwrite: bool = False) -> str:
+        """Write the model directory (``model.json`` + ``weights.npz``, as ``astrodask train`` does, and
+        ``history.json``) to ``path`` (a directory or URL), committed whole; returns where it went."""
+        model = self._model()
+        model.info = {**self.info_, "link": self.link_, "config": {"estimator": self.get_params()}}
+        dest = Location.of(path)
+        weights = hashlib.sha256(self.coef_.tobytes() + self.intercept_.tobytes()).hexdigest()[:16]
+        fp = {"stage": "estimator", "weights": weights, "params": self.get_params()}
+        with StagedOutput(dest, overwrite=overwrite, kind="model", fingerprint=fp) as out:
+            model.save(out.staging)
+            write_json_atomic(out.staging / HISTORY_JSON, self.history_)
+            out.commit({"trained_by": type(self).__name__})
+        return str(dest)
+
+    @classmethod
+    def load(cls, path) -> "SDSSClassifier":
+        """A fitted estimator from a model directory written by ``save`` or by ``astrodask train``."""
+        model = SoftmaxModel.load(path)
+        est = cls(**_params_from_info(model.info, model.spec.feature_set, cls._get_param_names()))
+        try:
+            history = read_json(Location.of(path) / HISTORY_JSON)
+        except (FileNotFoundError, AstrodaskError):
+            history = []
+        est._set_model(model, history if isinstance(history, list) else [])
+        return est
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _current_client():
+    try:
+        from distributed import get_client
+
+        return get_client()
+    except (ImportError, ValueError):
+        raise AstrodaskError("X is a Dask DataFrame but no Dask client is running; connect one first "
+                             "(astrodask.cluster.connect(...) or distributed.Client(...))") from None
+
+
+def _pandas_labels(y, n: int) -> pd.Series:
+    if y is None:
+        raise AstrodaskError("y is required: pass the class names (e.g. df['class'])")
+    if is_dask_series(y):
+        raise AstrodaskError("y is a Dask Series but X is a pandas DataFrame; give both as pandas, or both as Dask")
+    s = pd.Series(np.asarray(y, dtype=object) if not isinstance(y, pd.Series) else y.to_numpy(dtype=object))
+    if s.ndim != 1 or len(s) != n:
+        raise AstrodaskError(f"y has {len(s):,} labels for {n:,} rows of X; give one label per row")
+    return s
+
+
+def _params_from_info(info: dict, feature_set: str, names) -> dict:
+    """Estimator parameters from a model's ``info``: an estimator's own, or mapped from ``astrodask train``'s
+    settings; the feature set always from the model's features."""
+    config = info.get("config") if isinstance(info.get("config"), dict) else {}
+    if isinstance(config.get("estimator"), dict):
+        params = {k: v for k, v in config["estimator"].items() if k in names}
+    else:
+        params = {k: config[k] for k in ("l2", "tol", "class_weight", "patience", "monitor", "cache")
+                  if k in config}
+        epochs = config.get("epochs")
+        params["max_iter"] = epochs if isinstance(epochs, int) and epochs >= 1 else DEFAULT_EPOCHS["parallel"]
+    params["features"] = feature_set if feature_set in FEATURE_SETS else "spectroscopic"
+    return params
+
+
+def _catalog_frame(X):
+    """An LSDB catalogue as a lazy Dask frame with the model inputs under their canonical names; else X."""
+    from .. import lsdb
+
+    return lsdb.canonical_frame(X) if lsdb.is_catalog(X) else X
+
+
+def _decision_partition(df, model, sentinels, missing):
+    return model.decision_function(checked_frame(df, model.spec.feature_set, sentinels, missing, "a partition of X"))
+
+
+def _proba_partition(df, model, sentinels, missing):
+    return model.predict_proba(checked_frame(df, model.spec.feature_set, sentinels, missing, "a partition of X"))
+
+
+def _predict_partition(df, model, sentinels, missing):
+    p = _proba_partition(df, model, sentinels, missing)
+    return np.asarray(model.classes_, dtype=object)[p.argmax(axis=1)]
+
+
+def _imputed_partition(df, model, sentinels, missing):
+    fs = model.spec.feature_set
+    return imputed_mask(checked_frame(df, fs, sentinels, missing, "a partition of X"), fs)
+
+
+def _score_partition(df, model, sentinels, missing):
+    codes = labels.encode(df[LABEL], where="y")
+    pred = _proba_partition(df.drop(columns=[LABEL]), model, sentinels, missing).argmax(axis=1)
+    known = codes >= 0
+    return np.array([[float((pred[known] == codes[known]).sum()), float(known.sum())]])

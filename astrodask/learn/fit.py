@@ -1,0 +1,150 @@
+"""Training, written once for the ``train`` stage and the estimator: features -> blocks -> optimiser -> loop.
+
+:func:`fit` takes *items* (dataset files, or rows already in memory) and a backend (the cluster's workers, or
+this process) and returns the fitted model with its history. The stage (``stage.run``) and the estimator
+(``estimator.SDSSClassifier.fit``) differ only in where the items come from and what they do with the result.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .. import schema
+from ..console import log as console_log
+from ..errors import AstrodaskError, ConfigError
+from ..model import SoftmaxModel
+from ..storage import Location
+from . import blocks, loop
+from .blocks import SplitRule
+from .config import TrainOptions
+from .fitting import FEATURES_JSON, Counts, class_weights, fit_features, fit_scaler, load_features, save_features
+from .lbfgs import LbfgsOptimiser
+from .loop import Checkpoint, EpochRecord, LoopSettings
+
+K = len(schema.CLASSES)
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Where a training keeps what an interrupted run resumes from: the fitted features and the checkpoint."""
+
+    directory: Location
+    fingerprint: str
+    """The settings and data the saved state belongs to; other settings never resume from it."""
+    resume: bool = False
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """The result of :func:`fit`."""
+
+    model: SoftmaxModel
+    history: tuple[EpochRecord, ...]
+    counts: Counts
+    cache: str
+    """``memory`` (features persisted) or ``stream`` (re-read every pass)."""
+    best_epoch: int
+    stop: str
+    """Why training ended: ``early_stop``, ``converged`` or ``max_epochs``."""
+    seconds: float
+
+
+def parallel_evaluator(backend, items: list, spec, weights: np.ndarray, rule: SplitRule) -> Callable:
+    """theta -> SplitSums of every item, each computed where the item lives and added in a fixed-order tree."""
+
+    def evaluate(theta: np.ndarray):
+        parts = backend.map(blocks.grad_sums, items, theta=theta, spec=spec, weights=weights, rule=rule)
+        return backend.tree_sum(blocks.add_sums, parts)
+
+    return evaluate
+
+
+def fit(backend, items: list, n_rows: int, opts: TrainOptions, rule: SplitRule, *, where: str,
+        workspace: Workspace | None = None, shuffle: Callable | None = None, config: dict | None = None,
+        quiet: bool = False, log: Callable[[str], None] = console_log) -> Fitted:
+    """Fit the features on ``items`` (pass 1), build the feature blocks by the cache policy, fit the scaler and
+    run the epoch loop with the optimiser of ``opts.mode``.
+
+    ``shuffle(spec, weights) -> blocks`` makes the incremental mode's shuffled blocks (the stage's dataset).
+    ``config`` goes into the model's ``info`` as the settings it was trained with.
+    """
+    resume = workspace is not None and workspace.resume
+    cached = load_features(workspace.directory, workspace.fingerprint) if resume else None
+    if cached is not None:
+        log("resume: reusing fitted features")
+        spec, counts = cached
+    else:
+        spec, counts = fit_features(backend, items, opts.features, rule, where)
+    present = [c for c, n in zip(schema.CLASSES, counts.train) if n]
+    if len(present) < 2:
+        raise AstrodaskError(f"{where}: the labelled training rows are all {present[0]}; a classifier needs rows of "
+                             "at least two classes")
+    if counts.unlabelled:
+        log(f"{counts.unlabelled:,} unlabelled rows (no class) left out of training and evaluation; "
+            f"{int(counts.by_split.sum()):,} labelled rows used")
+    weights = class_weights(counts, opts.class_weight)
+
+    def scaled(spec, over):
+        spec = fit_scaler(backend, over, spec, weights, rule)
+        if workspace is not None:
+            save_features(workspace.directory, workspace.fingerprint, spec, counts)
+        return spec
+
+    t0 = time.perf_counter()
+    if opts.mode == "parallel":
+        need = blocks.expanded_bytes(n_rows, spec.n_features, rule)
+        memory = backend.memory()
+        cache = blocks.choose_cache(opts.cache, need, memory)
+        where_mem = f"workers have {memory / 2**30:.1f} GiB" if memory else "memory limit unknown"
+        log(f"features: {spec.n_features} per row, ~{need / 2**30:.2f} GiB expanded; {where_mem} -> {cache}")
+        work = list(items)
+        if cache == "memory":  # persisted unscaled; the scaler's sums come from them, then scaled in place
+            work = backend.map(blocks.load_block, work, "features: persist", spec=spec, weights=weights, rule=rule)
+        if spec.mean is None:
+            spec = scaled(spec, work)
+            if cache == "memory":
+                work = backend.map(blocks.standardise_block, work, spec=spec)
+        opt = LbfgsOptimiser(parallel_evaluator(backend, work, spec, weights, rule), (K, spec.n_features + 1),
+                             opts.l2, opts.tol)
+    else:
+        if shuffle is None:
+            raise ConfigError("mode", "the incremental mode trains on a dataset on a Dask cluster",
+                              "use the parallel mode")
+        from .incremental import IncrementalOptimiser
+
+        if spec.mean is None:
+            spec = scaled(spec, list(items))
+        cache = "memory"  # dask-ml trains on in-memory dask arrays: the shuffled blocks are always persisted
+        work = shuffle(spec, weights)
+        opt = IncrementalOptimiser(backend, work, parallel_evaluator(backend, work, spec, weights, rule),
+                                   spec.n_features, weights, opts.l2, opts.learning_rate, opts.eta0, opts.seed,
+                                   opts.class_weight == "balanced")
+    checkpoint = Checkpoint(workspace.directory, workspace.fingerprint) if workspace is not None else None
+    result = loop.run(opt, LoopSettings(opts.max_epochs, opts.patience, opts.monitor, quiet), checkpoint, resume, log)
+    seconds = time.perf_counter() - t0
+    del work, opt
+    theta = result.theta
+    model = SoftmaxModel(spec, theta[:, :-1], theta[:, -1], schema.CLASSES, info={
+        "link": "softmax" if opts.mode == "parallel" else "ovr",
+        "config": dict(config or {}),
+        "cache": cache,
+        "n_train": int(counts.train.sum()),
+        "n_valid": int(counts.valid.sum()),
+        "n_test": int(counts.test.sum()),
+        "n_unlabelled": int(counts.unlabelled),
+        "train_seconds": seconds,
+        "epochs_run": len(result.history),
+        "best_epoch": result.best_epoch,
+        "stop": result.stop,
+    })
+    return Fitted(model, result.history, counts, cache, result.best_epoch, result.stop, seconds)
+
+
+def clear(workspace: Workspace) -> None:
+    """Remove the resumable state once the model is written."""
+    Checkpoint(workspace.directory, workspace.fingerprint).clear()
+    (workspace.directory / FEATURES_JSON).remove()

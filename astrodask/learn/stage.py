@@ -1,0 +1,91 @@
+"""The ``train`` stage: a Parquet dataset -> a model directory (model.json, weights.npz, metrics.json,
+history.json, report/), written through ``storage.StagedOutput``.
+
+The dataset's rows are split by a hash of ``obj_ID`` (:data:`blocks.HOLDOUT`): 70 % train, 10 % validate (early
+stopping), 20 % are the holdout on which ``metrics.json`` is computed. Rows without a class train nothing and
+are left out of the metrics (their number is logged and stored). The staging directory holds the fitted
+features and the loop's checkpoint, so ``resume`` continues an interrupted training where it stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+from .. import evaluate, schema
+from ..dataset import Dataset, open_dataset
+from ..console import log
+from ..features import raw_columns, resolve_feature_set
+from ..storage import Location, StagedOutput, read_json, write_json_atomic
+from .backend import OnCluster
+from .blocks import HOLDOUT
+from .config import TrainConfig
+from .fit import Workspace, clear, fit
+
+JOB_FLAGS = ("overwrite", "resume", "quiet", "storage_options")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What ``run`` made."""
+
+    model_dir: str
+    metrics: dict
+    """The holdout metrics (``metrics.json``)."""
+    history: list
+    """One dict per epoch (``history.json``)."""
+
+
+def fingerprint(cfg: TrainConfig, ds: Dataset) -> dict:
+    """What makes this model: the dataset's identity and the settings that change the model."""
+    keep = {k: v for k, v in asdict(cfg).items() if k not in (*JOB_FLAGS, "report", "model_dir", "dataset", "cache")}
+    return {"stage": "train", "dataset": ds.identity(), "options": keep}
+
+
+def run(cfg: TrainConfig, client) -> TrainResult:
+    """Train a model on ``cfg.dataset``; write it with its holdout metrics and report to ``cfg.model_dir``.
+
+    With ``resume``, a complete model made from the same dataset and settings is kept as it is; an interrupted
+    training continues from its last checkpoint.
+    """
+    ds = open_dataset(Location.of(cfg.dataset, cfg.storage_options))
+    empty = [c for c, n in (ds.null_counts or {}).items() if n is not None and n >= ds.n_rows]
+    features = resolve_feature_set(cfg.features, ds.columns, empty, cfg.morphology)
+    if features != cfg.features:
+        log(f"features: {features} (the dataset has PSF magnitudes; --no-morphology leaves them out)")
+        cfg = replace(cfg, features=features)
+    why = f"to train with --features {cfg.features}"
+    ds.require([schema.CLASS, *raw_columns(cfg.features)], why)
+    ds.require_values(raw_columns(cfg.features), why)
+    dest = Location.of(cfg.model_dir, cfg.storage_options)
+    with StagedOutput(dest, cfg.overwrite, cfg.resume, kind="model", fingerprint=fingerprint(cfg, ds),
+                      inputs=(ds.location,)) as out:
+        if out.done:
+            return TrainResult(str(dest), read_json(dest / "metrics.json"), read_json(dest / "history.json"))
+        backend = OnCluster(client, cfg.quiet)
+        workspace = Workspace(out.staging, cfg.fingerprint(ds.identity()), cfg.resume)
+
+        def shuffle(spec, weights):
+            from .incremental import shuffled_blocks
+
+            return shuffled_blocks(backend, ds, spec, weights, HOLDOUT, cfg.seed)
+
+        fitted = fit(backend, list(ds.files), ds.n_rows, cfg.options(), HOLDOUT, where=ds.path, workspace=workspace,
+                     shuffle=shuffle, quiet=cfg.quiet,
+                     config={k: v for k, v in asdict(cfg).items() if k not in JOB_FLAGS})
+        model = fitted.model
+        metrics = evaluate.holdout(client, model, ds.files, quiet=cfg.quiet)
+        metrics["train"] = {"mode": cfg.mode, "features": cfg.features, "epochs": len(fitted.history),
+                            "best_epoch": fitted.best_epoch, "stop": fitted.stop, "seconds": fitted.seconds,
+                            "rows": int(fitted.counts.train.sum()), "unlabelled_rows": fitted.counts.unlabelled}
+        history = [r.to_json() for r in fitted.history]
+        model.save(out.staging)
+        write_json_atomic(out.staging / "metrics.json", metrics)
+        write_json_atomic(out.staging / "history.json", history)
+        if cfg.report:
+            from .. import report
+
+            report.write(out.staging / "report", metrics, history, title=f"astrodask model: {cfg.features}, {cfg.mode}",
+                         rows_label="Holdout rows (the 20 % of rows, by obj_ID hash, never trained on)")
+        clear(workspace)
+        out.commit({"dataset": ds.path, "accuracy": metrics["accuracy"]})
+    return TrainResult(str(dest), metrics, history)
