@@ -1,0 +1,318 @@
+"""Every wait for a cluster is bounded and ends in one line: a scheduler with no workers, an address that is not a
+scheduler (a dashboard, any HTTP server), a dashboard URL given as the address, workers without enough memory.
+
+Real processes: a ``dask scheduler`` with no workers and an ``http.server`` on 127.0.0.1; the CLI runs as a
+subprocess, as a user runs it. Also: ClusterConfig's validation of the batch-cluster options, the CLI mirroring
+ClusterConfig, and a missing dask-jobqueue.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import http.server
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from astrodask.cluster import CLUSTERS, MIN_WORKER_MEMORY, ClusterConfig
+from astrodask.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "sdss_sample.csv"
+CLI = [sys.executable, "-m", "astrodask.cli"]
+GUARD = 120  # subprocess timeout: only a guard against a hang, never a measured duration
+_PROGRESS = re.compile(r"\r|\d+%\|")
+
+
+def _env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("ASTRODASK_DEBUG", "DASK_SCHEDULER_ADDRESS")}
+    env.update(extra)
+    return env
+
+
+def run_cli(*args, env=None, cwd=None) -> subprocess.CompletedProcess:
+    """The CLI as a subprocess; a hang fails the test at GUARD seconds instead of blocking the suite."""
+    try:
+        return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, env=env or _env(), cwd=cwd,
+                              timeout=GUARD, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"astrodask {' '.join(map(str, args))} still running after {GUARD} s (hang); stderr:\n"
+                    f"{(exc.stderr or b'')[-2000:]!r}")
+
+
+def one_line_error(r: subprocess.CompletedProcess) -> str:
+    """Exit 1 and exactly one non-empty stderr line, ``astrodask: error: ...`` (no traceback, no late
+    ``Client.__del__`` or asyncio noise); return the line."""
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip() and not _PROGRESS.search(ln)]
+    assert len(lines) == 1, f"expected one error line, got {len(lines)}:\n{r.stderr}"
+    assert lines[0].startswith("astrodask: error: "), lines[0]
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    return lines[0]
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Terminate a process we started (and its process group), then kill it."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if proc.poll() is not None:
+            break
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+# ------------------------------------------------------------------------------------------------ real servers
+
+
+@dataclasses.dataclass
+class Scheduler:
+    address: str
+    dashboard_port: int
+
+
+@pytest.fixture(scope="module")
+def lonely_scheduler(tmp_path_factory):
+    """A real ``dask scheduler`` on 127.0.0.1 that no worker ever joins."""
+    d = tmp_path_factory.mktemp("lonely_scheduler")
+    info = d / "scheduler.json"
+    log = open(d / "scheduler.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                             "--port", "0", "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(info)],
+                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=d,
+                            start_new_session=True)
+    log.close()
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                data = json.loads(info.read_text())
+                yield Scheduler(data["address"], int(data["services"]["dashboard"]))
+                break
+            except (OSError, ValueError, KeyError):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"dask scheduler did not start:\n{(d / 'scheduler.log').read_text()[-2000:]}")
+                time.sleep(0.1)
+    finally:
+        _stop(proc)
+
+
+@pytest.fixture(scope="module")
+def http_server(tmp_path_factory):
+    """A real ``http.server`` on 127.0.0.1 (a random free port); yields the port."""
+    d = tmp_path_factory.mktemp("www")
+    (d / "index.html").write_text("<html>not a scheduler</html>")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(d)))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# ------------------------------------------------------------------------------------------------ bounded waits
+
+
+@pytest.mark.cluster
+def test_scheduler_without_workers_gives_up_after_worker_timeout(lonely_scheduler, tmp_path):
+    """(a) A scheduler that no worker joins: one line after --worker-timeout, not a job waiting for ever."""
+    dest = tmp_path / "ds"
+    r = run_cli("convert", SAMPLE, dest, "--scheduler", lonely_scheduler.address, "--worker-timeout", "3")
+    line = one_line_error(r)
+    assert "no Dask worker joined" in line and lonely_scheduler.address in line, line
+    assert "--worker-timeout" in line, line
+    assert not dest.exists()
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("server", ["dask-dashboard", "http.server"])
+def test_address_that_is_not_a_scheduler_is_refused_within_timeout(lonely_scheduler, http_server, tmp_path,
+                                                                   server):
+    """(c) tcp:// to an HTTP server (the dashboard's port, or any web server) accepts the connection and then never
+    answers the Dask handshake, which distributed does not bound: refused after --timeout, in one line."""
+    port = lonely_scheduler.dashboard_port if server == "dask-dashboard" else http_server
+    address = f"tcp://127.0.0.1:{port}"
+    r = run_cli("convert", SAMPLE, tmp_path / "ds", "--scheduler", address, "--timeout", "3")
+    line = one_line_error(r)
+    assert address in line and "did not answer as a Dask scheduler" in line, line
+    assert "dashboard" in line and "tcp://host:8786" in line, line
+    assert not (tmp_path / "ds").exists()
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("how", ["option", "environment"])
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_dashboard_url_is_refused_up_front(lonely_scheduler, tmp_path, scheme, how):
+    """(d) An http(s):// address (the dashboard link, copied from the browser) is refused at once: it looks like
+    the dashboard URL, pass the scheduler's tcp:// address. Before: a 60 s stall and a Client.__del__ traceback."""
+    url = f"{scheme}://127.0.0.1:{lonely_scheduler.dashboard_port}/status"
+    if how == "option":
+        r = run_cli("convert", SAMPLE, tmp_path / "ds", "--scheduler", url)
+    else:
+        r = run_cli("convert", SAMPLE, tmp_path / "ds", env=_env(DASK_SCHEDULER_ADDRESS=url))
+    line = one_line_error(r)
+    assert url in line and "dashboard" in line and "tcp://" in line, line
+
+
+@pytest.mark.cluster
+def test_memory_limit_too_small_for_a_worker_is_refused(tmp_path):
+    """(b) --memory-limit 1MiB: the LocalCluster's workers cannot run (the job hung); refused naming the field."""
+    r = run_cli("convert", SAMPLE, tmp_path / "ds", "--memory-limit", "1MiB", "--workers", "1")
+    line = one_line_error(r)
+    assert "memory_limit" in line and "1MiB" in line and f"{MIN_WORKER_MEMORY >> 20}MiB" in line, line
+    assert not (tmp_path / "ds").exists()
+
+
+@pytest.mark.cluster
+def test_unknown_address_scheme_is_refused(tmp_path):
+    r = run_cli("convert", SAMPLE, tmp_path / "ds", "--scheduler", "ftp://127.0.0.1:8786")
+    line = one_line_error(r)
+    assert "scheme 'ftp'" in line and "tcp://" in line, line
+
+
+@pytest.mark.cluster
+def test_workers_that_cannot_start_are_reported_in_one_line(tmp_path):
+    """A LocalCluster whose worker processes die while starting (here: a preload module that does not exist) is
+    one user error naming the sizing options, not a RuntimeError traceback."""
+    r = run_cli("convert", SAMPLE, tmp_path / "ds", "--workers", "1",
+                env=_env(DASK_DISTRIBUTED__WORKER__PRELOAD='["astrodask_test_no_such_module"]'))
+    line = one_line_error(r)
+    assert "LocalCluster's workers" in line and "--memory-limit" in line, line
+    assert not (tmp_path / "ds").exists()
+
+
+# ------------------------------------------------------------------------------------------------ configuration
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"cluster": "kubernetes"}, "cluster"),
+    ({"cluster": "slurm", "scheduler": "tcp://127.0.0.1:8786"}, "cluster"),
+    ({"jobs": 2}, "jobs"),
+    ({"adapt_max": 4}, "adapt_max"),
+    ({"cluster": "slurm", "jobs": 0}, "jobs"),
+    ({"cluster": "slurm", "adapt_max": 0}, "adapt_max"),
+    ({"cluster": "slurm", "jobs": 3, "adapt_max": 2}, "adapt_max"),
+    ({"cluster": "slurm", "n_workers": 2}, "n_workers"),
+    ({"cluster": "pbs", "tls_ca": __file__, "tls_cert": __file__, "tls_key": __file__}, "tls"),
+    ({"memory_limit": "1MiB"}, "memory_limit"),
+    ({"memory_limit": "256MiB"}, "memory_limit"),
+    ({"worker_timeout": 0}, "worker_timeout"),
+    ({"timeout": -1}, "timeout"),
+    ({"scheduler": "http://127.0.0.1:8787/status"}, "scheduler"),
+    ({"scheduler": "https://dask.example.org/"}, "scheduler"),
+    ({"scheduler": "gopher://127.0.0.1:70"}, "scheduler"),
+])
+def test_cluster_config_refuses_with_the_field_named(kwargs, field):
+    with pytest.raises(ConfigError) as info:
+        ClusterConfig(**kwargs)
+    assert info.value.field == field
+    assert str(info.value).startswith(f"{field}: ") and "; " in str(info.value)  # the problem; the fix
+
+
+@pytest.mark.parametrize("kwargs", [
+    {},
+    {"cluster": "slurm", "jobs": 2},
+    {"cluster": "slurm", "jobs": 2, "adapt_max": 8},
+    {"cluster": "htcondor", "adapt_max": 3},
+    {"scheduler": "tls://10.0.0.5:8786"},
+    {"scheduler": "127.0.0.1:8786"},
+    {"memory_limit": "384MiB"},
+])
+def test_cluster_config_accepts(kwargs):
+    ClusterConfig(**kwargs)
+
+
+def test_explicit_batch_cluster_ignores_a_scheduler_address_in_the_environment(monkeypatch):
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "tcp://10.0.0.5:8786")
+    assert ClusterConfig().address == "tcp://10.0.0.5:8786"
+    assert ClusterConfig(cluster="slurm").address is None
+
+
+def test_every_cluster_config_field_is_a_cli_option_with_the_same_default():
+    """cluster_options mirrors ClusterConfig: one option per field, same defaults, same --cluster choices."""
+    import click
+
+    from astrodask.cli import cli
+
+    names = {"n_workers": "workers", "threads_per_worker": "threads", "cluster": "cluster_kind"}
+    for command in ("convert", "synth", "train", "predict", "evaluate", "run"):
+        ctx = click.Context(cli.commands[command])
+        params = {p.name: p for p in cli.commands[command].params}
+        for f in dataclasses.fields(ClusterConfig):
+            p = params.get(names.get(f.name, f.name))
+            assert p is not None, f"{command}: no option for ClusterConfig.{f.name}"
+            default = p.get_default(ctx)
+            assert default == f.default, f"{command} --{p.name}: default {default!r} != {f.default!r}"
+        choice = params["cluster_kind"].type
+        assert isinstance(choice, click.Choice) and tuple(choice.choices) == CLUSTERS
+
+
+@pytest.mark.parametrize("args, field", [
+    (["--cluster", "slurm", "--scheduler", "tcp://127.0.0.1:8786"], "cluster"),
+    (["--jobs", "2"], "jobs"),
+    (["--cluster", "slurm", "--jobs", "2", "--adapt-max", "1"], "adapt_max"),
+    (["--cluster", "slurm", "--workers", "2"], "n_workers"),
+    (["--worker-timeout", "0"], "worker_timeout"),
+    (["--cluster", "yarn"], "--cluster"),
+], ids=lambda v: "_".join(v) if isinstance(v, list) else v)
+def test_bad_cluster_options_give_one_line(tmp_path, args, field):
+    r = run_cli("convert", SAMPLE, tmp_path / "ds", *args)
+    line = one_line_error(r)
+    assert field in line, line
+    assert not (tmp_path / "ds").exists()
+
+
+def test_missing_dask_jobqueue_names_the_install_command(tmp_path):
+    """Without dask-jobqueue, --cluster slurm is one line naming `pip install dask-jobqueue`."""
+    shadow = tmp_path / "shadow" / "dask_jobqueue"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'dask_jobqueue'\", "
+                                        "name='dask_jobqueue')\n")
+    path = os.pathsep.join([str(tmp_path / "shadow"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    r = run_cli("convert", SAMPLE, tmp_path / "ds", "--cluster", "slurm", "--jobs", "2", env=_env(PYTHONPATH=path))
+    line = one_line_error(r)
+    assert "dask-jobqueue" in line and "pip install dask-jobqueue" in line, line
+    assert not (tmp_path / "ds").exists()
+
+
+def test_batch_cluster_without_its_submit_command_is_one_line(tmp_path):
+    """--cluster pbs where qsub is not on PATH (not a login node): one line naming the command, nothing started."""
+    pytest.importorskip("dask_jobqueue")
+    r = run_cli("convert", SAMPLE, tmp_path / "ds", "--cluster", "pbs", "--jobs", "2",
+                env=_env(PATH=os.path.dirname(sys.executable)))
+    line = one_line_error(r)
+    assert "'qsub'" in line and "not on PATH" in line, line
+    assert not (tmp_path / "ds").exists()
+
+
+def test_importing_dask_jobqueue_keeps_ctrl_c_an_interrupt():
+    """dask_jobqueue.runner sets SIGINT to sys.exit() at import (a Ctrl-C would end the job with status 0 and no
+    cleanup message): jobqueue_class puts the previous handler back."""
+    pytest.importorskip("dask_jobqueue")
+    code = ("import signal\n"
+            "from astrodask.cluster import jobqueue_class\n"
+            "before = signal.getsignal(signal.SIGINT)\n"
+            "jobqueue_class('slurm')\n"
+            "print(signal.getsignal(signal.SIGINT) is before, before is signal.default_int_handler)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=GUARD)
+    assert r.stdout.split() == ["True", "True"], r.stdout + r.stderr
