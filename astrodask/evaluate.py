@@ -7,12 +7,10 @@ per-class precision/recall/F1, macro-F1, log-loss, Brier score and the figures. 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
-from . import schema
+from . import labels, schema
 from .console import track
 from .dataset import TEST, read_part, split_of
 from .errors import AstrodaskError
@@ -26,34 +24,35 @@ PRED = "predicted_class"
 
 
 def block_stats(y: np.ndarray, proba: np.ndarray, alpha=None, delta=None, redshift=None) -> dict:
-    """Mergeable statistics of one block: ``y`` true class index (-1 = unknown), ``proba`` (n, K)."""
-    pred = proba.argmax(axis=1)
+    """Mergeable statistics of one block's labelled rows: ``y`` true class index (-1 = unlabelled: counted in
+    ``n_unlabelled``, left out of everything else), ``proba`` (n, K)."""
     known = y >= 0
-    yk, pk, prk = y[known], pred[known], proba[known]
+    y, proba = y[known], proba[known]
+    pred = proba.argmax(axis=1)
     conf = np.zeros((K, K), np.int64)
-    np.add.at(conf, (yk, pk), 1)
-    onehot = np.zeros_like(prk)
-    onehot[np.arange(len(yk)), yk] = 1.0
+    np.add.at(conf, (y, pred), 1)
+    onehot = np.zeros_like(proba)
+    onehot[np.arange(len(y)), y] = 1.0
     rel = np.zeros((K, REL_BINS, 3))  # per class and bin: count, sum of p, sum of outcome
-    b = np.minimum((prk * REL_BINS).astype(int), REL_BINS - 1)
+    b = np.minimum((proba * REL_BINS).astype(int), REL_BINS - 1)
     for k in range(K):
         np.add.at(rel[k, :, 0], b[:, k], 1)
-        np.add.at(rel[k, :, 1], b[:, k], prk[:, k])
+        np.add.at(rel[k, :, 1], b[:, k], proba[:, k])
         np.add.at(rel[k, :, 2], b[:, k], onehot[:, k])
     out = {
         "n": int(known.sum()),
-        "n_all": len(y),
+        "n_unlabelled": int((~known).sum()),
         "confusion": conf,
-        "log_loss": float(-np.log(np.clip(prk[np.arange(len(yk)), yk], 1e-15, 1.0)).sum()),
-        "brier": float(((prk - onehot) ** 2).sum()),
+        "log_loss": float(-np.log(np.clip(proba[np.arange(len(y)), y], 1e-15, 1.0)).sum()),
+        "brier": float(((proba - onehot) ** 2).sum()),
         "reliability": rel,
         "pred_counts": np.bincount(pred, minlength=K),
     }
     if redshift is not None:
-        z = np.asarray(redshift, np.float64)
+        z = np.asarray(redshift, np.float64)[known]
         out["z_hist"] = np.stack([np.histogram(z[pred == k], Z_EDGES)[0] for k in range(K)])
     if alpha is not None and delta is not None:
-        a, d = np.asarray(alpha, np.float64), np.asarray(delta, np.float64)
+        a, d = np.asarray(alpha, np.float64)[known], np.asarray(delta, np.float64)[known]
         out["sky"] = np.stack([
             np.histogram2d(a[pred == k], d[pred == k], bins=SKY_SHAPE, range=[[0, 360], [-90, 90]])[0]
             for k in range(K)])
@@ -73,7 +72,8 @@ def finalize(s: dict) -> dict:
     conf = s["confusion"]
     n = int(s["n"])
     if n == 0:
-        raise AstrodaskError("no labelled rows to evaluate; the data needs a class column with labels")
+        raise AstrodaskError(f"no labelled rows to evaluate ({int(s.get('n_unlabelled', 0)):,} rows have no class); "
+                             "the data needs a class column with labels")
     tp = np.diag(conf).astype(float)
     prec = np.divide(tp, conf.sum(axis=0), out=np.zeros(K), where=conf.sum(axis=0) > 0)
     rec = np.divide(tp, conf.sum(axis=1), out=np.zeros(K), where=conf.sum(axis=1) > 0)
@@ -81,6 +81,7 @@ def finalize(s: dict) -> dict:
     rel = s["reliability"]
     m = {
         "n": n,
+        "n_unlabelled": int(s.get("n_unlabelled", 0)),
         "accuracy": float(tp.sum() / n),
         "macro_f1": float(f1.mean()),
         "log_loss": s["log_loss"] / n,
@@ -105,9 +106,9 @@ def finalize(s: dict) -> dict:
     return m
 
 
-def _labels(df: pd.DataFrame, col: str) -> np.ndarray:
-    idx = {c: k for k, c in enumerate(schema.CLASSES)}
-    return df[col].map(idx).fillna(-1).to_numpy(dtype=np.int64)
+def _labels(df: pd.DataFrame, col: str, where: str) -> np.ndarray:
+    """Class indices of the true labels (-1: unlabelled); an unknown label is refused."""
+    return labels.encode(df[col], where=f"{where}: column {col}").astype(np.int64)
 
 
 def _opt(df, col):
@@ -115,18 +116,23 @@ def _opt(df, col):
 
 
 def _holdout_task(file: str, model) -> dict:
-    cols = [c for c in (schema.ID, schema.CLASS, "alpha", "delta", *schema.BANDS, schema.REDSHIFT)]
-    import pyarrow.parquet as pq
+    from .features import raw_columns
+    from .storage import parquet_file
 
-    have = set(pq.read_schema(file).names)
+    cols = list(dict.fromkeys([schema.ID, schema.CLASS, "alpha", "delta", schema.REDSHIFT,
+                               *raw_columns(model.spec.feature_set)]))
+    with parquet_file(file) as pf:
+        have = set(pf.schema_arrow.names)
     df = read_part(file, [c for c in cols if c in have])
     df = df[split_of(df[schema.ID].to_numpy()) == TEST]
-    return block_stats(_labels(df, schema.CLASS), model.predict_proba(df), _opt(df, "alpha"), _opt(df, "delta"),
-                       _opt(df, schema.REDSHIFT))
+    y = _labels(df, schema.CLASS, str(file))
+    df = df[y >= 0]  # unlabelled holdout rows are not scored: only counted
+    return block_stats(y[y >= 0], model.predict_proba(df), _opt(df, "alpha"), _opt(df, "delta"),
+                       _opt(df, schema.REDSHIFT)) | {"n_unlabelled": int((y < 0).sum())}
 
 
 def holdout(client, model, files, quiet: bool = False) -> dict:
-    """Metrics of ``model`` on the holdout split (id hash) of a labelled dataset."""
+    """Metrics of ``model`` on the labelled rows of the holdout split (id hash) of a dataset."""
     parts = track(client.map(_holdout_task, list(files), model=model, pure=False), "evaluate", quiet)
     return finalize(merge(parts))
 
@@ -134,36 +140,45 @@ def holdout(client, model, files, quiet: bool = False) -> dict:
 def _predictions_task(file: str) -> dict:
     df = read_part(file)
     probs = df[[PROB_PREFIX + c for c in schema.CLASSES]].to_numpy(np.float64)
-    return block_stats(_labels(df, schema.CLASS), probs, _opt(df, "alpha"), _opt(df, "delta"),
+    return block_stats(_labels(df, schema.CLASS, str(file)), probs, _opt(df, "alpha"), _opt(df, "delta"),
                        _opt(df, schema.REDSHIFT))
 
 
-def predictions(client, path: str, quiet: bool = False) -> dict:
+def predictions(client, path, quiet: bool = False, storage_options: dict | None = None) -> dict:
     """Metrics of a predictions dataset written by ``astrodask predict`` (needs the true ``class`` column)."""
     from .dataset import open_dataset
+    from .storage import Location
 
-    ds = open_dataset(path, kind="predictions")
+    ds = open_dataset(Location.of(path, storage_options), kind="predictions")
     ds.require([schema.CLASS, *(PROB_PREFIX + c for c in schema.CLASSES)], "to evaluate predictions")
     parts = track(client.map(_predictions_task, list(ds.files), pure=False), "evaluate", quiet)
     return finalize(merge(parts))
 
 
-def run(client, predictions_path: str, out_dir: str | Path, overwrite: bool = False, resume: bool = False,
-        quiet: bool = False, title: str = "astrodask evaluation", extra: dict | None = None) -> dict:
+def run(client, predictions_path, out_dir, overwrite: bool = False, resume: bool = False,
+        quiet: bool = False, title: str = "astrodask evaluation", extra: dict | None = None,
+        storage_options: dict | None = None) -> dict:
     """Evaluate a predictions dataset into ``out_dir`` (metrics.json, figures, index.html), committed atomically.
 
-    ``extra`` maps file names to files copied in beside the metrics (e.g. the model's holdout metrics).
+    ``extra`` maps file names to files copied in beside the metrics (e.g. the model's holdout metrics). With
+    ``resume``, an evaluation already made of the same predictions is kept as it is.
     """
-    import shutil
-
     from . import report
-    from .storage import StagedOutput, write_json_atomic
+    from .dataset import open_dataset
+    from .storage import Location, StagedOutput, read_json, write_json_atomic
 
-    with StagedOutput(Path(out_dir), overwrite, resume, kind="evaluation") as out:
-        metrics = predictions(client, predictions_path, quiet=quiet)
+    ds = open_dataset(Location.of(predictions_path, storage_options), kind="predictions")
+    dest = Location.of(out_dir, storage_options)
+    fp = {"stage": "evaluate", "predictions": ds.identity()}
+    with StagedOutput(dest, overwrite, resume, kind="evaluation", fingerprint=fp, inputs=(ds.location,)) as out:
+        if out.done:
+            return read_json(dest / "metrics.json")
+        metrics = predictions(client, ds.location, quiet=quiet)
         write_json_atomic(out.staging / "metrics.json", metrics)
-        report.write(out.staging, metrics, None, title=title)
+        report.write(out.staging, metrics, None, title=title,
+                     rows_label="All predicted rows (training, validation and holdout rows together; the holdout "
+                                "alone is in holdout_metrics.json)" if extra else "Predicted rows with a true class")
         for name, src in (extra or {}).items():
-            shutil.copy(src, out.staging / name)
-        out.commit({"predictions": str(Path(predictions_path).absolute()), "accuracy": metrics["accuracy"]})
+            (out.staging / name).write_bytes(Location.of(src, storage_options).read_bytes())
+        out.commit({"predictions": ds.path, "accuracy": metrics["accuracy"]})
     return metrics

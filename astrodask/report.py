@@ -14,11 +14,18 @@ import numpy as np  # noqa: E402
 COLOURS = {"GALAXY": "tab:orange", "QSO": "tab:purple", "STAR": "tab:blue"}
 
 
-def _save(fig, path: Path) -> str:
+def _save(fig, path) -> str:
+    import io
+
+    from .storage import Location
+
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=110, format="png")
     plt.close(fig)
-    return path.name
+    loc = Location.of(path)
+    loc.write_bytes(buf.getvalue())
+    return loc.name
 
 
 def confusion_png(metrics: dict, path: Path) -> str:
@@ -119,10 +126,15 @@ def sky_png(metrics: dict, path: Path) -> str:
     return _save(fig, path)
 
 
-def write(out_dir: str | Path, metrics: dict, history: list[dict] | None, title: str = "astrodask report") -> Path:
-    """Write figures and ``index.html`` into ``out_dir``; return the HTML path."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+def write(out_dir, metrics: dict, history: list[dict] | None, title: str = "astrodask report",
+          rows_label: str = "Rows") -> "Location":  # noqa: F821
+    """Write figures and ``index.html`` into ``out_dir`` (a path or URL); return the HTML's location.
+
+    ``rows_label`` says which rows the metrics are over (the holdout, or every predicted row)."""
+    from .storage import Location
+
+    out = Location.of(out_dir)
+    out.mkdir()
     figs = [("Confusion matrix", confusion_png(metrics, out / "confusion_matrix.png")),
             ("Precision, recall, F1", per_class_png(metrics, out / "per_class.png")),
             ("Reliability", reliability_png(metrics, out / "reliability.png"))]
@@ -141,7 +153,7 @@ def write(out_dir: str | Path, metrics: dict, history: list[dict] | None, title:
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}td,th{{padding:2px 10px;text-align:right}}
 figure{{display:inline-block;margin:8px}}img{{max-width:520px}}</style></head><body>
 <h1>{html.escape(title)}</h1>
-<p>Holdout rows: {metrics['n']:,} &middot; accuracy <b>{metrics['accuracy']:.4f}</b> &middot; macro-F1
+<p>{html.escape(rows_label)}: {metrics['n']:,} &middot; accuracy <b>{metrics['accuracy']:.4f}</b> &middot; macro-F1
 {metrics['macro_f1']:.4f} &middot; log-loss {metrics['log_loss']:.4f} &middot; Brier {metrics['brier']:.4f}</p>
 <table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>{rows}</table>
 {imgs}</body></html>"""

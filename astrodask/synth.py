@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import os
-import uuid
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -229,7 +228,7 @@ _LOW50 = (1 << 50) - 1
 _MIX = 0x9E3779B97F4A7C15 & _LOW50 | 1  # odd: multiplying by it permutes the integers mod 2**50
 
 ARROW_SCHEMA = schema.arrow_schema(schema.COLUMNS)
-CSV_DECIMALS = {"alpha": 7, "delta": 7, **{b: 5 for b in schema.BANDS}}
+CSV_DECIMALS = {"alpha": 7, "delta": 7, **{b: 5 for b in schema.BANDS}, **{b: 4 for b in schema.PSF_BANDS}}
 CSV_SIGNIFICANT = {schema.REDSHIFT: 7}
 
 
@@ -314,6 +313,30 @@ def _mjd(rng: np.random.Generator, m: _ClassModel, n: int) -> np.ndarray:
     return np.rint(np.interp(rng.random(n), np.linspace(0.0, 1.0, len(m.mjd_q)), m.mjd_q))
 
 
+# PSF minus model magnitude (the SDSS star/galaxy separator: objects with psfMag - cModelMag > 0.145 in r are
+# extended). Point sources (stars, quasars) scatter around 0 with the photometric noise, which grows fainter;
+# galaxies are clearly positive, by less for fainter (smaller) ones: ~1.4 mag at r = 15 down to ~0.4 at r = 22.
+PSF_NOISE = (0.02, 20.5)  # sigma = 0.02 * (1 + 10**(0.4 (m - 20.5))): 0.02 bright, ~0.1 at m = 22.3
+PSF_GALAXY = (1.4, 15.0, 0.14, 0.25)  # mean = 1.4 - 0.14 (r - 15), at least 0.25; lognormal scatter 0.25
+PSF_BAND_SCALE = {"u": 0.8, "g": 1.0, "r": 1.0, "i": 1.0, "z": 0.9}
+
+
+def psf_magnitudes(rng: np.random.Generator, mags: dict, classes: np.ndarray) -> dict:
+    """``psf_u..psf_z`` from model magnitudes ``mags`` and classes (drawn from ``rng``, after the rest)."""
+    r = mags["r"].astype(np.float64)
+    gal = classes == "GALAXY"
+    a, r0, slope, floor = PSF_GALAXY
+    ext = np.maximum(a - slope * (r - r0), floor) * np.exp(rng.normal(0.0, 0.25, len(r)) - 0.03)
+    out = {}
+    for b in schema.BANDS:
+        m = mags[b].astype(np.float64)
+        sigma = PSF_NOISE[0] * (1 + 10 ** (0.4 * (m - PSF_NOISE[1])))
+        delta = np.where(gal, ext * PSF_BAND_SCALE[b], 0.0) + rng.normal(0.0, 1.0, len(m)) * sigma
+        lo, hi = schema.MAGNITUDE_RANGE
+        out[f"psf_{b}"] = np.clip(m + delta, lo, hi).astype(np.float32)
+    return out
+
+
 def synth_partition(index: int, n: int, seed: int = 0) -> pd.DataFrame:
     """Partition ``index`` of a synthetic catalogue: ``n`` rows, a pure function of ``(seed, index, n)``.
 
@@ -364,11 +387,14 @@ def synth_partition(index: int, n: int, seed: int = 0) -> pd.DataFrame:
         low = (serial * np.uint64(_MIX)) & np.uint64(_LOW50)
     spec_obj_id = (plate << np.uint64(50)) | low
 
+    psf = psf_magnitudes(np.random.default_rng(np.random.SeedSequence([seed, index, 1])), mags,
+                         np.asarray(schema.CLASSES)[cls])
     cols = {
         schema.ID: np.uint64(OBJ_ID_BASE) + serial,
         "alpha": alpha,
         "delta": delta,
         **mags,
+        **psf,
         "run_ID": rng.integers(RUN_ID[0], RUN_ID[1] + 1, n).astype(np.uint32),
         "rerun_ID": np.full(n, RERUN_ID, dtype=np.uint32),
         "cam_col": rng.integers(CAM_COL[0], CAM_COL[1] + 1, n).astype(np.uint8),
@@ -403,15 +429,11 @@ def _csv_frame(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _write_csv(df: pd.DataFrame, path: Path) -> None:
-    """One CSV with a header (Kaggle SDSS17 column names), written under a temporary name and renamed."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
-    try:
-        _csv_frame(df).to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+def _write_csv(df: pd.DataFrame, path) -> None:
+    """One CSV with a header (Kaggle SDSS17 column names), written whole (see storage.Location.write_bytes)."""
+    from .storage import Location
+
+    Location.of(path).write_bytes(_csv_frame(df).to_csv(index=False).encode())
 
 
 def write_sample_csv(path: str | os.PathLike, rows: int = 20000, seed: int = 0) -> Path:
@@ -425,12 +447,12 @@ def _part_name(index: int, fmt: str) -> str:
     return f"part-{index:05d}.{fmt}"
 
 
-def write_partition(index: int, n: int, staging: str, seed: int, fmt: str) -> dict:
+def write_partition(index: int, n: int, staging, seed: int, fmt: str) -> dict:
     """Task: generate partition ``index`` and write it into ``staging``; return its file name and rows."""
-    from .storage import write_parquet_atomic
+    from .storage import Location, write_parquet_atomic
 
     df = synth_partition(index, n, seed=seed)
-    path = Path(staging) / _part_name(index, fmt)
+    path = Location.of(staging) / _part_name(index, fmt)
     if fmt == "parquet":
         write_parquet_atomic(pa.Table.from_pandas(df, schema=ARROW_SCHEMA, preserve_index=False), path)
     else:
@@ -498,11 +520,13 @@ class SynthConfig:
 def run(cfg: SynthConfig, client) -> dict:
     """Generate the catalogue ``cfg`` on the workers of ``client`` (one task per file) and commit it."""
     from .console import track
-    from .storage import StagedOutput
+    from .storage import Location, StagedOutput
 
     sizes = cfg.partition_rows()
-    with StagedOutput(Path(cfg.dest), cfg.overwrite, False, kind="dataset") as out:
-        futures = client.map(write_partition, range(len(sizes)), sizes, staging=str(out.staging),
+    fp = {"stage": "synth", "rows": int(cfg.rows), "partitions": len(sizes), "seed": int(cfg.seed),
+          "format": cfg.format}
+    with StagedOutput(Location.of(cfg.dest), cfg.overwrite, False, kind="dataset", fingerprint=fp) as out:
+        futures = client.map(write_partition, range(len(sizes)), sizes, staging=out.staging,
                              seed=int(cfg.seed), fmt=cfg.format, pure=False)
         parts = track(futures, "synth", cfg.quiet)
         written = sum(p["rows"] for p in parts)

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from astrodask.cluster import ClusterConfig, connect
+from astrodask.learn import TrainOptions
 from astrodask.pipeline import JobConfig
 from astrodask.pipeline import run as run_job
 
@@ -166,8 +167,8 @@ def test_resume_skips_finished_stages_and_overwrite_rules(cluster_job, dask_clus
     # --resume on a finished job: every stage skipped, nothing rewritten, same results reported
     r = run_job_script(small_csv_parts, out, *sched, "--resume", "--epochs", EPOCHS, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    for stage in ("convert", "train", "predict", "evaluate"):
-        assert f"resume: {stage} already complete" in r.stderr, r.stderr
+    for kind in ("dataset", "model", "predictions", "evaluation"):
+        assert f"resume: {kind} {out / kind} already complete" in r.stderr, r.stderr
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == stamps
     pd.testing.assert_frame_equal(read_predictions(out), before)
     check_job_stdout(r.stdout, out, check_job_outputs(out, small_csv_parts, 0.0))
@@ -203,7 +204,8 @@ def test_resume_skips_finished_stages_and_overwrite_rules(cluster_job, dask_clus
 def test_job_api_on_local_cluster(small_csv_parts, small_sample, tmp_path, monkeypatch):
     monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)  # ClusterConfig would connect there instead
     out = tmp_path / "out"
-    cfg = JobConfig(sources=tuple(str(s) for s in small_csv_parts), out=str(out), epochs=EPOCHS, quiet=True)
+    cfg = JobConfig(sources=tuple(str(s) for s in small_csv_parts), out=str(out), train=TrainOptions(epochs=EPOCHS),
+                    quiet=True)
     with connect(ClusterConfig(n_workers=2, quiet=True)) as client:
         assert len(client.scheduler_info(n_workers=-1)["workers"]) == 2
         result = run_job(cfg, client)
@@ -333,14 +335,15 @@ def test_real_data_accuracy(shared_data, tmp_path):
 @pytest.mark.realdata
 def test_real_data_photometric_macro_f1(shared_data, tmp_path, monkeypatch):
     """The photometric model (no redshift) on the whole SDSS17 file: holdout macro-F1 >= 0.84."""
-    from astrodask import convert, train
+    from astrodask import ingest
+    from astrodask.learn import TrainConfig, stage
 
     monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
     with connect(ClusterConfig(n_workers=2, quiet=True)) as client:
-        convert.run(convert.ConvertConfig((str(shared_data / "sdss17.csv"),), str(tmp_path / "ds"), quiet=True), client)
-        r = train.run(train.TrainConfig(str(tmp_path / "ds"), str(tmp_path / "model"), features="photometric",
+        ingest.run(ingest.ConvertConfig((str(shared_data / "sdss17.csv"),), str(tmp_path / "ds"), quiet=True), client)
+        r = stage.run(TrainConfig(str(tmp_path / "ds"), str(tmp_path / "model"), features="photometric",
                                         quiet=True, report=False), client)
-    m = r["metrics"]
+    m = r.metrics
     print(f"\nSDSS17 photometric holdout: accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}")
     assert 19_000 < m["n"] < 21_000
     assert "asinh_z" not in json.loads((tmp_path / "model" / "model.json").read_text())["features"]["base"]

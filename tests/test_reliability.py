@@ -351,8 +351,9 @@ def test_worker_killed_mid_training(dask_cluster, ref, tmp_path):
                            f"epoch {KILL_AT_EPOCH}")
         workers = _live_workers(dask_cluster)
         with dask_cluster.client() as c:
-            # the persisted blocks: loaded unscaled, then standardised in place (train.Trainer.scaled_blocks)
-            held = {a: sum(("_load_block" in str(k) or "_standardise_block" in str(k)) for k in keys)
+            # the persisted blocks: loaded unscaled, then standardised in place (learn.fit: blocks.load_block,
+            # blocks.standardise_block)
+            held = {a: sum(("load_block" in str(k) or "standardise_block" in str(k)) for k in keys)
                     for a, keys in c.has_what().items()}
         victim_addr = max(workers, key=lambda a: held.get(a, 0))
         assert held.get(victim_addr, 0) > 0, f"no worker holds the training blocks: {held}"
@@ -451,7 +452,7 @@ def test_job_script_killed_mid_training_resumes(job_pair, small_csv_parts, tmp_p
         again = Job.start([*argv, *LOCAL_RESUME, "--resume"], tmp_path, "job-resumed")
         assert again.wait() == 0, again.stderr
     assert "Traceback" not in again.stderr
-    assert "resume: convert already complete" in again.stderr
+    assert f"resume: dataset {out / 'dataset'} already complete" in again.stderr
     assert f"resume: continuing from epoch {killed_at}" in again.stderr
     assert sorted(p.name for p in out.iterdir()) == sorted(STAGES), "staging, lock or old directories left"
     for stage in STAGES:
@@ -472,6 +473,9 @@ def test_job_killed_mid_predict_resumes_and_old_output_stays_whole(ref, tmp_path
     shutil.copytree(ref.pred_many, out)
     # make the old output distinguishable from the new one
     (out / "old-marker.txt").write_text("old")
+    meta = json.loads((out / "_astrodask.json").read_text())  # as if astrodask had written it
+    meta["files"].append("old-marker.txt")
+    (out / "_astrodask.json").write_text(json.dumps(meta))
     old = snapshot(out)
     total = count(ref.ds_many, "part-*.parquet")
     argv = [*CLI, "predict", ref.ds_many, ref.model, out, "--overwrite", *LOCAL, "-q"]

@@ -40,13 +40,13 @@ def test_other_index_or_seed_gives_other_rows():
 def test_columns_and_dtypes_follow_the_schema():
     df = synth_partition(0, 500)
     assert list(df.columns) == list(schema.COLUMNS)
-    for name, typ in schema.TYPES.items():
+    for name, typ in ((c, schema.TYPES[c]) for c in schema.COLUMNS):  # not the provenance columns of --row-ids
         if pa.types.is_string(typ):
             assert pd.api.types.is_string_dtype(df[name].dtype), name
         else:
             assert df[name].dtype == np.dtype(typ.to_pandas_dtype()), (name, df[name].dtype, typ)
     table = pa.Table.from_pandas(df, preserve_index=False)
-    for name, typ in schema.TYPES.items():
+    for name, typ in ((c, schema.TYPES[c]) for c in schema.COLUMNS):
         got = table.schema.field(name).type
         assert got == typ or (pa.types.is_string(typ) and pa.types.is_large_string(got)), (name, got, typ)
     assert pa.Table.from_pandas(df, schema=schema.arrow_schema(schema.COLUMNS), preserve_index=False).num_rows == 500
@@ -258,3 +258,19 @@ def test_trained_on_real_classifies_synthetic(real_and_synthetic):
     (xr, yr), (xs, ys) = real_and_synthetic
     acc = (_classifier().fit(xr, yr).predict(xs) == ys).mean()
     assert acc >= 0.90, f"real -> synthetic accuracy {acc:.4f}"
+
+
+def test_psf_magnitudes_separate_point_sources_from_galaxies():
+    """psf - model: ~0 for stars and quasars (scatter growing fainter), clearly positive for galaxies (less for
+    fainter ones): the SDSS separator psf_r - r > 0.145 classifies most rows right."""
+    df = synth_partition(0, 20000, seed=3)
+    d = (df["psf_r"] - df["r"]).to_numpy(np.float64)
+    gal = (df[schema.CLASS] == "GALAXY").to_numpy()
+    r = df["r"].to_numpy(np.float64)
+    assert abs(np.median(d[~gal])) < 0.01 and np.median(d[gal]) > 0.4
+    assert ((d > 0.145) == gal).mean() > 0.95
+    bright, faint = r < 18, (r > 20.5) & (r < 22)
+    assert np.std(d[~gal & bright]) < np.std(d[~gal & faint])  # noise grows fainter
+    assert np.median(d[gal & bright]) > np.median(d[gal & faint]) > 0.145
+    for b in schema.BANDS:
+        assert df[f"psf_{b}"].dtype == np.float32 and df[f"psf_{b}"].notna().all()

@@ -1,0 +1,327 @@
+"""Never lose, swap or invent data (issue #13): user files, stale resumes, imputation, OS errors, model files.
+
+Every case runs the ``astrodask`` command as a user would (against a real ``dask scheduler`` + 2 workers where
+a cluster is needed) and checks the outcome: a correct result, or exactly one ``astrodask: error:`` line with
+exit 1 — and that no file the user owns was touched.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from test_cli import CLI, message_lines, run_cli
+from test_cli import one_line_error as _one_line_error
+
+EPOCHS = "5"
+
+
+def one_line_error(r: subprocess.CompletedProcess) -> str:
+    """Exit 1 with exactly one ``astrodask: error:`` line (``[astrodask]`` progress notes before it allowed)."""
+    notes = "".join(ln + "\n" for ln in r.stderr.splitlines() if not ln.startswith("[astrodask]"))
+    return _one_line_error(subprocess.CompletedProcess(r.args, r.returncode, r.stdout, notes))
+
+
+def snapshot(root: Path) -> dict:
+    """Every file under ``root`` with its size and modification time."""
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def sched(dask_cluster) -> list[str]:
+    return ["--scheduler", dask_cluster.address, "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def job(sched, small_csv, tmp_path_factory) -> Path:
+    """A finished ``astrodask run`` of the small sample: OUT/dataset, model, predictions, evaluation."""
+    out = tmp_path_factory.mktemp("safety") / "out"
+    r = run_cli("run", small_csv, "--out", out, "--epochs", EPOCHS, *sched)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def copy_job(job: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "out"
+    shutil.copytree(job, dst)
+    return dst
+
+
+# ------------------------------------------------------------------------------------------------ 1. --overwrite
+
+
+def test_overwrite_never_deletes_the_current_directory_or_a_users_directory(sched, small_csv, tmp_path):
+    """The reproduction: `astrodask convert src/sample.csv . --overwrite` deleted src/ and docs/."""
+    x = tmp_path / "x"
+    (x / "src").mkdir(parents=True)
+    (x / "docs").mkdir()
+    shutil.copy(small_csv, x / "src" / "sample.csv")
+    (x / "docs" / "thesis.tex").write_text("keep")
+    before = snapshot(x)
+    line = one_line_error(run_cli("convert", "src/sample.csv", ".", "--overwrite", *sched, cwd=x))
+    assert "current directory" in line
+    line = one_line_error(run_cli("convert", "src/sample.csv", "docs", "--overwrite", *sched, cwd=x))
+    assert "not written by astrodask" in line and "--overwrite" not in line.split(";")[-1]
+    # an ancestor of the current directory
+    one_line_error(run_cli("convert", "sample.csv", "..", "--overwrite", *sched, cwd=x / "src"))
+    assert snapshot(x) == before
+
+
+def test_overwrite_refuses_an_output_that_holds_the_input(sched, small_csv, job, tmp_path):
+    """`run X/dataset/in.csv --out X --overwrite` must not delete the input: not when X/dataset is the user's
+    directory, and not when it is astrodask's dataset with the user's file put inside."""
+    x = tmp_path / "X"
+    (x / "dataset").mkdir(parents=True)
+    shutil.copy(small_csv, x / "dataset" / "in.csv")
+    before = snapshot(x)
+    one_line_error(run_cli("run", x / "dataset" / "in.csv", "--out", x, "--overwrite", *sched))
+    assert snapshot(x) == before
+
+    out = copy_job(job, tmp_path)
+    shutil.copy(small_csv, out / "dataset" / "in.csv")
+    before = snapshot(out)
+    line = one_line_error(run_cli("run", out / "dataset" / "in.csv", "--out", out, "--overwrite", *sched))
+    assert "in.csv" in line
+    assert snapshot(out) == before
+
+
+def test_overwrite_replaces_only_astrodask_files(sched, small_csv, job, tmp_path):
+    """A user's file inside a committed output makes --overwrite refuse; a clean output is replaced."""
+    out = copy_job(job, tmp_path)
+    (out / "dataset" / "notes.txt").write_text("mine")
+    before = snapshot(out)
+    line = one_line_error(run_cli("convert", small_csv, out / "dataset", "--overwrite", *sched))
+    assert "notes.txt" in line
+    assert snapshot(out) == before
+    (out / "dataset" / "notes.txt").unlink()
+    stamp = (out / "dataset" / "_SUCCESS").stat().st_mtime_ns
+    r = run_cli("convert", small_csv, out / "dataset", "--overwrite", *sched)
+    assert r.returncode == 0, r.stderr
+    assert (out / "dataset" / "_SUCCESS").stat().st_mtime_ns != stamp
+
+
+def test_already_exists_message_offers_resume_for_astrodask_outputs(sched, small_csv, job):
+    line = one_line_error(run_cli("convert", small_csv, job / "dataset", *sched))
+    assert "already exists" in line and "--resume" in line and "--overwrite" in line
+
+
+# ------------------------------------------------------------------------------------------------ 4, 6. --resume
+
+
+def test_resume_with_other_inputs_or_options_is_refused(sched, small_csv, job, tmp_path):
+    out = copy_job(job, tmp_path)
+    other = tmp_path / "other.csv"
+    df = pd.read_csv(small_csv)
+    df.iloc[: len(df) // 2].to_csv(other, index=False)
+    before = snapshot(out)
+    line = one_line_error(run_cli("run", other, "--out", out, "--resume", "--epochs", EPOCHS, *sched))
+    assert "dataset" in line and "sources" in line
+    line = one_line_error(run_cli("run", small_csv, "--out", out, "--resume", "--epochs", EPOCHS,
+                                  "--features", "photometric", *sched))
+    assert "model" in line and "features" in line
+    assert snapshot(out) == before
+    # the same command resumes to exactly the finished job
+    r = run_cli("run", small_csv, "--out", out, "--resume", "--epochs", EPOCHS, *sched)
+    assert r.returncode == 0, r.stderr
+    assert snapshot(out) == before
+
+
+def test_predict_resume_on_a_finished_output_succeeds_and_changes_nothing(sched, job, tmp_path):
+    """Batch systems requeue jobs: a rerun of a finished predict must succeed without touching its output."""
+    out = copy_job(job, tmp_path)
+    before = snapshot(out)
+    r = run_cli("predict", out / "dataset", out / "model", out / "predictions", "--resume", *sched)
+    assert r.returncode == 0, r.stderr
+    assert "already complete" in r.stderr
+    assert snapshot(out) == before
+    r = run_cli("evaluate", out / "predictions", "--out", out / "evaluation", "--resume", *sched)
+    assert r.returncode == 0, r.stderr
+    assert snapshot(out) == before
+
+
+# ------------------------------------------------------------------------------------------------ 3. imputation
+
+
+def _csv_with(small_csv: Path, path: Path, change) -> Path:
+    df = pd.read_csv(small_csv)
+    change(df)
+    df.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("empty", ["", "-9999"])
+def test_a_model_input_that_is_entirely_missing_is_refused(sched, small_csv, job, tmp_path, empty):
+    """A spectroscopic model on a dataset whose redshift is all null / -9999 imputed the training median: 0.46."""
+    src = _csv_with(small_csv, tmp_path / "noz.csv", lambda df: df.__setitem__("redshift", empty))
+    ds = tmp_path / "ds"
+    assert run_cli("convert", src, ds, *sched).returncode == 0
+    line = one_line_error(run_cli("predict", ds, job / "model", tmp_path / "pred", *sched))
+    assert "redshift" in line and "photometric" in line
+    line = one_line_error(run_cli("train", ds, "--model", tmp_path / "m", "--epochs", EPOCHS, *sched))
+    assert "redshift" in line
+    assert not (tmp_path / "pred").exists() and not (tmp_path / "m").exists()
+
+
+def test_imputed_inputs_are_flagged_on_each_prediction(sched, small_csv, job, tmp_path):
+    rng = np.random.default_rng(3)
+    holes = {}
+
+    def punch(df):
+        for c in ("u", "z", "redshift"):
+            rows = rng.choice(len(df), 40, replace=False)
+            df.loc[rows, c] = np.nan
+            holes[c] = set(df.loc[rows, "obj_ID"])
+
+    src = _csv_with(small_csv, tmp_path / "holes.csv", punch)
+    ds, pred = tmp_path / "ds", tmp_path / "pred"
+    assert run_cli("convert", src, ds, *sched).returncode == 0
+    r = run_cli("predict", ds, job / "model", pred, *sched)
+    assert r.returncode == 0, r.stderr
+    p = pq.read_table(pred).to_pandas()
+    assert len(p) == len(pd.read_csv(src))
+    bits = {"u": 1, "g": 2, "r": 4, "i": 8, "z": 16, "redshift": 32}
+    for c, b in bits.items():
+        flagged = set(p.loc[(p["imputed"] & b) != 0, "obj_ID"])
+        assert flagged == holes.get(c, set()), c
+    meta = json.loads((pred / "_astrodask.json").read_text())
+    assert meta["imputed_rows"] == len(set().union(*holes.values()))
+    assert meta["imputed_bits"][:6] == list(bits)
+
+
+# ------------------------------------------------------------------------------------------------ 8. OS errors
+
+
+def _mount_tmpfs(where: Path, *opts: str):
+    where.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join(opts), "tmpfs", str(where)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {r.stderr.decode().strip()}")
+
+
+@pytest.fixture
+def mounts(tmp_path):
+    made = []
+
+    def mount(name, *opts):
+        where = tmp_path / name
+        _mount_tmpfs(where, *opts)
+        made.append(where)
+        return where
+
+    yield mount
+    for m in made:
+        subprocess.run(["umount", "-l", str(m)], capture_output=True)
+
+
+def test_read_only_and_full_disks_give_one_line(sched, small_csv, mounts):
+    ro = mounts("ro", "ro", "size=1m")
+    line = one_line_error(run_cli("convert", small_csv, ro / "ds", *sched))
+    assert "Read-only" in line or "read-only" in line
+    full = mounts("full", "size=96k")
+    line = one_line_error(run_cli("convert", small_csv, full / "ds", *sched))
+    assert "space" in line.lower()
+
+
+def test_a_dangling_symlink_input_gives_one_line(sched, tmp_path):
+    link = tmp_path / "cat.csv"
+    link.symlink_to(tmp_path / "gone.csv")
+    line = one_line_error(run_cli("convert", link, tmp_path / "ds", *sched))
+    assert "cat.csv" in line
+
+
+def test_relative_paths_work_with_a_scheduler_in_another_directory(sched, small_csv, tmp_path):
+    """The workers run in their own directories: relative paths are made absolute on the client."""
+    shutil.copy(small_csv, tmp_path / "in.csv")
+    for args in (("convert", "in.csv", "ds"),
+                 ("train", "ds", "--model", "m", "--epochs", EPOCHS),
+                 ("predict", "ds", "m", "p"),
+                 ("evaluate", "p", "--out", "e")):
+        r = run_cli(*args, *sched, cwd=tmp_path)
+        assert r.returncode == 0, (args, r.stderr)
+    assert (tmp_path / "e" / "_SUCCESS").is_file()
+
+
+# ------------------------------------------------------------------------------------------------ 9. model files
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda d: d["features"]["base_std"].__setitem__(0, float("nan")), ("base_std", "NaN")),
+    (lambda d: d["features"]["scale"].__setitem__(3, 0.0), ("scale", "zero")),
+    (lambda d: d["features"]["impute"].__setitem__("u", float("nan")), ("impute", "NaN")),
+    (lambda d: d["features"].__setitem__("feature_set", "photometric"), ("redshift",)),
+    (lambda d: d["features"].__setitem__("impute", {}), ("imputation",)),
+    ("nested", ("nested",)),
+], ids=["nan-base-std", "zero-scale", "nan-impute", "feature-set-changed", "no-impute", "deeply-nested"])
+def test_tampered_model_files_are_refused_in_one_line(sched, job, tmp_path, damage, words):
+    model = tmp_path / "model"
+    shutil.copytree(job / "model", model)
+    if damage == "nested":
+        (model / "model.json").write_text(_nested(100_000))
+    else:
+        doc = json.loads((model / "model.json").read_text())
+        damage(doc)
+        (model / "model.json").write_text(json.dumps(doc))
+    line = one_line_error(run_cli("predict", job / "dataset", model, tmp_path / "pred", *sched))
+    for w in words:
+        assert w in line, line
+    assert not (tmp_path / "pred").exists()
+
+
+# ------------------------------------------------------------------------------------------------ 10, 11
+
+
+def test_ctrl_c_mid_training_ends_quietly_with_a_resume_hint(small_csv, tmp_path):
+    """Ctrl-C reaches the whole foreground process group (the CLI and its LocalCluster workers)."""
+    model = tmp_path / "m"
+    ds = tmp_path / "ds"
+    assert run_cli("convert", small_csv, ds, "--workers", "1", "--quiet").returncode == 0
+    err = (tmp_path / "err.txt").open("w")
+    proc = subprocess.Popen([*CLI, "train", str(ds), "--model", str(model), "--epochs", "60", "--patience", "0",
+                             "--workers", "2"], stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
+                            env={k: v for k, v in os.environ.items() if k != "DASK_SCHEDULER_ADDRESS"})
+    ckpt = tmp_path / ".m.staging" / "checkpoint.json"
+    deadline = time.monotonic() + 120
+    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ckpt.exists(), (tmp_path / "err.txt").read_text()
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=60)
+    finally:
+        err.close()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    stderr = (tmp_path / "err.txt").read_text()
+    lines = [ln for ln in message_lines(stderr) if not ln.startswith("[astrodask]")]
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr, stderr
+    assert len(lines) == 1 and "--resume" in lines[0], stderr
+    r = run_cli("train", ds, "--model", model, "--epochs", "60", "--patience", "0", "--resume", "--workers", "1",
+                "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert (model / "_SUCCESS").is_file()
+
+
+def test_reports_say_which_rows_their_metrics_are_over(job):
+    holdout = (job / "model" / "report" / "index.html").read_text()
+    assert "Holdout rows" in holdout
+    everything = (job / "evaluation" / "index.html").read_text()
+    assert "Holdout rows" not in everything and "All predicted rows" in everything
+    n_all = json.loads((job / "evaluation" / "metrics.json").read_text())["n"]
+    assert f"{n_all:,}" in everything
+    assert math.isclose(json.loads((job / "evaluation" / "holdout_metrics.json").read_text())["n"] / n_all, 0.2,
+                        abs_tol=0.03)
