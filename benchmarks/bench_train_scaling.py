@@ -41,7 +41,7 @@ def child(spec: dict) -> dict:
     """One training run (in a fresh process): returns timings and the client's peak RSS."""
     import psutil
 
-    from astrodask import train
+    from astrodask.learn import TrainConfig, stage
     from astrodask.cluster import ClusterConfig, connect
 
     from common import Sampler, dask_workers
@@ -52,18 +52,18 @@ def child(spec: dict) -> dict:
         s.start()
         after_start = psutil.Process().memory_info().rss
         t0 = time.perf_counter()
-        r = train.run(train.TrainConfig(spec["dataset"], spec["model"], mode="parallel", epochs=spec["epochs"],
-                                        patience=0, cache=spec["cache"], report=False, quiet=True, overwrite=True),
+        r = stage.run(TrainConfig(spec["dataset"], spec["model"], mode="parallel", epochs=spec["epochs"],
+                                  patience=0, cache=spec["cache"], report=False, quiet=True, overwrite=True),
                       client)
         wall = time.perf_counter() - t0
         peaks = s.stop()
-    m = r["metrics"]["train"]
+    m = r.metrics["train"]
     info = json.loads((Path(spec["model"]) / "model.json").read_text())["info"]
-    hist = r["history"]
+    hist = r.history
     return {**spec, "wall_seconds": wall, "train_seconds": m["seconds"], "epochs_run": m["epochs"],
             "train_rows": m["rows"], "epoch_loop_seconds": hist[-1]["seconds"] if hist else None,
             "rows_per_s": spec["rows"] * m["epochs"] / m["seconds"],
-            "accuracy": r["metrics"]["accuracy"], "cache_used": info.get("cache"),
+            "accuracy": r.metrics["accuracy"], "cache_used": info.get("cache"),
             "client_rss_before_mb": baseline / MiB, "client_rss_after_cluster_mb": after_start / MiB, **peaks}
 
 

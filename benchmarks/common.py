@@ -214,10 +214,17 @@ def client_gathers_blocks() -> bool:
     Fixed by waiting with ``track(..., gather=False)``."""
     import inspect
 
-    from astrodask import train
-
     try:
-        src = inspect.getsource(train.Trainer.blocks)
+        from astrodask.learn.backend import OnCluster
+
+        src = inspect.getsource(OnCluster.map)
+    except ImportError:  # astrodask versions before the learn package
+        try:
+            from astrodask import train
+
+            src = inspect.getsource(train.Trainer.blocks)
+        except (ImportError, OSError, TypeError, AttributeError):
+            return True
     except (OSError, TypeError, AttributeError):
         return True
     return "gather=False" not in src and "wait(" not in src

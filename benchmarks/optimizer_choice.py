@@ -27,10 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def sgd_epoch(block, theta, lr, l2, seed, batch=256):
     """One pass of mini-batch softmax SGD over a block's training rows; returns (theta, rows)."""
-    from astrodask.dataset import TRAIN
     from astrodask.model import softmax
 
-    x, y = block["X"][TRAIN], block["y"][TRAIN]
+    x, y = block.train.x, block.train.y
     n = len(y)
     theta = theta.copy()
     order = np.random.default_rng(seed).permutation(n)
@@ -55,9 +54,13 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
 
-    from astrodask import convert, train
+    from astrodask import ingest, schema
     from astrodask.cluster import ClusterConfig, connect
     from astrodask.dataset import open_dataset
+    from astrodask.learn import TrainConfig, blocks as wb, stage
+    from astrodask.learn.backend import OnCluster
+    from astrodask.learn.fit import parallel_evaluator
+    from astrodask.learn.fitting import class_weights, fit_features
     from astrodask.storage import is_complete
 
     work = ROOT / "benchmarks" / "work" / "optimizer"
@@ -67,33 +70,31 @@ def main() -> None:
     with connect(ClusterConfig(n_workers=2, quiet=True)) as client:
         dataset = Path(args.dataset) if args.dataset else work / "dataset"
         if not args.dataset and not is_complete(dataset):
-            convert.run(convert.ConvertConfig((args.csv,), str(dataset), overwrite=True, quiet=True), client)
-        cfg = train.TrainConfig(str(dataset), str(work / "lbfgs"), epochs=args.epochs, patience=0, overwrite=True,
-                                quiet=True, report=False)
-        r = train.run(cfg, client)
-        curves = {"lbfgs": [(h["seconds"], h["valid_accuracy"]) for h in r["history"]]}
+            ingest.run(ingest.ConvertConfig((args.csv,), str(dataset), overwrite=True, quiet=True), client)
+        cfg = TrainConfig(str(dataset), str(work / "lbfgs"), epochs=args.epochs, patience=0, overwrite=True,
+                          quiet=True, report=False)
+        r = stage.run(cfg, client)
+        curves = {"lbfgs": [(h["seconds"], h["valid_accuracy"]) for h in r.history]}
 
-        # the same features and blocks, driven by averaged per-block SGD
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as tmp:
-            trainer = train.Trainer(cfg, client, open_dataset(str(dataset)), Path(tmp))
-            spec, counts = trainer.fit_features()
-            weights = trainer.class_weights(counts)
-            blocks, _ = trainer.blocks(spec, weights)
-            theta = np.zeros((train.K, spec.n_features + 1))
-            t0 = time.perf_counter()
-            sgd = []
-            for epoch in range(1, args.epochs + 1):
-                lr = args.lr / np.sqrt(epoch)
-                res = client.gather(client.map(sgd_epoch, blocks, theta=theta, lr=lr, l2=cfg.l2, seed=epoch,
-                                               pure=False))
-                n = sum(k for _, k in res)
-                theta = sum(t * (k / n) for t, k in res)
-                s = trainer.evaluate_sums(blocks, theta, spec, weights)
-                vl, _, vw, vc = s["valid"]
-                sgd.append((time.perf_counter() - t0, vc / vw))
-            curves["sgd-avg"] = sgd
+        # the same features and blocks (persisted as in the memory cache, from the fitted but unscaled
+        # spec), driven by averaged per-block SGD
+        backend = OnCluster(client, quiet=True)
+        ds = open_dataset(str(dataset))
+        spec, counts = fit_features(backend, list(ds.files), cfg.features, wb.HOLDOUT, ds.path)
+        weights = class_weights(counts, cfg.class_weight)
+        blocks = backend.map(wb.load_block, list(ds.files), "persist", spec=spec, weights=weights, rule=wb.HOLDOUT)
+        evaluate = parallel_evaluator(backend, blocks, spec, weights, wb.HOLDOUT)
+        theta = np.zeros((len(schema.CLASSES), spec.n_features + 1))
+        t0 = time.perf_counter()
+        sgd = []
+        for epoch in range(1, args.epochs + 1):
+            lr = args.lr / np.sqrt(epoch)
+            res = client.gather(client.map(sgd_epoch, blocks, theta=theta, lr=lr, l2=cfg.l2, seed=epoch,
+                                           pure=False))
+            n = sum(k for _, k in res)
+            theta = sum(t * (k / n) for t, k in res)
+            sgd.append((time.perf_counter() - t0, evaluate(theta).valid.accuracy))
+        curves["sgd-avg"] = sgd
 
     lines = ["# Parallel optimiser: L-BFGS on summed gradients vs averaged per-worker SGD", "",
              f"Dataset: {dataset} ; 2 workers ; validation accuracy after each epoch (one pass over the training rows).",

@@ -56,7 +56,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
 
-    from astrodask import convert, train
+    from astrodask import ingest
+    from astrodask.learn import TrainConfig, TrainOptions, stage
     from astrodask.cluster import ClusterConfig, connect
     from astrodask.storage import is_complete
 
@@ -67,19 +68,19 @@ def main() -> None:
     rows = []
     with connect(ClusterConfig(n_workers=args.workers, quiet=True)) as client:
         if not is_complete(dataset):
-            convert.run(convert.ConvertConfig((args.csv,), str(dataset), overwrite=True, quiet=True), client)
+            ingest.run(ingest.ConvertConfig((args.csv,), str(dataset), overwrite=True, quiet=True), client)
         for features in ("spectroscopic", "photometric"):
             res = {}
             for mode in ("parallel", "incremental"):
-                cfg = train.TrainConfig(str(dataset), str(work / f"{features}-{mode}"), features=features, mode=mode,
-                                        overwrite=True, quiet=True, report=False)
+                cfg = TrainConfig(str(dataset), str(work / f"{features}-{mode}"), features=features, mode=mode,
+                                  overwrite=True, quiet=True, report=False)
                 t0 = time.perf_counter()
-                r = train.run(cfg, client)
-                res[mode] = {"accuracy": r["metrics"]["accuracy"], "macro_f1": r["metrics"]["macro_f1"],
-                             "log_loss": r["metrics"]["log_loss"], "brier": r["metrics"]["brier"],
-                             "epochs": len(r["history"]), "seconds": time.perf_counter() - t0}
+                r = stage.run(cfg, client)
+                res[mode] = {"accuracy": r.metrics["accuracy"], "macro_f1": r.metrics["macro_f1"],
+                             "log_loss": r.metrics["log_loss"], "brier": r.metrics["brier"],
+                             "epochs": len(r.history), "seconds": time.perf_counter() - t0}
                 print(features, mode, res[mode], flush=True)
-            res["sklearn"] = _sklearn(work / f"{features}-parallel", dataset, train.TrainConfig("d", "m").l2)
+            res["sklearn"] = _sklearn(work / f"{features}-parallel", dataset, TrainOptions().l2)
             print(features, "sklearn", res["sklearn"], flush=True)
             rows.append((features, res))
 

@@ -101,7 +101,7 @@ def _result(ctx, seconds, sampler_peaks, **kw) -> dict:
 
 
 def job_convert_astrodask(ctx):
-    from astrodask import convert
+    from astrodask import ingest
 
     from common import Sampler, dask_workers
 
@@ -110,7 +110,7 @@ def job_convert_astrodask(ctx):
         s = Sampler(dask_workers(client))
         s.start()
         t0 = time.perf_counter()
-        r = convert.run(convert.ConvertConfig(tuple(ctx["csv_files"]), str(dest), overwrite=True, quiet=True), client)
+        r = ingest.run(ingest.ConvertConfig(tuple(ctx["csv_files"]), str(dest), overwrite=True, quiet=True), client)
         sec = time.perf_counter() - t0
         peaks = s.stop()
     assert r["written"] == ctx["rows"], r
@@ -148,7 +148,7 @@ def _first_reaching(history, target):
 
 
 def job_train_astrodask(ctx, mode: str, features: str):
-    from astrodask import train
+    from astrodask.learn import TrainConfig, stage
 
     from common import Sampler, dask_workers
 
@@ -169,20 +169,20 @@ def job_train_astrodask(ctx, mode: str, features: str):
             return {"rows": ctx["rows"], "skipped": f"needs ~{need / 2**30:.0f} GiB (the persisted features"
                     f"{' on the workers and their copy gathered by the client' if copies == 2 else ''}), "
                     f"{avail / 2**30:.0f} GiB available"}
-    cfg = train.TrainConfig(ctx["dataset"], str(model_dir), features=features, mode=mode, epochs=epochs,
-                            report=False, quiet=True, overwrite=True)
+    cfg = TrainConfig(ctx["dataset"], str(model_dir), features=features, mode=mode, epochs=epochs,
+                      report=False, quiet=True, overwrite=True)
     with _cluster(ctx) as client:
         s = Sampler(dask_workers(client))
         s.start()
         t0 = time.perf_counter()
-        r = train.run(cfg, client)
+        r = stage.run(cfg, client)
         wall = time.perf_counter() - t0
         peaks = s.stop()
-    hist = r["history"]
+    hist = r.history
     k = _first_reaching(hist, ctx["target"]) if features == "spectroscopic" else None
     # a run that stopped at the first epoch reaching the target would have skipped the epochs after it
     tta = wall - (hist[-1]["seconds"] - hist[k]["seconds"]) if k is not None else None
-    m = r["metrics"]
+    m = r.metrics
     return _result(ctx, tta if tta is not None else wall, peaks, reached=k is not None,
                    epochs_to_target=None if k is None else hist[k]["epoch"],
                    accuracy=m["accuracy"], valid_accuracy=hist[-1].get("valid_accuracy"),
@@ -880,8 +880,9 @@ def plot(sizes: list[dict], path: Path) -> None:
 def profile(rows: int, args) -> Path:
     """cProfile of the task functions of the hot paths, in this process, on one partition of the dataset.
 
-    train (parallel): ``_load_block`` (read + expand a partition; once per partition with cache memory, every
-    epoch with cache stream) and ``_grad_task`` on the loaded block (every epoch); predict: ``predict_file``.
+    train (parallel): ``learn.blocks.load_block`` (read + expand a partition; once per partition with cache
+    memory, every epoch with cache stream) and ``learn.blocks.grad_sums`` on the loaded block (every epoch);
+    predict: ``predict_file``.
     Needs the dataset and the astrodask-parallel model of ``rows`` (run the train stage first).
     """
     import cProfile
@@ -890,7 +891,8 @@ def profile(rows: int, args) -> Path:
 
     import numpy as np
 
-    from astrodask import predict, schema, train
+    from astrodask import predict, schema
+    from astrodask.learn import blocks as wb
     from astrodask.model import SoftmaxModel
 
     work = Path(args.work) / label(rows)
@@ -943,11 +945,12 @@ def profile(rows: int, args) -> Path:
         log(f"profile {title}: {wall:.3f} s")
         return out
 
-    block = prof("train: _load_block (read + expand features)", lambda: train._load_block(f, spec, weights), 2)
-    prof("train: _grad_task on a persisted block (one epoch's work)",
-         lambda: train._grad_task(block, theta, spec, weights), 5)
-    prof("train: _grad_task on a file (cache stream: read + expand + gradient)",
-         lambda: train._grad_task(f, theta, spec, weights), 2)
+    block = prof("train: load_block (read + expand features)",
+                 lambda: wb.load_block(f, spec, weights, wb.HOLDOUT), 2)
+    prof("train: grad_sums on a persisted block (one epoch's work)",
+         lambda: wb.grad_sums(block, theta, spec, weights, wb.HOLDOUT), 5)
+    prof("train: grad_sums on a file (cache stream: read + expand + gradient)",
+         lambda: wb.grad_sums(f, theta, spec, weights, wb.HOLDOUT), 2)
     carry = [c for c in predict.CARRY]
     prof("predict: predict_file (read + features + softmax + write)",
          lambda: predict.predict_file(f, str(scratch / "p.parquet"), model, carry), 2)
