@@ -45,7 +45,7 @@ def test_parameters_clone_and_set_params():
     est = SDSSClassifier(l2=1e-4, class_weight="balanced", patience=5)
     p = est.get_params()
     assert p["l2"] == 1e-4 and p["class_weight"] == "balanced" and p["patience"] == 5
-    assert set(p) == {"features", "l2", "max_iter", "tol", "class_weight", "patience", "monitor",
+    assert set(p) == {"features", "l2", "max_iter", "tol", "class_weight", "patience", "min_improvement", "monitor",
                       "validation_fraction", "sentinels", "missing", "cache", "morphology", "verbose"}
     twin = clone(est)
     assert twin is not est and twin.get_params() == p

@@ -135,3 +135,31 @@ def test_checkpoint_keeps_one_array_file_and_clear_removes_it(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-000005.npz", "checkpoint.json"]
     ckpt.clear()
     assert list(tmp_path.iterdir()) == []
+
+
+# validation accuracy creeping up by less than 0.0005 an epoch after epoch 3, then one real gain at epoch 9
+CREEP = [0.900, 0.950, 0.960, 0.9602, 0.9604, 0.9606, 0.9607, 0.9608, 0.9620, 0.9621, 0.9622, 0.9623, 0.9624, 0.9625,
+         0.9626, 0.9627, 0.9628]
+
+
+def test_min_improvement_stops_when_epochs_stop_paying_and_keeps_the_best_weights():
+    """Gains below min_improvement do not reset patience (the run stops patience epochs after the last epoch that
+    paid), but the weights returned are still the best epoch's, small gains included."""
+    settings = LoopSettings(max_epochs=17, patience=4, monitor="accuracy", quiet=True, min_improvement=0.0005)
+    r = run(Scripted(CREEP), settings, log=lambda m: None)
+    # epoch 3 pays; 4..8 creep (0.9608 - 0.9600 = 0.0008 >= 0.0005 at epoch 6: pays); 9 pays; 10..13 do not
+    assert r.stop == "early_stop" and len(r.history) == 13
+    assert r.best_epoch == 13 and (r.theta == 13.0).all()
+
+    plain = run(Scripted(CREEP), LoopSettings(max_epochs=17, patience=4, monitor="accuracy", quiet=True),
+                log=lambda m: None)
+    assert plain.stop == "max_epochs" and len(plain.history) == 17, "with min_improvement 0 every gain counts"
+
+
+def test_min_improvement_survives_a_resume(tmp_path):
+    settings = LoopSettings(max_epochs=17, patience=4, monitor="accuracy", quiet=True, min_improvement=0.0005)
+    whole = run(Scripted(CREEP), settings, log=lambda m: None)
+    with pytest.raises(Interrupted):
+        run(Scripted(CREEP, fail_at=12), settings, Checkpoint(tmp_path, "fp"), log=lambda m: None)
+    resumed = run(Scripted(CREEP), settings, Checkpoint(tmp_path, "fp"), resume=True, log=lambda m: None)
+    assert len(resumed.history) == len(whole.history) == 13 and resumed.best_epoch == whole.best_epoch

@@ -47,9 +47,12 @@ class TrainOptions:
     C = 1 / (l2 * n_train))."""
     class_weight: str | None = field(default=None, metadata={"choices": CLASS_WEIGHTS})
     """None (every row weighs 1) or ``balanced`` (rows weighted by n / (classes * n_class))."""
-    patience: int = 50
-    """Early stopping: stop when the monitored validation score has not improved for this many epochs, and keep
-    the best epoch's weights; 0 never stops early and keeps the last epoch's."""
+    patience: int = 10
+    """Early stopping: stop when the monitored validation score has not improved by ``min_improvement`` for this
+    many epochs, and keep the best epoch's weights; 0 never stops early and keeps the last epoch's."""
+    min_improvement: float = 0.0005
+    """Early stopping: the least gain of the monitored validation score (accuracy as a fraction, or log-loss)
+    that counts as an improvement; 0 counts any gain (with ``--patience 50``: train to the optimum)."""
     monitor: str = field(default="accuracy", metadata={"choices": MONITORS})
     """Validation score watched by early stopping: ``accuracy`` or ``loss`` (log-loss)."""
     tol: float = 1e-9
@@ -75,6 +78,9 @@ class TrainOptions:
             raise ConfigError("l2", f"must be a finite number >= 0, got {self.l2}", "use e.g. 1e-5")
         if self.patience < 0:
             raise ConfigError("patience", f"must be >= 0, got {self.patience}", "use 0 to disable early stopping")
+        if not (self.min_improvement >= 0 and np.isfinite(self.min_improvement)):
+            raise ConfigError("min_improvement", f"must be a finite number >= 0, got {self.min_improvement}",
+                              "use e.g. 0.0005, or 0 to count any gain")
         if not (self.tol >= 0 and np.isfinite(self.tol)):
             raise ConfigError("tol", f"must be a finite number >= 0, got {self.tol}", "use e.g. 1e-9")
         if not (self.eta0 > 0 and np.isfinite(self.eta0)):

@@ -63,8 +63,11 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
     class_weight : None or "balanced"
         Row weights by class.
     patience : int
-        Early stopping on the validation rows: stop when the monitored score has not improved for this many
-        epochs and keep the best epoch's weights; 0 never stops early and keeps the last epoch's.
+        Early stopping on the validation rows: stop when the monitored score has not improved by
+        ``min_improvement`` for this many epochs and keep the best epoch's weights; 0 never stops early and keeps
+        the last epoch's.
+    min_improvement : float
+        The least gain of the monitored score that counts as an improvement (0: any gain).
     monitor : {"accuracy", "loss"}
         Validation score watched by early stopping.
     validation_fraction : float
@@ -104,8 +107,8 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
         Rows of y without a label (null), left out of training.
     """
 
-    def __init__(self, features="spectroscopic", l2=1e-5, max_iter=400, tol=1e-9, class_weight=None, patience=50,
-                 monitor="accuracy", validation_fraction=0.1, sentinels="error", missing="impute", cache="auto",
+    def __init__(self, features="spectroscopic", l2=1e-5, max_iter=400, tol=1e-9, class_weight=None, patience=10,
+                 min_improvement=0.0005, monitor="accuracy", validation_fraction=0.1, sentinels="error", missing="impute", cache="auto",
                  morphology=True, verbose=False):
         self.features = features
         self.morphology = morphology
@@ -114,6 +117,7 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
         self.tol = tol
         self.class_weight = class_weight
         self.patience = patience
+        self.min_improvement = min_improvement
         self.monitor = monitor
         self.validation_fraction = validation_fraction
         self.sentinels = sentinels
@@ -137,14 +141,15 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
         vf = self.validation_fraction
         if isinstance(vf, bool) or not isinstance(vf, numbers.Real) or not 0 <= vf < 1:
             raise ConfigError("validation_fraction", f"must be in [0, 1), got {vf!r}", "use e.g. 0.1")
-        for name in ("l2", "tol"):
+        for name in ("l2", "tol", "min_improvement"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, numbers.Real):
                 raise ConfigError(name, f"must be a number, got {v!r}", "use e.g. 1e-5")
         if isinstance(self.patience, bool) or not isinstance(self.patience, numbers.Integral):
-            raise ConfigError("patience", f"must be an integer, got {self.patience!r}", "use e.g. 50, or 0")
+            raise ConfigError("patience", f"must be an integer, got {self.patience!r}", "use e.g. 10, or 0")
         return TrainOptions(features=self.features, mode="parallel", epochs=int(self.max_iter), l2=float(self.l2),
-                            class_weight=self.class_weight, patience=int(self.patience), monitor=self.monitor,
+                            class_weight=self.class_weight, patience=int(self.patience),
+                            min_improvement=float(self.min_improvement), monitor=self.monitor,
                             tol=float(self.tol), cache=self.cache, report=False)
 
     def __sklearn_tags__(self):
@@ -370,7 +375,8 @@ def _params_from_info(info: dict, feature_set: str, names) -> dict:
     if isinstance(config.get("estimator"), dict):
         params = {k: v for k, v in config["estimator"].items() if k in names}
     else:
-        params = {k: config[k] for k in ("l2", "tol", "class_weight", "patience", "monitor", "cache")
+        params = {k: config[k] for k in ("l2", "tol", "class_weight", "patience", "min_improvement", "monitor",
+                                                 "cache")
                   if k in config}
         epochs = config.get("epochs")
         params["max_iter"] = epochs if isinstance(epochs, int) and epochs >= 1 else DEFAULT_EPOCHS["parallel"]

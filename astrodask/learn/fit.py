@@ -124,7 +124,8 @@ def fit(backend, items: list, n_rows: int, opts: TrainOptions, rule: SplitRule, 
                                    spec.n_features, weights, opts.l2, opts.learning_rate, opts.eta0, opts.seed,
                                    opts.class_weight == "balanced")
     checkpoint = Checkpoint(workspace.directory, workspace.fingerprint) if workspace is not None else None
-    result = loop.run(opt, LoopSettings(opts.max_epochs, opts.patience, opts.monitor, quiet), checkpoint, resume, log)
+    result = loop.run(opt, LoopSettings(opts.max_epochs, opts.patience, opts.monitor, quiet,
+                                                 opts.min_improvement), checkpoint, resume, log)
     seconds = time.perf_counter() - t0
     del work, opt
     theta = result.theta

@@ -6,8 +6,9 @@ and how to save and restore its own state; everything around it is here, written
 * after every epoch, an :class:`EpochRecord` (training and validation loss and accuracy at the epoch's weights)
   is added to the history;
 * the best epoch (lowest :meth:`EpochRecord.score` of the monitored validation figure) and its weights are
-  kept; with ``patience`` > 0 training stops once the best epoch is ``patience`` epochs old, and the result is
-  the best epoch's weights (with ``patience`` 0: never stops early, the result is the last epoch's);
+  kept; with ``patience`` > 0 training stops once ``patience`` epochs have passed without an improvement of at
+  least ``min_improvement`` over the best score (the stopping rule: more epochs have stopped paying), and the
+  result is the best epoch's weights (with ``patience`` 0: never stops early, the result is the last epoch's);
 * a :class:`Checkpoint` holding the optimiser's state, the history and the best epoch (score, epoch, weights)
   is written after every epoch; ``resume`` continues from it with nothing reset, so a killed run ends with the
   model of an uninterrupted one, early stopping included.
@@ -125,6 +126,8 @@ class LoopSettings:
     """0: no early stopping, the result is the last epoch's weights; else the best epoch's."""
     monitor: str
     quiet: bool = False
+    min_improvement: float = 0.0
+    """An epoch resets the patience count only when it beats the best score by at least this much."""
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,8 @@ class LoopState:
     best: Best
     stopped: bool
     optimiser: OptimiserState
+    paying: int = 0
+    """The last epoch that improved on the best score by at least ``min_improvement`` (resets patience)."""
 
 
 @dataclass(frozen=True)
@@ -169,7 +174,8 @@ class Checkpoint:
         write_json_atomic(self.json, {
             "fingerprint": self.fingerprint, "arrays": npz.name, "epoch": state.epoch,
             "history": [r.to_json() for r in state.history], "best_epoch": state.best.epoch,
-            "best_score": state.best.score, "stopped": state.stopped, "optimiser": state.optimiser.meta})
+            "best_score": state.best.score, "stopped": state.stopped, "paying": state.paying,
+            "optimiser": state.optimiser.meta})
         for old in self.dir.glob("checkpoint-*.npz"):
             if old != npz:
                 old.remove()
@@ -190,7 +196,7 @@ class Checkpoint:
             opt = OptimiserState({k[4:]: v for k, v in arrays.items() if k.startswith("opt_")}, doc["optimiser"])
             return LoopState(int(doc["epoch"]), tuple(EpochRecord.from_json(r) for r in doc["history"]),
                              Best(int(doc["best_epoch"]), float(doc["best_score"]), arrays["best_theta"]),
-                             bool(doc["stopped"]), opt)
+                             bool(doc["stopped"]), opt, int(doc.get("paying", doc["best_epoch"])))
         except (KeyError, TypeError, ValueError, OSError):
             raise AstrodaskError(
                 f"{self.json}: the checkpoint of the interrupted training is damaged or from another version; "
@@ -217,10 +223,14 @@ def run(opt: Optimiser, settings: LoopSettings, checkpoint: Checkpoint | None = 
     if state is not None:
         opt.restore(state.optimiser)
         epoch, history, best, stopped = state.epoch, list(state.history), state.best, state.stopped
+        paying = state.paying
         log(f"resume: continuing from epoch {epoch}")
     else:
         opt.start()
         epoch, history, best, stopped = 0, [], Best(0, np.inf, opt.theta.copy()), False
+        paying, paying_score = 0, np.inf
+    if state is not None:
+        paying_score = history[paying - 1].score(settings.monitor) if paying else np.inf
     t0 = time.perf_counter() - (history[-1].seconds if history else 0.0)
     bar = _bar(settings.max_epochs, epoch, opt.label, settings.quiet)
     stop = "early_stop" if stopped else "max_epochs"
@@ -239,11 +249,14 @@ def run(opt: Optimiser, settings: LoopSettings, checkpoint: Checkpoint | None = 
             score = rec.score(settings.monitor)
             if score < best.score:
                 best = Best(epoch, score, np.array(stats.theta, copy=True))
-            if settings.patience and epoch - best.epoch >= settings.patience:
-                log(f"early stop at epoch {epoch}: validation {settings.monitor} best at epoch {best.epoch}")
+            if score < paying_score - settings.min_improvement or not np.isfinite(paying_score):
+                paying, paying_score = epoch, score
+            if settings.patience and epoch - paying >= settings.patience:
+                log(f"early stop at epoch {epoch}: validation {settings.monitor} has not improved by "
+                    f"{settings.min_improvement:g} since epoch {paying} (best at epoch {best.epoch})")
                 stopped, stop = True, "early_stop"
             if checkpoint is not None:
-                checkpoint.save(LoopState(epoch, tuple(history), best, stopped, opt.state()))
+                checkpoint.save(LoopState(epoch, tuple(history), best, stopped, opt.state(), paying))
             bar.update(1)
             bar.set_postfix(valid_accuracy=f"{rec.valid_accuracy or 0:.4f}", valid_loss=f"{rec.valid_loss or 0:.4f}")
     finally:
