@@ -70,3 +70,29 @@ def test_float32_blocks_give_the_float64_result_to_float32_precision():
     b = block_sums(x.astype(np.float32), y, w.astype(np.float32), theta)
     assert b.loss == pytest.approx(a.loss, rel=1e-5)
     np.testing.assert_allclose(b.grad, a.grad, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_compiled_pass_matches_the_numpy_reference(dtype):
+    """block_sums (one numba pass per row) against block_sums_numpy (two BLAS products), on the block shape
+    training uses (hundreds of features), float32 as persisted and float64 as in memory."""
+    from astrodask.learn.loss import block_sums_numpy
+
+    x, y, w, theta = _problem(4, n=5000, d=330)
+    x, w = x.astype(dtype), w.astype(dtype)
+    a, b = block_sums(x, y, w, theta), block_sums_numpy(x, y, w, theta)
+    rtol = 1e-10 if dtype == np.float64 else 1e-4
+    assert a.loss == pytest.approx(b.loss, rel=rtol) and a.weight == pytest.approx(b.weight, rel=rtol)
+    np.testing.assert_allclose(a.grad, b.grad, rtol=rtol, atol=rtol * np.abs(b.grad).max())
+    flips = 0 if dtype == np.float64 else w.max()  # a near-tie of two classes may flip in float32
+    assert abs(a.correct - b.correct) <= flips + 1e-9 * b.weight
+
+
+def test_compiled_moments_match_numpy():
+    from astrodask.learn.kernels import column_moments
+
+    x = np.random.default_rng(5).normal(3.0, 2.0, size=(3000, 17)).astype(np.float32)
+    s, ss = np.zeros(17), np.zeros(17)
+    column_moments(x, s, ss)
+    np.testing.assert_allclose(s, x.astype(np.float64).sum(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(ss, (x.astype(np.float64) ** 2).sum(axis=0), rtol=1e-12)

@@ -26,8 +26,6 @@ from .loss import SplitSums, block_sums
 
 K = len(schema.CLASSES)
 SPLITS = (TRAIN, VALID, TEST)
-MOMENT_CHUNK = 65536
-"""Rows of a block summed at a time in float64 by :func:`moments` (no float64 copy of the whole block)."""
 
 
 # ------------------------------------------------------------------------------------------------ split
@@ -183,13 +181,12 @@ class Moments(NamedTuple):
 
 
 def moments(item, spec: FeatureSpec, weights: np.ndarray, rule: SplitRule) -> Moments:
-    """Moments of a block's (unscaled) training features, in float64 sums over row chunks."""
+    """Moments of a block's (unscaled) training features, summed in float64 in one compiled pass."""
+    from .kernels import column_moments
+
     x = block_of(item, spec, weights, rule).train.x
     s, ss = np.zeros(x.shape[1]), np.zeros(x.shape[1])
-    for start in range(0, len(x), MOMENT_CHUNK):
-        c = x[start:start + MOMENT_CHUNK].astype(np.float64)
-        s += c.sum(axis=0)
-        ss += np.einsum("ij,ij->j", c, c)
+    column_moments(np.ascontiguousarray(x), s, ss)
     return Moments(len(x), s, ss)
 
 

@@ -58,11 +58,26 @@ class SplitSums:
 
 
 def block_sums(x: np.ndarray, y: np.ndarray, w: np.ndarray, theta: np.ndarray) -> LossSums:
-    """Weighted softmax loss, gradient, weight and correct-weight sums of one block.
+    """Weighted softmax loss, gradient, weight and correct-weight sums of one block, in one compiled pass
+    (``kernels.softmax_sums``; :func:`block_sums_numpy` is the reference it is tested against).
 
-    ``x`` (rows, features) float32 (the persisted blocks) or float64; the products run in ``x``'s precision,
-    the softmax in float64. ``y`` class indices, ``w`` row weights.
+    ``x`` (rows, features) float32 (the persisted blocks) or float64; sums in float64. ``y`` class indices,
+    ``w`` row weights.
     """
+    from .kernels import softmax_sums
+
+    g = np.zeros(theta.shape)
+    if len(y) == 0:
+        return LossSums(0.0, g, 0.0, 0.0)
+    theta = np.asarray(theta, np.float64)
+    loss, weight, correct = softmax_sums(np.ascontiguousarray(x), np.asarray(y), np.asarray(w),
+                                         np.ascontiguousarray(theta[:, :-1]), np.ascontiguousarray(theta[:, -1]), g)
+    return LossSums(float(loss), g, float(weight), float(correct))
+
+
+def block_sums_numpy(x: np.ndarray, y: np.ndarray, w: np.ndarray, theta: np.ndarray) -> LossSums:
+    """:func:`block_sums` in NumPy (the reference): the products run in ``x``'s precision, the softmax in
+    float64."""
     if len(y) == 0:
         return LossSums.zero(theta.shape)
     coef = theta[:, :-1].astype(x.dtype)
