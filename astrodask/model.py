@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import zipfile
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,9 @@ from . import __version__, schema
 from .errors import AstrodaskError
 from .features import FeatureSpec
 from .storage import Location, require_not_incomplete
+
+if TYPE_CHECKING:
+    from .kernels import KernelParams
 
 FORMAT = "astrodask-softmax"
 FORMAT_VERSION = 1
@@ -43,12 +47,49 @@ class SoftmaxModel:
     classes_: tuple[str, ...] = schema.CLASSES
     info: dict = field(default_factory=dict)
     """Training settings and history (free-form JSON)."""
+    _kernel: tuple | None = field(default=None, init=False, repr=False, compare=False)
+    """((spec, coef, intercept), link, KernelParams): the kernel arrays and what they were built from."""
 
     def decision_function(self, df: pd.DataFrame) -> np.ndarray:
-        return self.spec.linear(df, self.coef, self.intercept)
+        """Class scores before the link (rows x classes), by the compiled kernel (:mod:`astrodask.kernels`)."""
+        from . import kernels
+
+        return kernels.score(self.kernel_params(), df, logits=True)[0]
 
     def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
-        return self.proba_from_logits(self.decision_function(df))
+        """Class probabilities (rows x classes), by the compiled kernel (:mod:`astrodask.kernels`)."""
+        return self.predict_proba_and_mask(df)[0]
+
+    def predict_proba_and_mask(self, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(class probabilities, the imputed bit mask of each row as ``features.imputed_mask`` gives it) in one
+        compiled pass over the rows."""
+        from . import kernels
+
+        return kernels.score(self.kernel_params(), df)
+
+    def kernel_params(self) -> KernelParams:
+        """The model as the compiled kernel's arrays, built on first use and kept until ``spec``, ``coef``,
+        ``intercept`` or the link is replaced (not noticed: changing the arrays in place)."""
+        from .kernels import kernel_params
+
+        link = self.info.get("link")
+        key = (self.spec, self.coef, self.intercept)
+        cached = self._kernel
+        if cached is None or cached[1] != link or any(a is not b for a, b in zip(cached[0], key)):
+            cached = (key, link, kernel_params(self.spec, self.coef, self.intercept, link))
+            self._kernel = cached
+        return cached[2]
+
+    def __getstate__(self):  # the kernel arrays are not pickled: a worker builds its own from the weights
+        return {k: v for k, v in self.__dict__.items() if k != "_kernel"}
+
+    def reference_decision_function(self, df: pd.DataFrame) -> np.ndarray:
+        """:meth:`decision_function` by the NumPy implementation (``FeatureSpec.linear``): the reference."""
+        return self.spec.linear(df, self.coef, self.intercept)
+
+    def reference_predict_proba(self, df: pd.DataFrame) -> np.ndarray:
+        """:meth:`predict_proba` by the NumPy implementation: the reference the kernel is tested against."""
+        return self.proba_from_logits(self.reference_decision_function(df))
 
     def proba_from_logits(self, logits: np.ndarray) -> np.ndarray:
         if self.info.get("link") == "ovr":  # one-vs-rest SGD: normalised sigmoids, as scikit-learn does

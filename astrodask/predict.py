@@ -21,7 +21,7 @@ from .console import log, track
 from .dataset import open_dataset
 from .errors import AstrodaskError, ConfigError
 from .evaluate import PRED, PROB_PREFIX
-from .features import IMPUTED_BITS, imputed_mask, raw_columns
+from .features import IMPUTED_BITS, raw_columns
 from .model import SoftmaxModel
 from .options import check_choices
 from .storage import Location, StagedOutput, fingerprint_file, parquet_file, parquet_rows, read_meta, write_parquet_atomic
@@ -34,8 +34,8 @@ FORMATS = ("parquet", "hats")
 HATS_PARTS = "_scored"
 """With ``--format hats``: where the scored partitions wait (inside the staging area) for hats-import."""
 BATCH_ROWS = 262144
-"""Rows read and scored at a time (scoring never builds the expanded feature matrix: see FeatureSpec.linear),
-so a task's memory does not grow with the partition size."""
+"""Rows read and scored at a time (scoring never builds the expanded feature matrix: the compiled kernel of
+astrodask.kernels scores row by row), so a task's memory does not grow with the partition size."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,6 +97,10 @@ def output_schema(carry: list[str]) -> pa.Schema:
 def predict_file(src: Location, dst: Location, model: SoftmaxModel, carry: list[str]) -> tuple[int, int]:
     """Worker task: score one partition in batches of rows and write it; return (rows, rows with an imputed
     input)."""
+    # imported here: numba loads in the processes that score, not in every command
+    from . import kernels
+
+    kernels.warm_up()  # compile the scoring kernel (or load it from numba's cache), once per process
     inputs = [schema.ID, *raw_columns(model.spec.feature_set)]
     need = list(dict.fromkeys([*inputs, *carry]))
     out_schema = output_schema(carry)
@@ -106,8 +110,7 @@ def predict_file(src: Location, dst: Location, model: SoftmaxModel, carry: list[
     with parquet_file(src) as pf:
         for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=need):
             df = batch.select(inputs).to_pandas()  # carried columns stay Arrow: no string conversion
-            p = model.predict_proba(df)
-            imp = imputed_mask(df, model.spec.feature_set)
+            p, imp = model.predict_proba_and_mask(df)  # one compiled pass over the rows (astrodask.kernels)
             n_imputed += int(np.count_nonzero(imp))
             cols = {schema.ID: pa.array(df[schema.ID].to_numpy(np.uint64), pa.uint64()),
                     PRED: classes.take(p.argmax(axis=1))}

@@ -1,0 +1,327 @@
+"""Compiled scoring: a model's class probabilities row by row, in one pass, without the expanded features.
+
+:func:`score_kernel` (numba, ``nogil``: Dask worker threads score their batches at the same time) does for
+each row what ``FeatureSpec.linear`` followed by the link does for a block of rows (that NumPy path stays the
+reference the kernel is tested against):
+
+1. read the model's raw inputs, replacing a missing one (NaN) with the training median and setting its bit of
+   the ``imputed`` mask (``features.IMPUTED_BITS``);
+2. the base features as ``features.base_matrix`` makes them (bands, colours, ``asinh(z / REDSHIFT_SCALE)``,
+   ``z_is_zero``) and their standardised values;
+3. the non-zero values of each distinct B-spline basis (``features._basis_parts``'s Cox-de Boor recursion, its
+   denominators -- knot differences -- as reciprocals computed once per model);
+4. the dot product with the weights, the scaler folded into them, block by block: standardised base features,
+   spline bases, tensor products (only the (DEGREE+1)^2 non-zero products), interactions;
+5. the link: softmax, or normalised sigmoids for a one-vs-rest model (or none: the logits).
+
+All in float64: results equal the reference's to rounding (about 1e-15), not bit for bit
+(tests/test_kernels.py holds them to 1e-6).
+
+Everything the kernel needs about a model is in plain NumPy arrays (:class:`KernelParams`), built once per
+model (``SoftmaxModel.kernel_params`` keeps them). Compiled code is cached beside this module (numba's
+``cache=True``); where that directory is read-only numba uses the user's cache directory, and where there is no
+writable one at all the kernel is compiled in each process (a few seconds, once, on first use).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from . import schema
+from .features import DEGREE, IMPUTED_BITS, REDSHIFT_SCALE, raw_columns
+
+# base feature kinds (column ``op[k, 0]``; ``op[k, 1]``, ``op[k, 2]`` are raw input indices)
+RAW, DIFF, ASINH_Z, Z_IS_ZERO = 0, 1, 2, 3
+# links
+LOGITS, SOFTMAX, OVR = 0, 1, 2
+_DEGREE = 3
+"""features.DEGREE, written here: numba freezes globals into the compiled (and cached) code, and its cache is
+invalidated only by changes to this file; kernel_params refuses a spec of another degree."""
+
+
+def _jit(fn):
+    """``njit(cache=True, nogil=True)``, or without the on-disk cache when numba finds no writable cache
+    directory (a read-only install and no writable user cache directory: numba raises instead of falling back)."""
+    try:
+        return njit(cache=True, nogil=True)(fn)
+    except RuntimeError:
+        return njit(cache=False, nogil=True)(fn)
+
+
+@_jit
+def score_kernel(x, impute, bits, op, base_mean, base_std, basis_feat, knots, n_knots, spline, tensor, inter,
+                 w, bias, redshift_scale, inv, link, out, mask):
+    """Score the rows of ``x`` (raw inputs x rows, float64, NaN = missing) into ``out`` (rows x classes) and
+    ``mask`` (rows, uint16).
+
+    ``impute``/``bits``: median and mask bit per raw input; ``op`` (base x 3): kind, raw a, raw b;
+    ``base_mean``/``base_std``: the base scaler; ``basis_feat``/``knots``/``n_knots``: per distinct spline basis
+    its base feature, (padded) knot vector and length; ``spline`` (n x 2): basis, first column; ``tensor``
+    (n x 4): basis a, basis b, first column, size of basis b; ``inter`` (n x 3): base a, base b, column; ``w``
+    (classes x features) and ``bias``: the weights with the scaler folded in; ``inv`` (bases x knots x 6): the
+    reciprocal denominators of the recursion on each knot interval (:func:`_reciprocals`); ``link``: LOGITS,
+    SOFTMAX or OVR.
+    """
+    n_raw, n = x.shape
+    degree = _DEGREE  # a constant: LLVM unrolls the loops over the basis values
+    n_base = op.shape[0]
+    n_bases = basis_feat.shape[0]
+    k_cls = w.shape[0]
+    raw = np.empty(n_raw)
+    xb = np.empty(n_base)
+    zb = np.empty(n_base)
+    vals = np.empty((n_bases, degree + 1))
+    first = np.empty(n_bases, np.int64)
+    acc = np.empty(k_cls)
+    for row in range(n):
+        m = 0
+        for c in range(n_raw):
+            v = x[c, row]
+            if np.isnan(v):
+                v = impute[c]
+                m |= bits[c]
+            raw[c] = v
+        mask[row] = m
+        for j in range(n_base):
+            kind = op[j, 0]
+            if kind == RAW:
+                xb[j] = raw[op[j, 1]]
+            elif kind == DIFF:
+                xb[j] = raw[op[j, 1]] - raw[op[j, 2]]
+            elif kind == ASINH_Z:
+                xb[j] = math.asinh(raw[op[j, 1]] / redshift_scale)
+            else:
+                xb[j] = 1.0 if raw[op[j, 1]] == 0.0 else 0.0
+            zb[j] = (xb[j] - base_mean[j]) / base_std[j]
+        # the non-zero B-spline values of every distinct basis (features._basis_parts, one row)
+        for q in range(n_bases):
+            lo = degree
+            hi = n_knots[q] - degree - 2
+            v = xb[basis_feat[q]]
+            if v < knots[q, lo]:
+                v = knots[q, lo]
+            elif v > knots[q, hi + 1]:
+                v = knots[q, hi + 1]
+            i = lo
+            for kk in range(lo + 1, hi + 1):
+                i += v >= knots[q, kk]
+            # Cox-de Boor for degree 3 in scalars: features._basis_parts's recursion, its denominators (knot
+            # differences, the same for every x in the interval) as precomputed reciprocals
+            l1 = v - knots[q, i]
+            l2 = v - knots[q, i - 1]
+            l3 = v - knots[q, i - 2]
+            r1 = knots[q, i + 1] - v
+            r2 = knots[q, i + 2] - v
+            r3 = knots[q, i + 3] - v
+            d = inv[q, i]
+            tmp = d[0]
+            n0 = r1 * tmp
+            n1 = l1 * tmp
+            tmp = n0 * d[1]
+            n0 = r1 * tmp
+            saved = l2 * tmp
+            tmp = n1 * d[2]
+            n1 = r2 * tmp + saved
+            n2 = l1 * tmp
+            tmp = n0 * d[3]
+            n0 = r1 * tmp
+            saved = l3 * tmp
+            tmp = n1 * d[4]
+            n1 = r2 * tmp + saved
+            saved = l2 * tmp
+            tmp = n2 * d[5]
+            n2 = r3 * tmp + saved
+            vals[q, 0] = n0
+            vals[q, 1] = n1
+            vals[q, 2] = n2
+            vals[q, 3] = l1 * tmp
+            first[q] = i - degree
+        # the dot product, one class at a time (a class's weights are contiguous)
+        for k in range(k_cls):
+            a = bias[k]
+            for j in range(n_base):
+                a += zb[j] * w[k, j]
+            for s in range(spline.shape[0]):
+                q = spline[s, 0]
+                col = spline[s, 1] + first[q]
+                for r in range(degree + 1):
+                    a += vals[q, r] * w[k, col + r]
+            for s in range(tensor.shape[0]):  # only the (degree + 1)^2 non-zero products of the two bases
+                qa = tensor[s, 0]
+                qb = tensor[s, 1]
+                nb = tensor[s, 3]
+                for r in range(degree + 1):
+                    col = tensor[s, 2] + (first[qa] + r) * nb + first[qb]
+                    part = 0.0
+                    for t in range(degree + 1):
+                        part += vals[qb, t] * w[k, col + t]
+                    a += vals[qa, r] * part
+            for s in range(inter.shape[0]):
+                a += zb[inter[s, 0]] * zb[inter[s, 1]] * w[k, inter[s, 2]]
+            acc[k] = a
+        if link == SOFTMAX:
+            top = acc[0]
+            for k in range(1, k_cls):
+                top = max(top, acc[k])
+            total = 0.0
+            for k in range(k_cls):
+                acc[k] = math.exp(acc[k] - top)
+                total += acc[k]
+            for k in range(k_cls):
+                out[row, k] = acc[k] / total
+        elif link == OVR:
+            total = 0.0
+            for k in range(k_cls):
+                acc[k] = 1.0 / (1.0 + math.exp(-acc[k]))
+                total += acc[k]
+            total = max(total, 1e-300)
+            for k in range(k_cls):
+                out[row, k] = acc[k] / total
+        else:
+            for k in range(k_cls):
+                out[row, k] = acc[k]
+
+
+@dataclass(frozen=True, eq=False)
+class KernelParams:
+    """A model as the kernel's arguments: plain, contiguous NumPy arrays (and the raw input columns they read)."""
+
+    raw: tuple[str, ...]
+    """Raw input columns, in the order of the rows of the kernel's ``x``."""
+    link: int
+    n_classes: int
+    args: tuple
+    """The kernel's arguments from ``impute`` to ``inv``."""
+
+
+def kernel_params(spec, coef: np.ndarray, intercept: np.ndarray, link: str | None = None) -> KernelParams:
+    """The kernel's arrays for a FeatureSpec and weights (``coef``: classes x features); ``link`` as in a
+    model's ``info`` ("ovr" for normalised sigmoids, else softmax)."""
+    if DEGREE != _DEGREE:
+        raise ValueError(f"the kernel is compiled for degree {_DEGREE}, the features have degree {DEGREE}")
+    raw = raw_columns(spec.feature_set)
+    ridx = {c: k for k, c in enumerate(raw)}
+    impute = np.array([spec.impute[c] for c in raw], np.float64)
+    bits = np.array([1 << IMPUTED_BITS.index(c) for c in raw], np.int64)
+    op = np.full((len(spec.base), 3), -1, np.int64)
+    for k, name in enumerate(spec.base):  # the cases of features.base_matrix
+        if name in schema.BANDS:
+            op[k, :2] = RAW, ridx[name]
+        elif name == "asinh_z":
+            op[k, :2] = ASINH_Z, ridx[schema.REDSHIFT]
+        elif name == "z_is_zero":
+            op[k, :2] = Z_IS_ZERO, ridx[schema.REDSHIFT]
+        else:
+            a, b = name.split("-")
+            op[k] = DIFF, ridx[a], ridx[b]
+    base_idx = {b: k for k, b in enumerate(spec.base)}
+    bases: dict = {}  # (feature, knots) -> basis index: tensors reuse the coarse bases, as FeatureSpec._blocks
+
+    def basis(name, t):
+        return bases.setdefault((name, np.asarray(t, np.float64).tobytes()), len(bases))
+
+    col = len(spec.base)
+    spline = []
+    for b, t in spec.knots.items():
+        spline.append((basis(b, t), col))
+        col += len(t) - DEGREE - 1
+    tensor = []
+    for a, ta, b, tb in spec.tensors:
+        na, nb = len(ta) - DEGREE - 1, len(tb) - DEGREE - 1
+        tensor.append((basis(a, ta), basis(b, tb), col, nb))
+        col += na * nb
+    inter = []
+    for a, b in spec.interactions:
+        inter.append((base_idx[a], base_idx[b], col))
+        col += 1
+    if col != spec.n_features or np.shape(coef) != (len(intercept), col):
+        raise ValueError(f"kernel layout has {col} columns, the spec {spec.n_features}; weights {np.shape(coef)}, "
+                         f"intercept {np.shape(intercept)}")
+    vectors = [np.frombuffer(key[1], np.float64) for key in bases]
+    knots = np.zeros((len(vectors), max((len(t) for t in vectors), default=0)))
+    for q, t in enumerate(vectors):
+        knots[q, :len(t)] = t
+    basis_feat = np.array([base_idx[key[0]] for key in bases], np.int64)
+    n_knots = np.array([len(t) for t in vectors], np.int64)
+    # the scaler folded into the weights exactly as FeatureSpec.linear folds it
+    d = spec.n_features
+    mean = np.zeros(d) if spec.mean is None else spec.mean
+    w = np.asarray(coef, np.float64).T / (np.ones(d) if spec.scale is None else spec.scale)[:, None]
+    bias = np.asarray(intercept, np.float64) - mean @ w
+
+    def table(rows, width):
+        return np.array(rows, np.int64).reshape(len(rows), width)
+
+    args = (impute, bits, op, np.ascontiguousarray(spec.base_mean, np.float64),
+            np.ascontiguousarray(spec.base_std, np.float64), basis_feat, knots, n_knots, table(spline, 2),
+            table(tensor, 4), table(inter, 3), np.ascontiguousarray(w.T), np.ascontiguousarray(bias),
+            float(REDSHIFT_SCALE), _reciprocals(knots, n_knots))
+    return KernelParams(raw=raw, link=OVR if link == "ovr" else SOFTMAX, n_classes=len(bias), args=args)
+
+
+_RECURSION_KNOTS = ((1, 0), (1, -1), (2, 0), (1, -2), (2, -1), (3, 0))
+"""The denominators of the degree-3 Cox-de Boor recursion on knot interval i, in the kernel's order:
+t[i + a] - t[i + b] for (a, b) here (levels j = 1, 2, 2, 3, 3, 3)."""
+
+
+def _reciprocals(knots: np.ndarray, n_knots: np.ndarray) -> np.ndarray:
+    """(bases x knots x 6) 1 / denominator of the recursion on each non-empty knot interval of each basis."""
+    out = np.ones((knots.shape[0], knots.shape[1], len(_RECURSION_KNOTS)))
+    for q in range(knots.shape[0]):
+        t = knots[q, :n_knots[q]]
+        for i in range(_DEGREE, n_knots[q] - _DEGREE - 1):  # interior knots strictly increase: all > 0
+            out[q, i] = [1.0 / (t[i + a] - t[i + b]) for a, b in _RECURSION_KNOTS]
+    return out
+
+
+CHUNK_ROWS = 65536
+"""Rows converted to the kernel's float64 input at a time, so the copy stays small (a few MB) for any frame."""
+
+
+def score(params: KernelParams, df, logits: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities, or the logits with ``logits``: rows x classes float64; imputed mask: rows uint16) of the
+    rows of ``df``, as ``SoftmaxModel.reference_predict_proba``/``reference_decision_function`` and
+    ``features.imputed_mask`` give them."""
+    n = len(df)
+    out = np.empty((n, params.n_classes))
+    mask = np.empty(n, np.uint16)
+    link = LOGITS if logits else params.link
+    cols = [df[c] for c in params.raw]
+    for start in range(0, n, CHUNK_ROWS):
+        stop = min(n, start + CHUNK_ROWS)
+        x = np.empty((len(cols), stop - start))  # inputs x rows: each input copied contiguously
+        for k, col in enumerate(cols):  # as features.base_matrix reads them: float64, missing -> NaN
+            x[k] = col.iloc[start:stop].to_numpy(dtype="float64", na_value=np.nan)
+        score_kernel(x, *params.args, link, out[start:stop], mask[start:stop])
+    return out, mask
+
+
+_warm = threading.Event()
+_warm_lock = threading.Lock()
+
+
+def warm_up() -> None:
+    """Compile the kernel (or load it from numba's cache) now, once per process, on a few dummy rows."""
+    if _warm.is_set():
+        return
+    with _warm_lock:
+        if _warm.is_set():
+            return
+        import pandas as pd
+
+        from .features import FeatureSpec
+
+        spec = FeatureSpec(feature_set="photometric", base=("u", "g-r"), impute=dict.fromkeys(schema.BANDS, 20.0),
+                           base_mean=np.zeros(2), base_std=np.ones(2),
+                           knots={"g-r": np.array([0.0] * 4 + [0.5] + [1.0] * 4)},
+                           tensors=(("u", np.array([15.0] * 4 + [25.0] * 4), "g-r", np.array([0.0] * 4 + [1.0] * 4)),),
+                           interactions=(("u", "g-r"),))
+        coef = np.zeros((len(schema.CLASSES), spec.n_features))
+        score(kernel_params(spec, coef, np.zeros(len(schema.CLASSES))),
+              pd.DataFrame({c: [20.0, np.nan] for c in schema.BANDS}))
+        _warm.set()
