@@ -17,6 +17,9 @@ reference the kernel is tested against):
 All in float64: results equal the reference's to rounding (about 1e-15), not bit for bit
 (tests/test_kernels.py holds them to 1e-6).
 
+:func:`expand_kernel` shares steps 1-3 (:func:`_row_bases`) and writes the expanded features instead of
+scoring them: the training blocks (``learn.blocks.make_block``; ``FeatureSpec.expand`` is its reference).
+
 Everything the kernel needs about a model is in plain NumPy arrays (:class:`KernelParams`), built once per
 model (``SoftmaxModel.kernel_params`` keeps them). Compiled code is cached beside this module (numba's
 ``cache=True``); where that directory is read-only numba uses the user's cache directory, and where there is no
@@ -44,13 +47,93 @@ _DEGREE = 3
 invalidated only by changes to this file; kernel_params refuses a spec of another degree."""
 
 
-def _jit(fn):
-    """``njit(cache=True, nogil=True)``, or without the on-disk cache when numba finds no writable cache
-    directory (a read-only install and no writable user cache directory: numba raises instead of falling back)."""
+def jit(fn=None, **options):
+    """``njit(cache=True, nogil=True, **options)``, or without the on-disk cache when numba finds no writable
+    cache directory (a read-only install and no writable user cache directory: numba raises instead of falling
+    back). Also ``@jit(fastmath=...)``."""
+    if fn is None:
+        return lambda f: jit(f, **options)
     try:
-        return njit(cache=True, nogil=True)(fn)
+        return njit(cache=True, nogil=True, **options)(fn)
     except RuntimeError:
-        return njit(cache=False, nogil=True)(fn)
+        return njit(cache=False, nogil=True, **options)(fn)
+
+
+_jit = jit
+
+
+@_jit
+def _row_bases(x, row, impute, bits, op, base_mean, base_std, basis_feat, knots, n_knots, redshift_scale, inv, raw,
+               xb, zb, vals, first):
+    """One row's imputed inputs (``raw``), base features (``xb``), standardised base features (``zb``) and the
+    non-zero values of every distinct B-spline basis (``vals``, from column ``first``); returns its imputed
+    mask. Shared by :func:`score_kernel` and :func:`expand_kernel`."""
+    degree = _DEGREE
+    n_raw = x.shape[0]
+    n_base = op.shape[0]
+    n_bases = basis_feat.shape[0]
+    m = 0
+    for c in range(n_raw):
+        v = x[c, row]
+        if np.isnan(v):
+            v = impute[c]
+            m |= bits[c]
+        raw[c] = v
+    for j in range(n_base):
+        kind = op[j, 0]
+        if kind == RAW:
+            xb[j] = raw[op[j, 1]]
+        elif kind == DIFF:
+            xb[j] = raw[op[j, 1]] - raw[op[j, 2]]
+        elif kind == ASINH_Z:
+            xb[j] = math.asinh(raw[op[j, 1]] / redshift_scale)
+        else:
+            xb[j] = 1.0 if raw[op[j, 1]] == 0.0 else 0.0
+        zb[j] = (xb[j] - base_mean[j]) / base_std[j]
+    # the non-zero B-spline values of every distinct basis (features._basis_parts, one row)
+    for q in range(n_bases):
+        lo = degree
+        hi = n_knots[q] - degree - 2
+        v = xb[basis_feat[q]]
+        if v < knots[q, lo]:
+            v = knots[q, lo]
+        elif v > knots[q, hi + 1]:
+            v = knots[q, hi + 1]
+        i = lo
+        for kk in range(lo + 1, hi + 1):
+            i += v >= knots[q, kk]
+        # Cox-de Boor for degree 3 in scalars: features._basis_parts's recursion, its denominators (knot
+        # differences, the same for every x in the interval) as precomputed reciprocals
+        l1 = v - knots[q, i]
+        l2 = v - knots[q, i - 1]
+        l3 = v - knots[q, i - 2]
+        r1 = knots[q, i + 1] - v
+        r2 = knots[q, i + 2] - v
+        r3 = knots[q, i + 3] - v
+        d = inv[q, i]
+        tmp = d[0]
+        n0 = r1 * tmp
+        n1 = l1 * tmp
+        tmp = n0 * d[1]
+        n0 = r1 * tmp
+        saved = l2 * tmp
+        tmp = n1 * d[2]
+        n1 = r2 * tmp + saved
+        n2 = l1 * tmp
+        tmp = n0 * d[3]
+        n0 = r1 * tmp
+        saved = l3 * tmp
+        tmp = n1 * d[4]
+        n1 = r2 * tmp + saved
+        saved = l2 * tmp
+        tmp = n2 * d[5]
+        n2 = r3 * tmp + saved
+        vals[q, 0] = n0
+        vals[q, 1] = n1
+        vals[q, 2] = n2
+        vals[q, 3] = l1 * tmp
+        first[q] = i - degree
+    return m
 
 
 @_jit
@@ -79,68 +162,8 @@ def score_kernel(x, impute, bits, op, base_mean, base_std, basis_feat, knots, n_
     first = np.empty(n_bases, np.int64)
     acc = np.empty(k_cls)
     for row in range(n):
-        m = 0
-        for c in range(n_raw):
-            v = x[c, row]
-            if np.isnan(v):
-                v = impute[c]
-                m |= bits[c]
-            raw[c] = v
-        mask[row] = m
-        for j in range(n_base):
-            kind = op[j, 0]
-            if kind == RAW:
-                xb[j] = raw[op[j, 1]]
-            elif kind == DIFF:
-                xb[j] = raw[op[j, 1]] - raw[op[j, 2]]
-            elif kind == ASINH_Z:
-                xb[j] = math.asinh(raw[op[j, 1]] / redshift_scale)
-            else:
-                xb[j] = 1.0 if raw[op[j, 1]] == 0.0 else 0.0
-            zb[j] = (xb[j] - base_mean[j]) / base_std[j]
-        # the non-zero B-spline values of every distinct basis (features._basis_parts, one row)
-        for q in range(n_bases):
-            lo = degree
-            hi = n_knots[q] - degree - 2
-            v = xb[basis_feat[q]]
-            if v < knots[q, lo]:
-                v = knots[q, lo]
-            elif v > knots[q, hi + 1]:
-                v = knots[q, hi + 1]
-            i = lo
-            for kk in range(lo + 1, hi + 1):
-                i += v >= knots[q, kk]
-            # Cox-de Boor for degree 3 in scalars: features._basis_parts's recursion, its denominators (knot
-            # differences, the same for every x in the interval) as precomputed reciprocals
-            l1 = v - knots[q, i]
-            l2 = v - knots[q, i - 1]
-            l3 = v - knots[q, i - 2]
-            r1 = knots[q, i + 1] - v
-            r2 = knots[q, i + 2] - v
-            r3 = knots[q, i + 3] - v
-            d = inv[q, i]
-            tmp = d[0]
-            n0 = r1 * tmp
-            n1 = l1 * tmp
-            tmp = n0 * d[1]
-            n0 = r1 * tmp
-            saved = l2 * tmp
-            tmp = n1 * d[2]
-            n1 = r2 * tmp + saved
-            n2 = l1 * tmp
-            tmp = n0 * d[3]
-            n0 = r1 * tmp
-            saved = l3 * tmp
-            tmp = n1 * d[4]
-            n1 = r2 * tmp + saved
-            saved = l2 * tmp
-            tmp = n2 * d[5]
-            n2 = r3 * tmp + saved
-            vals[q, 0] = n0
-            vals[q, 1] = n1
-            vals[q, 2] = n2
-            vals[q, 3] = l1 * tmp
-            first[q] = i - degree
+        mask[row] = _row_bases(x, row, impute, bits, op, base_mean, base_std, basis_feat, knots, n_knots,
+                               redshift_scale, inv, raw, xb, zb, vals, first)
         # the dot product, one class at a time (a class's weights are contiguous)
         for k in range(k_cls):
             a = bias[k]
@@ -185,6 +208,43 @@ def score_kernel(x, impute, bits, op, base_mean, base_std, basis_feat, knots, n_
         else:
             for k in range(k_cls):
                 out[row, k] = acc[k]
+
+
+@_jit
+def expand_kernel(x, impute, bits, op, base_mean, base_std, basis_feat, knots, n_knots, spline, tensor, inter,
+                  redshift_scale, inv, out):
+    """The unscaled expanded features of the rows of ``x`` (raw inputs x rows) into ``out`` (rows x features,
+    float32, zero-filled by the caller: only the non-zero spline and tensor values are written), as
+    ``FeatureSpec.expand(df, scaled=False)`` makes them. Arguments as :func:`score_kernel`'s."""
+    n = x.shape[1]
+    degree = _DEGREE
+    n_base = op.shape[0]
+    n_bases = basis_feat.shape[0]
+    raw = np.empty(x.shape[0])
+    xb = np.empty(n_base)
+    zb = np.empty(n_base)
+    vals = np.empty((n_bases, degree + 1))
+    first = np.empty(n_bases, np.int64)
+    for row in range(n):
+        _row_bases(x, row, impute, bits, op, base_mean, base_std, basis_feat, knots, n_knots, redshift_scale, inv,
+                   raw, xb, zb, vals, first)
+        for j in range(n_base):
+            out[row, j] = zb[j]
+        for s in range(spline.shape[0]):
+            q = spline[s, 0]
+            col = spline[s, 1] + first[q]
+            for r in range(degree + 1):
+                out[row, col + r] = vals[q, r]
+        for s in range(tensor.shape[0]):
+            qa = tensor[s, 0]
+            qb = tensor[s, 1]
+            nb = tensor[s, 3]
+            for r in range(degree + 1):
+                col = tensor[s, 2] + (first[qa] + r) * nb + first[qb]
+                for t in range(degree + 1):
+                    out[row, col + t] = vals[qa, r] * vals[qb, t]
+        for s in range(inter.shape[0]):
+            out[row, inter[s, 2]] = zb[inter[s, 0]] * zb[inter[s, 1]]
 
 
 @dataclass(frozen=True, eq=False)
@@ -283,6 +343,18 @@ CHUNK_ROWS = 65536
 """Rows converted to the kernel's float64 input at a time, so the copy stays small (a few MB) for any frame."""
 
 
+def _chunks(params: KernelParams, df):
+    """(start, stop, inputs x rows float64) of ``df`` in CHUNK_ROWS pieces, read as features.base_matrix reads
+    them (float64, missing -> NaN), each input copied contiguously."""
+    cols = [df[c] for c in params.raw]
+    for start in range(0, len(df), CHUNK_ROWS):
+        stop = min(len(df), start + CHUNK_ROWS)
+        x = np.empty((len(cols), stop - start))
+        for k, col in enumerate(cols):
+            x[k] = col.iloc[start:stop].to_numpy(dtype="float64", na_value=np.nan)
+        yield start, stop, x
+
+
 def score(params: KernelParams, df, logits: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(probabilities, or the logits with ``logits``: rows x classes float64; imputed mask: rows uint16) of the
     rows of ``df``, as ``SoftmaxModel.reference_predict_proba``/``reference_decision_function`` and
@@ -291,14 +363,22 @@ def score(params: KernelParams, df, logits: bool = False) -> tuple[np.ndarray, n
     out = np.empty((n, params.n_classes))
     mask = np.empty(n, np.uint16)
     link = LOGITS if logits else params.link
-    cols = [df[c] for c in params.raw]
-    for start in range(0, n, CHUNK_ROWS):
-        stop = min(n, start + CHUNK_ROWS)
-        x = np.empty((len(cols), stop - start))  # inputs x rows: each input copied contiguously
-        for k, col in enumerate(cols):  # as features.base_matrix reads them: float64, missing -> NaN
-            x[k] = col.iloc[start:stop].to_numpy(dtype="float64", na_value=np.nan)
+    for start, stop, x in _chunks(params, df):
         score_kernel(x, *params.args, link, out[start:stop], mask[start:stop])
     return out, mask
+
+
+def expand(spec, df) -> np.ndarray:
+    """``spec.expand(df, scaled=False)`` (the NumPy reference) by :func:`expand_kernel`: rows x features,
+    float32."""
+    params = kernel_params(spec, np.zeros((1, spec.n_features)), np.zeros(1))
+    (impute, bits, op, base_mean, base_std, basis_feat, knots, n_knots, spline, tensor, inter, _w, _bias,
+     redshift_scale, inv) = params.args
+    out = np.zeros((len(df), spec.n_features), np.float32)
+    for start, stop, x in _chunks(params, df):
+        expand_kernel(x, impute, bits, op, base_mean, base_std, basis_feat, knots, n_knots, spline, tensor, inter,
+                      redshift_scale, inv, out[start:stop])
+    return out
 
 
 _warm = threading.Event()
@@ -322,6 +402,7 @@ def warm_up() -> None:
                            tensors=(("u", np.array([15.0] * 4 + [25.0] * 4), "g-r", np.array([0.0] * 4 + [1.0] * 4)),),
                            interactions=(("u", "g-r"),))
         coef = np.zeros((len(schema.CLASSES), spec.n_features))
-        score(kernel_params(spec, coef, np.zeros(len(schema.CLASSES))),
-              pd.DataFrame({c: [20.0, np.nan] for c in schema.BANDS}))
+        rows = pd.DataFrame({c: [20.0, np.nan] for c in schema.BANDS})
+        score(kernel_params(spec, coef, np.zeros(len(schema.CLASSES))), rows)
+        expand(spec, rows)
         _warm.set()

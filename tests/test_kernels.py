@@ -288,3 +288,17 @@ def test_read_only_module_directory_falls_back_to_the_user_cache(tmp_path):
     assert out["cache"] == "FunctionCache"
     assert _cache_files(tmp_path / "xdg" / "numba")
     assert _probe(site, tmp_path / "xdg")["hits"] >= 1
+
+
+@pytest.mark.parametrize("feature_set", FEATURE_SETS)
+def test_compiled_expansion_equals_the_reference(sample_models, sample, feature_set, monkeypatch):
+    """kernels.expand (the training blocks' features) against FeatureSpec.expand(scaled=False), on rows with
+    missing inputs (imputed) and values outside the knots, across several chunks."""
+    monkeypatch.setattr(kernels, "CHUNK_ROWS", 999)
+    model = sample_models[feature_set]
+    spec = model.spec
+    rows = pd.concat([_with_missing(sample.iloc[12000:], feature_set), _extremes(model, sample)], ignore_index=True)
+    got, ref = kernels.expand(spec, rows), spec.expand(rows, scaled=False)
+    assert got.dtype == np.float32 and got.shape == ref.shape == (len(rows), spec.n_features)
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
+    assert (ref != 0).sum(axis=1).min() < spec.n_features  # the sparse spline columns are covered

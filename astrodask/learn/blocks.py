@@ -148,13 +148,15 @@ class Block(NamedTuple):
 
 def make_block(rows: Rows, spec: FeatureSpec, weights: np.ndarray, rule: SplitRule) -> Block:
     """Expand the labelled TRAIN and VALID rows (standardised when ``spec`` has its scaler)."""
+    from .. import kernels
     split = rule.of(rows.keys)
     known = rows.labels >= 0
     parts = []
     for s in (TRAIN, VALID):
         m = (split == s) & known
         y = rows.labels[m]
-        parts.append(Part(spec.expand(rows.frame[m]), y, weights[y].astype(np.float32)))
+        x = spec.standardise(kernels.expand(spec, rows.frame[m]))  # spec.expand, compiled
+        parts.append(Part(x, y, weights[y].astype(np.float32)))
     return Block(*parts)
 
 

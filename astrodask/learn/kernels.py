@@ -11,12 +11,13 @@ so that they vectorise: results match the NumPy reference to floating-point roun
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from ..kernels import jit
 
 FAST = {"reassoc", "contract"}  # vectorised reductions; no approximate exp/log, NaN and Inf kept
 
 
-@njit(nogil=True, cache=True, fastmath=FAST)
+@jit(fastmath=FAST)
 def softmax_sums(x, y, w, coef, intercept, grad):  # pragma: no cover - compiled
     """Add the weighted softmax gradient of rows ``x`` (labels ``y``, weights ``w``) at ``coef``/``intercept``
     into ``grad`` (classes, features + 1, float64); return (loss, weight, correct) sums."""
@@ -58,7 +59,7 @@ def softmax_sums(x, y, w, coef, intercept, grad):  # pragma: no cover - compiled
     return loss, wsum, correct
 
 
-@njit(nogil=True, cache=True)  # no fastmath: it lets LLVM square in float32; the j loop vectorises anyway
+@jit  # no fastmath: it lets LLVM square in float32; the j loop vectorises anyway
 def column_moments(x, total, total_sq):  # pragma: no cover - compiled
     """Add the column sums and sums of squares of ``x`` (float64) into ``total`` and ``total_sq``."""
     n, d = x.shape
@@ -67,3 +68,4 @@ def column_moments(x, total, total_sq):  # pragma: no cover - compiled
             v = np.float64(x[i, j])
             total[j] += v
             total_sq[j] += v * v
+
