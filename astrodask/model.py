@@ -181,11 +181,16 @@ class SoftmaxModel:
 
 
 def _versions() -> dict:
-    import dask
-    import sklearn
+    from importlib.metadata import PackageNotFoundError, version
 
+    import dask
+
+    try:  # from the installed metadata: importing scikit-learn takes ~1.5 s
+        sklearn_version = version("scikit-learn")
+    except PackageNotFoundError:
+        sklearn_version = None
     return {"astrodask": __version__, "dask": dask.__version__, "numpy": np.__version__,
-            "scikit-learn": sklearn.__version__}
+            "scikit-learn": sklearn_version}
 
 
 def _np_default(o):

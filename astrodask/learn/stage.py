@@ -9,6 +9,9 @@ features and the loop's checkpoint, so ``resume`` continues an interrupted train
 
 from __future__ import annotations
 
+import importlib
+import threading
+
 from dataclasses import asdict, dataclass, replace
 
 from .. import evaluate, schema
@@ -57,6 +60,8 @@ def run(cfg: TrainConfig, client) -> TrainResult:
     ds.require([schema.CLASS, *raw_columns(cfg.features)], why)
     ds.require_values(raw_columns(cfg.features), why)
     dest = Location.of(cfg.model_dir, cfg.storage_options)
+    if cfg.report:  # matplotlib (~0.6 s) loads while the workers train: the client is idle then
+        threading.Thread(target=importlib.import_module, args=("astrodask.report",), daemon=True).start()
     with StagedOutput(dest, cfg.overwrite, cfg.resume, kind="model", fingerprint=fingerprint(cfg, ds),
                       inputs=(ds.location,)) as out:
         if out.done:
