@@ -47,7 +47,7 @@ class TrainOptions:
     C = 1 / (l2 * n_train))."""
     class_weight: str | None = field(default=None, metadata={"choices": CLASS_WEIGHTS})
     """None (every row weighs 1) or ``balanced`` (rows weighted by n / (classes * n_class))."""
-    patience: int = 10
+    patience: int = 5
     """Early stopping: stop when the monitored validation score has not improved by ``min_improvement`` for this
     many epochs, and keep the best epoch's weights; 0 never stops early and keeps the last epoch's."""
     min_improvement: float = 0.0005

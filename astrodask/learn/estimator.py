@@ -107,7 +107,7 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
         Rows of y without a label (null), left out of training.
     """
 
-    def __init__(self, features="spectroscopic", l2=1e-5, max_iter=400, tol=1e-9, class_weight=None, patience=10,
+    def __init__(self, features="spectroscopic", l2=1e-5, max_iter=400, tol=1e-9, class_weight=None, patience=5,
                  min_improvement=0.0005, monitor="accuracy", validation_fraction=0.1, sentinels="error", missing="impute", cache="auto",
                  morphology=True, verbose=False):
         self.features = features
@@ -146,7 +146,7 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
             if isinstance(v, bool) or not isinstance(v, numbers.Real):
                 raise ConfigError(name, f"must be a number, got {v!r}", "use e.g. 1e-5")
         if isinstance(self.patience, bool) or not isinstance(self.patience, numbers.Integral):
-            raise ConfigError("patience", f"must be an integer, got {self.patience!r}", "use e.g. 10, or 0")
+            raise ConfigError("patience", f"must be an integer, got {self.patience!r}", "use e.g. 5, or 0")
         return TrainOptions(features=self.features, mode="parallel", epochs=int(self.max_iter), l2=float(self.l2),
                             class_weight=self.class_weight, patience=int(self.patience),
                             min_improvement=float(self.min_improvement), monitor=self.monitor,
