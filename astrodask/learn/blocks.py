@@ -20,7 +20,16 @@ import numpy as np
 import pandas as pd
 
 from .. import labels, schema
-from ..dataset import N_BUCKETS, TEST, TEST_BUCKETS, TRAIN, VALID, VALID_BUCKETS, bucket, read_part
+from ..dataset import (
+    N_BUCKETS,
+    TEST,
+    TEST_BUCKETS,
+    TRAIN,
+    VALID,
+    VALID_BUCKETS,
+    bucket,
+    read_part,
+)
 from ..features import FeatureSpec, base_matrix, quantile_summary, raw_columns
 from .loss import SplitSums, block_sums
 

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import importlib
 import threading
-
 from dataclasses import asdict, dataclass, replace
 
 from .. import evaluate, schema
-from ..dataset import Dataset, open_dataset
 from ..console import log
+from ..dataset import Dataset, open_dataset
 from ..features import raw_columns, resolve_feature_set
 from ..storage import Location, StagedOutput, read_json, write_json_atomic
 from .backend import OnCluster
