@@ -20,15 +20,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from test_features import (
+    _fitted_spec,  # the spec fitted on a frame, as in the feature tests
+)
 
 from astrodask import kernels, schema
 from astrodask.features import (
-    RECIPES,
-    base_matrix,
     imputed_mask,
-    quantile_summary,
     raw_columns,
-    spec_from_quantiles,
 )
 from astrodask.model import SoftmaxModel
 
@@ -51,14 +50,7 @@ def _real() -> pd.DataFrame:
 def _model(feature_set: str, df: pd.DataFrame, seed: int = 0, link: str | None = None) -> SoftmaxModel:
     """A model over a spec fitted on ``df`` (knots at its quantiles, its medians, its scaler) with random weights
     of a size that spreads the probabilities (not all 0 or 1), so a wrong column shows in them."""
-    recipe = RECIPES[feature_set]
-    raw = df[list(raw_columns(feature_set))].to_numpy(dtype="float64", na_value=np.nan)
-    base = base_matrix(df, recipe.base, None)
-    spec = spec_from_quantiles(feature_set, recipe, quantile_summary(raw)[0], quantile_summary(base)[0],
-                               np.nanmean(base, axis=0), np.nanstd(base, axis=0))
-    x = spec.expand(df).astype(np.float64)
-    sd = x.std(axis=0)
-    spec = replace(spec, mean=x.mean(axis=0), scale=np.where(sd > 1e-12, sd, 1.0))
+    spec = _fitted_spec(feature_set, df)
     rng = np.random.default_rng(seed)
     d = spec.n_features
     coef = rng.normal(0.0, 3.0 / np.sqrt(d), (len(schema.CLASSES), d))
