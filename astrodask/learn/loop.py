@@ -7,8 +7,9 @@ and how to save and restore its own state; everything around it is here, written
   is added to the history;
 * the best epoch (lowest :meth:`EpochRecord.score` of the monitored validation figure) and its weights are
   kept; with ``patience`` > 0 training stops once ``patience`` epochs have passed without an improvement of at
-  least ``min_improvement`` over the best score (the stopping rule: more epochs have stopped paying), and the
-  result is the best epoch's weights (with ``patience`` 0: never stops early, the result is the last epoch's);
+  least ``min_improvement`` over the score of the last epoch that made one (the stopping rule: more epochs have
+  stopped paying), and the result is the best epoch's weights (with ``patience`` 0: never stops early, the result
+  is the last epoch's);
 * a :class:`Checkpoint` holding the optimiser's state, the history and the best epoch (score, epoch, weights)
   is written after every epoch; ``resume`` continues from it with nothing reset, so a killed run ends with the
   model of an uninterrupted one, early stopping included.
@@ -127,7 +128,7 @@ class LoopSettings:
     monitor: str
     quiet: bool = False
     min_improvement: float = 0.0
-    """An epoch resets the patience count only when it beats the best score by at least this much."""
+    """An epoch resets the patience count only when it beats the last such epoch's score by at least this much."""
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,8 @@ class LoopState:
     stopped: bool
     optimiser: OptimiserState
     paying: int = 0
-    """The last epoch that improved on the best score by at least ``min_improvement`` (resets patience)."""
+    """The last epoch that improved by at least ``min_improvement`` on the one before it that did (patience counts
+    from it)."""
 
 
 @dataclass(frozen=True)
@@ -228,9 +230,8 @@ def run(opt: Optimiser, settings: LoopSettings, checkpoint: Checkpoint | None = 
     else:
         opt.start()
         epoch, history, best, stopped = 0, [], Best(0, np.inf, opt.theta.copy()), False
-        paying, paying_score = 0, np.inf
-    if state is not None:
-        paying_score = history[paying - 1].score(settings.monitor) if paying else np.inf
+        paying = 0
+    paying_score = history[paying - 1].score(settings.monitor) if paying else np.inf
     t0 = time.perf_counter() - (history[-1].seconds if history else 0.0)
     bar = _bar(settings.max_epochs, epoch, opt.label, settings.quiet)
     stop = "early_stop" if stopped else "max_epochs"
