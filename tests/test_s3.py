@@ -34,7 +34,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import textwrap
@@ -52,6 +51,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import s3_server as s3h  # the helper module (the fixture named s3_server is another object)
+from test_reliability import kill_group, wait_until  # the same process-group helpers
 
 pytest_plugins = ["s3_fixtures"]
 pytestmark = pytest.mark.cluster
@@ -137,39 +137,8 @@ class Job:
             raise AssertionError(f"{self.proc.args} did not finish in {timeout:.0f} s:\n{self.stderr}") from None
 
     def kill(self) -> None:
-        """SIGKILL the whole process group (the CLI and its LocalCluster's workers)."""
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(timeout=30)
-        import psutil
-
-        deadline = time.monotonic() + 20
-        while any(_pgid(p) == self.proc.pid for p in psutil.process_iter()):
-            assert time.monotonic() < deadline, f"processes of group {self.proc.pid} outlived SIGKILL"
-            time.sleep(0.05)
-
-
-def _pgid(p) -> int | None:
-    try:
-        return None if p.status() == "zombie" else os.getpgid(p.pid)
-    except Exception:  # noqa: BLE001 - gone meanwhile
-        return None
-
-
-def wait_until(cond, job: Job, what: str, budget: Budget, poll: float = 0.02):
-    deadline = time.monotonic() + budget.left(300)
-    while True:
-        v = cond()
-        if v:
-            return v
-        if job.proc.poll() is not None:
-            raise AssertionError(f"the job ended (exit {job.proc.returncode}) before {what}:\n{job.stderr}")
-        if time.monotonic() > deadline:
-            job.kill()
-            raise AssertionError(f"timed out waiting for {what}:\n{job.stderr}")
-        time.sleep(poll)
+        """SIGKILL the whole process group (the CLI and its LocalCluster's workers) and wait it out."""
+        kill_group(self.proc)
 
 
 @dataclass
@@ -414,7 +383,8 @@ def test_predict_killed_mid_way_on_s3_resumes_to_the_undisturbed_output(s3, many
     argv = ["predict", s3.url(many["dataset"]), s3.url("run1/model"), s3.url(out), *LOCAL2]
     job = Job.start(argv, s3.env(), tmp_path, "predict-killed")
     try:
-        wait_until(lambda: len(s3.parts(out)) >= 3, job, "the first prediction parts on S3", budget, poll=0.05)
+        wait_until(lambda: len(s3.parts(out)) >= 3, job, "the first prediction parts on S3", budget.left(300),
+                   poll=0.05)
     finally:
         job.kill()
     done = len(s3.parts(out))
@@ -649,7 +619,8 @@ def test_outputs_of_killed_writers_are_refused_by_every_reader(s3, many, sched, 
     conv = ["convert", s3.url("in/small.csv"), s3.url("killed/dataset"), "--block-size", BLOCK, *LOCAL2]
     job = Job.start(conv, s3.env(), tmp_path, "convert-killed")
     try:
-        wait_until(lambda: len(s3.keys("killed/dataset/_blocks/")) >= 3, job, "3 converted blocks", budget)
+        wait_until(lambda: len(s3.keys("killed/dataset/_blocks/")) >= 3, job, "3 converted blocks",
+                   budget.left(300), poll=0.02)
     finally:
         job.kill()
     assert s3.keys("killed/dataset/_SUCCESS") == []
@@ -672,7 +643,8 @@ def test_outputs_of_killed_writers_are_refused_by_every_reader(s3, many, sched, 
              "0", *LOCAL2]
     job = Job.start(train, s3.env(), tmp_path, "train-killed")
     try:
-        wait_until(lambda: s3.keys("killed/model/checkpoint.json"), job, "the first checkpoint", budget)
+        wait_until(lambda: s3.keys("killed/model/checkpoint.json"), job, "the first checkpoint",
+                   budget.left(300), poll=0.02)
     finally:
         job.kill()
     with pytest.raises(AstrodaskError, match="incomplete model"):
