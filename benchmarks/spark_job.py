@@ -21,13 +21,10 @@ T0 = time.perf_counter()
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def _files(dataset: str) -> list[str]:
-    return sorted(str(p) for p in Path(dataset).rglob("*.parquet") if not p.name.startswith((".", "_")))
-
-
 def fit(dataset: str, model_dir: str, result: str) -> None:
     from common import (
         SPARK_FEATURES,
+        data_files,
         spark_base_columns,
         spark_label,
         spark_session,
@@ -41,7 +38,7 @@ def fit(dataset: str, model_dir: str, result: str) -> None:
     from astrodask.dataset import TEST, TRAIN
 
     spark = spark_session(2, "8g")
-    df = spark.read.parquet(*_files(dataset))
+    df = spark.read.parquet(*data_files(dataset, "parquet"))
     df = df.where(F.col("class").isNotNull()).select(spark_split().alias("split"), spark_label(),
                                                      *spark_base_columns(df))
     assembler = VectorAssembler(inputCols=list(SPARK_FEATURES), outputCol="features", handleInvalid="skip")
@@ -58,7 +55,7 @@ def fit(dataset: str, model_dir: str, result: str) -> None:
 
 
 def predict(dataset: str, model_dir: str, out: str, result: str) -> None:
-    from common import spark_base_columns, spark_session
+    from common import data_files, spark_base_columns, spark_session
     from pyspark.ml import PipelineModel
     from pyspark.ml.functions import vector_to_array
     from pyspark.sql import functions as F
@@ -68,7 +65,7 @@ def predict(dataset: str, model_dir: str, out: str, result: str) -> None:
     spark = spark_session(2, "8g")
     spark.conf.set("spark.sql.parquet.compression.codec", "zstd")
     model = PipelineModel.load(model_dir)
-    df = spark.read.parquet(*_files(dataset))
+    df = spark.read.parquet(*data_files(dataset, "parquet"))
     carry = ["class", "alpha", "delta", "redshift"]
     scored = model.transform(df.select("obj_ID", *carry, *spark_base_columns(df)))
     names = F.array(*[F.lit(c) for c in schema.CLASSES])

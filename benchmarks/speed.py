@@ -82,8 +82,7 @@ def astrodask_train(ds: Path, model: Path, *extra: str) -> dict:
     seconds = run([*common.astrodask_cmd(), "train", str(ds), "--model", str(model), "--overwrite", "--quiet",
                    *extra])
     metrics = json.loads((model / "metrics.json").read_text())
-    history = json.loads((model / "history.json").read_text())
-    epochs = history["epochs"] if isinstance(history, dict) else history
+    epochs = json.loads((model / "history.json").read_text())
     return {"seconds": seconds, "accuracy": metrics["accuracy"], "epochs": len(epochs),
             "curve": [(e["epoch"], e["seconds"], e["valid_accuracy"]) for e in epochs]}
 
