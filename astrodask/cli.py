@@ -412,10 +412,10 @@ def main(argv=None, prog_name="astrodask") -> int:
         click.echo(f"astrodask: error: {exc}", err=True)
         return EXIT_USER_ERROR
     except OSError as exc:  # the disk or network refused: read-only, full, permissions, a dangling link
-        from .storage import _os_error
+        from .storage import os_error
 
         where = exc.filename or "a file"
-        click.echo(f"astrodask: error: {_os_error(exc, where, 'read or write')}", err=True)
+        click.echo(f"astrodask: error: {os_error(exc, where, 'read or write')}", err=True)
         return EXIT_USER_ERROR
     except Exception as exc:  # noqa: BLE001 - the user gets one line; ASTRODASK_DEBUG=1 shows the traceback
         import os

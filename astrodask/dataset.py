@@ -8,6 +8,7 @@ file by file with the input and no row ever travels to the client.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa

@@ -22,7 +22,7 @@ from .features import FeatureSpec
 from .storage import Location, require_not_incomplete
 
 if TYPE_CHECKING:
-    from .kernels import KernelParams
+    from .features.compiled import KernelParams
 
 FORMAT = "astrodask-softmax"
 FORMAT_VERSION = 1
@@ -51,26 +51,26 @@ class SoftmaxModel:
     """((spec, coef, intercept), link, KernelParams): the kernel arrays and what they were built from."""
 
     def decision_function(self, df: pd.DataFrame) -> np.ndarray:
-        """Class scores before the link (rows x classes), by the compiled kernel (:mod:`astrodask.kernels`)."""
-        from . import kernels
+        """Class scores before the link (rows x classes), by the compiled kernel (:mod:`astrodask.features.compiled`)."""
+        from .features import compiled
 
-        return kernels.score(self.kernel_params(), df, logits=True)[0]
+        return compiled.score(self.kernel_params(), df, logits=True)[0]
 
     def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
-        """Class probabilities (rows x classes), by the compiled kernel (:mod:`astrodask.kernels`)."""
+        """Class probabilities (rows x classes), by the compiled kernel (:mod:`astrodask.features.compiled`)."""
         return self.predict_proba_and_mask(df)[0]
 
     def predict_proba_and_mask(self, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """(class probabilities, the imputed bit mask of each row as ``features.imputed_mask`` gives it) in one
         compiled pass over the rows."""
-        from . import kernels
+        from .features import compiled
 
-        return kernels.score(self.kernel_params(), df)
+        return compiled.score(self.kernel_params(), df)
 
     def kernel_params(self) -> KernelParams:
         """The model as the compiled kernel's arrays, built on first use and kept until ``spec``, ``coef``,
         ``intercept`` or the link is replaced (not noticed: changing the arrays in place)."""
-        from .kernels import kernel_params
+        from .features.compiled import kernel_params
 
         link = self.info.get("link")
         key = (self.spec, self.coef, self.intercept)

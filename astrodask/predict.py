@@ -4,7 +4,7 @@ Output columns: ``obj_ID``, ``predicted_class``, ``prob_GALAXY``, ``prob_QSO``, 
 when the input has them, the ``CARRY`` columns (true ``class``, ``alpha``, ``delta``, ``redshift``, and the source
 ids and row of a ``--row-ids`` conversion).
 Every input row gets exactly one output row. A missing input value is imputed with the training median, and
-the row says so: bit k of ``imputed`` is set when input ``IMPUTED_BITS[k]`` (u, g, r, i, z, redshift, psf_u ..
+the row says so: bit k of ``imputed`` is set when input ``schema.INPUT_BITS[k]`` (u, g, r, i, z, redshift, psf_u ..
 psf_z; only the model's own inputs) was missing, so 0 means every input was measured.
 """
 
@@ -21,10 +21,18 @@ from .console import log, track
 from .dataset import open_dataset
 from .errors import AstrodaskError, ConfigError
 from .evaluate import PRED, PROB_PREFIX
-from .features import IMPUTED_BITS, raw_columns
+from .features import raw_columns
 from .model import SoftmaxModel
 from .options import check_choices
-from .storage import Location, StagedOutput, fingerprint_file, parquet_file, parquet_rows, read_meta, write_parquet_atomic
+from .storage import (
+    Location,
+    StagedOutput,
+    fingerprint_file,
+    parquet_file,
+    parquet_rows,
+    read_meta,
+    write_parquet_atomic,
+)
 
 CARRY = (schema.CLASS, "alpha", "delta", schema.REDSHIFT, schema.SOURCE_ID, schema.SOURCE_SPEC_ID, schema.SOURCE_ROW)
 """Columns copied from the dataset when it has them: labels and positions for evaluation and maps, and the
@@ -35,7 +43,7 @@ HATS_PARTS = "_scored"
 """With ``--format hats``: where the scored partitions wait (inside the staging area) for hats-import."""
 BATCH_ROWS = 262144
 """Rows read and scored at a time (scoring never builds the expanded feature matrix: the compiled kernel of
-astrodask.kernels scores row by row), so a task's memory does not grow with the partition size."""
+astrodask.features.compiled scores row by row), so a task's memory does not grow with the partition size."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,9 +106,9 @@ def predict_file(src: Location, dst: Location, model: SoftmaxModel, carry: list[
     """Worker task: score one partition in batches of rows and write it; return (rows, rows with an imputed
     input)."""
     # imported here: numba loads in the processes that score, not in every command
-    from . import kernels
+    from .features import compiled
 
-    kernels.warm_up()  # compile the scoring kernel (or load it from numba's cache), once per process
+    compiled.warm_up()  # compile the scoring kernel (or load it from numba's cache), once per process
     inputs = [schema.ID, *raw_columns(model.spec.feature_set)]
     need = list(dict.fromkeys([*inputs, *carry]))
     out_schema = output_schema(carry)
@@ -110,7 +118,7 @@ def predict_file(src: Location, dst: Location, model: SoftmaxModel, carry: list[
     with parquet_file(src) as pf:
         for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=need):
             df = batch.select(inputs).to_pandas()  # carried columns stay Arrow: no string conversion
-            p, imp = model.predict_proba_and_mask(df)  # one compiled pass over the rows (astrodask.kernels)
+            p, imp = model.predict_proba_and_mask(df)  # one compiled pass over the rows (astrodask.features.compiled)
             n_imputed += int(np.count_nonzero(imp))
             cols = {schema.ID: pa.array(df[schema.ID].to_numpy(np.uint64), pa.uint64()),
                     PRED: classes.take(p.argmax(axis=1))}
@@ -188,7 +196,7 @@ def run(cfg: PredictConfig, client) -> dict:
         out.commit({"dataset": ds.path, "model": str(model_dir), "format": cfg.format,
                     "rows": sum(written), "parts": parts,
                     "classes": list(model.classes_), "imputed_rows": imputed,
-                    "imputed_bits": list(IMPUTED_BITS)})
+                    "imputed_bits": list(schema.INPUT_BITS)})
     return {"out": str(dest), "rows": sum(written), "files": len(parts), "imputed_rows": imputed}
 
 

@@ -58,8 +58,9 @@ TYPES = {f.name: f.type for f in ALL_FIELDS}
 REQUIRED = (ID, *BANDS)
 PSF_BANDS = tuple(f"psf_{b}" for b in BANDS)
 """PSF magnitudes u..z, kept beside u..z when the source has them (psf - model separates stars from galaxies)."""
-FLOAT_COLUMNS = tuple(f.name for f in FIELDS if pa.types.is_floating(f.type))
-INT_COLUMNS = tuple(f.name for f in FIELDS if pa.types.is_integer(f.type))
+INPUT_BITS = (*BANDS, REDSHIFT, *PSF_BANDS)
+"""Every column a model can read, in bit order: bit k of a prediction's ``imputed`` (and ``out_of_domain``) mask
+stands for ``INPUT_BITS[k]``; only a model's own inputs are ever set."""
 
 # Values that SDSS and its exports use for "no measurement"; they become null.
 SENTINELS = (-9999.0, -999.0, 9999.0)

@@ -13,18 +13,17 @@ from astrodask.features import (
     DEGREE,
     QUANTILE_LEVELS,
     RECIPES,
-    _basis,
-    _knot_vector,
     base_matrix,
     quantile_summary,
     raw_columns,
     spec_from_quantiles,
 )
+from astrodask.features.splines import basis_matrix, knot_vector
 from astrodask.model import SoftmaxModel
 from astrodask.synth import synth_partition
 
 
-def _scipy_basis(x, t):
+def _scipybasis_matrix(x, t):
     x = np.clip(x, t[DEGREE], t[-DEGREE - 1])
     return BSpline.design_matrix(x, t, DEGREE).toarray()
 
@@ -34,13 +33,13 @@ def _scipy_basis(x, t):
 def test_basis_matches_scipy(seed, n_knots):
     rng = np.random.default_rng(seed)
     x = rng.standard_t(3, size=5000)
-    t = _knot_vector(np.quantile(x, QUANTILE_LEVELS), n_knots)
+    t = knot_vector(np.quantile(x, QUANTILE_LEVELS), n_knots)
     # outside the range, on the boundaries and exactly on every knot
     x = np.concatenate([x, [-1e6, 1e6, t[0], t[-1]], np.unique(t)])
-    got = _basis(x, t)
-    np.testing.assert_allclose(got, _scipy_basis(x, t), atol=1e-12)
+    got = basis_matrix(x, t)
+    np.testing.assert_allclose(got, _scipybasis_matrix(x, t), atol=1e-12)
     np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-12)  # a partition of unity
-    assert _basis(x[:0], t).shape == (0, len(t) - DEGREE - 1)
+    assert basis_matrix(x[:0], t).shape == (0, len(t) - DEGREE - 1)
 
 
 def _fitted_spec(feature_set, df):

@@ -1,4 +1,4 @@
-"""The compiled scoring kernel (astrodask.kernels) against the NumPy reference (``FeatureSpec.linear`` + the
+"""The compiled scoring kernel (astrodask.features.compiled) against the NumPy reference (``FeatureSpec.linear`` + the
 link: ``SoftmaxModel.reference_predict_proba``) on real rows, the embedded sample, rows with missing inputs and
 values far outside the knots, for every feature set; its imputed mask against ``features.imputed_mask``; the
 predict task that uses it; and numba's on-disk cache, including where no cache directory is writable."""
@@ -24,7 +24,8 @@ from test_features import (
     _fitted_spec,  # the spec fitted on a frame, as in the feature tests
 )
 
-from astrodask import kernels, schema
+from astrodask import schema
+from astrodask.features import compiled as kernels
 from astrodask.features import (
     imputed_mask,
     raw_columns,
@@ -221,7 +222,7 @@ def test_predict_file_writes_the_reference_probabilities(sample_models, sample, 
 
 _PROBE = """
 import json, astrodask
-from astrodask import kernels
+from astrodask.features import compiled as kernels
 kernels.warm_up()
 stats = kernels.score_kernel.stats
 print(json.dumps({"file": astrodask.__file__, "hits": sum(stats.cache_hits.values()),
@@ -248,14 +249,14 @@ def _probe(site: Path, cache_home: Path) -> dict:
 
 
 def _cache_files(where: Path) -> list[Path]:
-    return sorted(where.rglob("kernels.score_kernel-*.nb[ic]")) if where.exists() else []
+    return sorted(where.rglob("compiled.score_kernel-*.nb[ic]")) if where.exists() else []
 
 
 def test_compiled_kernel_is_cached_beside_the_module(tmp_path):
     site = _installed_copy(tmp_path)
     first = _probe(site, tmp_path / "xdg")
     assert first["hits"] == 0 and first["cache"] == "FunctionCache"
-    assert _cache_files(site / "astrodask" / "__pycache__")
+    assert _cache_files(site / "astrodask" / "features" / "__pycache__")
     assert _probe(site, tmp_path / "xdg")["hits"] >= 1  # the next process loads it instead of compiling
     assert not _cache_files(tmp_path / "xdg")
 
@@ -265,7 +266,7 @@ def test_without_a_writable_cache_directory_the_kernel_still_runs(tmp_path):
     the kernel is compiled in the process instead. Simulated with files where the directories would go, since
     permission bits do not stop root."""
     site = _installed_copy(tmp_path)
-    (site / "astrodask" / "__pycache__").write_text("")  # the module's directory: not a place for a cache
+    (site / "astrodask" / "features" / "__pycache__").write_text("")  # the module's directory: not a place for a cache
     blocked = tmp_path / "not-a-directory"
     blocked.write_text("")
     out = _probe(site, blocked / "cache")  # ~/.cache equivalent: cannot be created
@@ -275,7 +276,7 @@ def test_without_a_writable_cache_directory_the_kernel_still_runs(tmp_path):
 
 def test_read_only_module_directory_falls_back_to_the_user_cache(tmp_path):
     site = _installed_copy(tmp_path)
-    (site / "astrodask" / "__pycache__").write_text("")
+    (site / "astrodask" / "features" / "__pycache__").write_text("")
     out = _probe(site, tmp_path / "xdg")
     assert out["cache"] == "FunctionCache"
     assert _cache_files(tmp_path / "xdg" / "numba")

@@ -89,7 +89,7 @@ def test_compiled_pass_matches_the_numpy_reference(dtype):
 
 
 def test_compiled_moments_match_numpy():
-    from astrodask.learn.kernels import column_moments
+    from astrodask.learn.loss_kernel import column_moments
 
     x = np.random.default_rng(5).normal(3.0, 2.0, size=(3000, 17)).astype(np.float32)
     s, ss = np.zeros(17), np.zeros(17)

@@ -532,7 +532,8 @@ def test_a_dead_jobs_s3_lock_is_taken_over_but_never_a_live_one(s3_bucket):
     (``If-Match`` its ETag): had another job replaced the lock meanwhile, that lock would stay."""
     import socket
 
-    from astrodask.storage import Location, Lock, _remove_if_unchanged
+    from astrodask.storage import Location, Lock
+    from astrodask.storage.lock import _remove_if_unchanged
 
     so = s3_bucket.storage_options
     loc = Location.of(s3_bucket.url(".out.lock"), so)
@@ -715,10 +716,10 @@ def test_an_overwrite_or_commit_killed_half_way_is_never_complete_and_resumes_cl
         real(locs[:2])
         raise KeyboardInterrupt  # the job killed after deleting two of the old parts
 
-    monkeypatch.setattr(st, "remove_files", dies_half_way)
+    monkeypatch.setattr(st.output, "remove_files", dies_half_way)
     with pytest.raises(KeyboardInterrupt):
         _commit(dest, ["part-0.parquet"], {"v": "new"}, overwrite=True)
-    monkeypatch.setattr(st, "remove_files", real)
+    monkeypatch.setattr(st.output, "remove_files", real)
     assert calls == [4]
     left = sorted(k.split("/", 1)[1] for k in s3_bucket.keys("out/"))
     assert left == ["_astrodask.json", "_astrodask.staging.json", "part-2.parquet", "part-3.parquet"], left

@@ -15,8 +15,17 @@ from .. import schema
 from ..console import log, track
 from ..errors import AstrodaskError
 from ..storage import Location, StagedOutput, fingerprint_file, parquet_rows, read_json, read_meta, write_json_atomic
-from .blocks import BLOCKS_DIR, QUARANTINE_DIR, block_done, convert_block, count_rows, dup_name, marker, part_name, \
-    part_nulls
+from .blocks import (
+    BLOCKS_DIR,
+    QUARANTINE_DIR,
+    block_done,
+    convert_block,
+    count_rows,
+    dup_name,
+    marker,
+    part_name,
+    part_nulls,
+)
 from .config import ConvertConfig, ConvertOptions
 from .dedupe import dedupe
 from .plan import Plan, make_plan, plan_blocks

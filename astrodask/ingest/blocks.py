@@ -21,8 +21,8 @@ import pyarrow.compute as pc
 from .. import schema
 from ..storage import Location, ParquetStream, parquet_rows, read_json, write_json_atomic
 from . import readers
-from .readers import Block
 from .ids import RowIds
+from .readers import Block
 from .validate import check
 
 QUARANTINE_DIR = "_quarantine"

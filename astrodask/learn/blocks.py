@@ -157,14 +157,14 @@ class Block(NamedTuple):
 
 def make_block(rows: Rows, spec: FeatureSpec, weights: np.ndarray, rule: SplitRule) -> Block:
     """Expand the labelled TRAIN and VALID rows (standardised when ``spec`` has its scaler)."""
-    from .. import kernels
+    from ..features import compiled
     split = rule.of(rows.keys)
     known = rows.labels >= 0
     parts = []
     for s in (TRAIN, VALID):
         m = (split == s) & known
         y = rows.labels[m]
-        x = spec.standardise(kernels.expand(spec, rows.frame[m]))  # spec.expand, compiled
+        x = spec.standardise(compiled.expand(spec, rows.frame[m]))  # spec.expand, compiled
         parts.append(Part(x, y, weights[y].astype(np.float32)))
     return Block(*parts)
 
@@ -193,7 +193,7 @@ class Moments(NamedTuple):
 
 def moments(item, spec: FeatureSpec, weights: np.ndarray, rule: SplitRule) -> Moments:
     """Moments of a block's (unscaled) training features, summed in float64 in one compiled pass."""
-    from .kernels import column_moments
+    from .loss_kernel import column_moments
 
     x = block_of(item, spec, weights, rule).train.x
     s, ss = np.zeros(x.shape[1]), np.zeros(x.shape[1])

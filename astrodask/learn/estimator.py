@@ -31,8 +31,19 @@ from .backend import InProcess, OnCluster
 from .blocks import validation_split
 from .config import DEFAULT_EPOCHS, TrainOptions
 from .fit import fit
-from .inputs import (MISSING_POLICIES, SENTINEL_POLICIES, InputReport, checked_frame, is_dask_frame, is_dask_series,
-                     prepare, prepare_partition, report_of, require_columns, rows_of)
+from .inputs import (
+    MISSING_POLICIES,
+    SENTINEL_POLICIES,
+    InputReport,
+    checked_frame,
+    is_dask_frame,
+    is_dask_series,
+    prepare,
+    prepare_partition,
+    report_of,
+    require_columns,
+    rows_of,
+)
 
 K = len(schema.CLASSES)
 LABEL = "__astrodask_label__"
@@ -284,7 +295,7 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
 
     def imputed_mask(self, X):
         """Which inputs of each row are missing and imputed with the training median: a uint8 bit mask (bit k:
-        ``features.IMPUTED_BITS[k]``, i.e. u, g, r, i, z, redshift), as the ``imputed`` column of
+        ``schema.INPUT_BITS[k]``, i.e. u, g, r, i, z, redshift), as the ``imputed`` column of
         ``astrodask predict``; 0 means every input was measured."""
         check_is_fitted(self, "coef_")
         if is_dask_frame(X):

@@ -25,10 +25,10 @@ import pandas as pd
 import pyarrow as pa
 
 from .. import labels, schema
-from ..ingest.validate import validate
 from ..dataset import hash64
 from ..errors import AstrodaskError
 from ..features import raw_columns
+from ..ingest.validate import validate
 from .blocks import Rows
 
 SENTINEL_POLICIES = ("error", "missing")

@@ -59,12 +59,12 @@ class SplitSums:
 
 def block_sums(x: np.ndarray, y: np.ndarray, w: np.ndarray, theta: np.ndarray) -> LossSums:
     """Weighted softmax loss, gradient, weight and correct-weight sums of one block, in one compiled pass
-    (``kernels.softmax_sums``; :func:`block_sums_numpy` is the reference it is tested against).
+    (``loss_kernel.softmax_sums``; :func:`block_sums_numpy` is the reference it is tested against).
 
     ``x`` (rows, features) float32 (the persisted blocks) or float64; sums in float64. ``y`` class indices,
     ``w`` row weights.
     """
-    from .kernels import softmax_sums
+    from .loss_kernel import softmax_sums
 
     g = np.zeros(theta.shape)
     if len(y) == 0:

@@ -1,15 +1,7 @@
-"""Stage 3: features for a linear model, fitted out of core and stored as data in the model file.
+"""The fitted feature transform (stored in the model file), and its NumPy reference implementation.
 
-A ``FeatureSpec`` holds everything needed to turn catalogue rows into the model's input, so prediction
-reproduces training exactly:
-
-1. *base* features: magnitudes, colours (differences of bands) and, for the spectroscopic set, an
-   ``asinh`` transform of the redshift (linear near 0, where stars scatter around z = 0, logarithmic above);
-   missing values are imputed with the training median;
-2. cubic B-spline bases of the base features, with knots at approximate quantiles computed on the cluster
-   in one pass (each partition sends a fixed-size quantile summary, never rows);
-3. products of pairs of standardised base features (interactions);
-4. standardisation of the expanded vector with means and deviations summed on the workers.
+``FeatureSpec.expand`` and ``FeatureSpec.linear`` are the reference the compiled kernels (``compiled``) are
+tested against; training and scoring use the kernels.
 """
 
 from __future__ import annotations
@@ -19,87 +11,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from . import schema
-from .errors import ConfigError
+from .. import schema
+from .recipes import FeatureRecipe, check_feature_set, raw_columns
+from .splines import DEGREE, QUANTILE_LEVELS, basis_matrix, is_clamped, knot_vector
 
-FEATURE_SETS = ("spectroscopic", "photometric", "photometric+morphology")
-"""``photometric+morphology`` is the photometric set plus the PSF - model magnitude differences; ``--features
-photometric`` becomes it when the training data has PSF magnitudes (see :func:`resolve_feature_set`)."""
-MORPHOLOGY = tuple(f"psf_{b}-{b}" for b in schema.BANDS)
-"""PSF - model magnitude per band: about 0 for point sources (stars, quasars), positive for extended objects
-(SDSS's star/galaxy separator is psfMag - cModelMag > 0.145 in r)."""
-QUANTILE_LEVELS = np.linspace(0.0, 1.0, 201)
-DEGREE = 3
 REDSHIFT_SCALE = 1e-3
 EXPAND_CHUNK_BYTES = 32 << 20
-
-COLOURS = ("u-g", "g-r", "r-i", "i-z")
-_MORE_COLOURS = ("u-r", "g-i", "r-z")
-_FINE_PAIRS = {("u-g", "g-r"), ("g-r", "r-i"), ("r-i", "i-z"), ("r", "u-g"), ("r", "g-r")}
-
-
-@dataclass(frozen=True)
-class FeatureRecipe:
-    """Which features a feature set expands to (the choice; the fitted numbers live in FeatureSpec)."""
-
-    base: tuple[str, ...]
-    """Base features, each also used linearly: band names, colours ``"a-b"``, ``"asinh_z"`` (asinh of
-    redshift / 1e-3) and ``"z_is_zero"`` (redshift exactly 0: the SDSS pipeline's value when the redshift fit
-    failed; 412 rows of SDSS17, all galaxies)."""
-    splines: dict
-    """Base feature -> number of knots (boundaries included) of its cubic B-spline basis."""
-    tensors: tuple[tuple[str, str, int], ...] = ()
-    """(feature a, feature b, knots): products of every pair of the two coarse spline bases."""
-    interactions: tuple[tuple[str, str], ...] = ()
-    """Pairs of base features whose standardised product is a feature."""
-
-
-_PHOTOMETRIC_TENSORS = tuple((a, b, 6 if (a, b) in _FINE_PAIRS else 5)
-                             for k, a in enumerate(("r", *COLOURS)) for b in ("r", *COLOURS)[k + 1:])
-
-# Chosen on the validation split of SDSS17 (holdout untouched); see README "Features".
-RECIPES: dict[str, FeatureRecipe] = {
-    "spectroscopic": FeatureRecipe(
-        base=(*schema.BANDS, *COLOURS, *_MORE_COLOURS, "asinh_z", "z_is_zero"),
-        splines={c: 10 for c in (*schema.BANDS, *COLOURS, "asinh_z")},
-        tensors=tuple(("asinh_z", c, 5) for c in COLOURS),
-    ),
-    "photometric": FeatureRecipe(
-        base=(*schema.BANDS, *COLOURS, *_MORE_COLOURS),
-        splines={c: 10 for c in (*schema.BANDS, *COLOURS, *_MORE_COLOURS)},
-        # colour-colour and colour-magnitude diagrams: finer where the classes' loci cross
-        tensors=_PHOTOMETRIC_TENSORS,
-    ),
-    "photometric+morphology": FeatureRecipe(
-        base=(*schema.BANDS, *COLOURS, *_MORE_COLOURS, *MORPHOLOGY),
-        splines={c: 10 for c in (*schema.BANDS, *COLOURS, *_MORE_COLOURS, *MORPHOLOGY)},
-        # the separation between point sources and extended objects shrinks towards faint magnitudes
-        tensors=(*_PHOTOMETRIC_TENSORS, ("r", "psf_r-r", 6), ("g-r", "psf_r-r", 5)),
-    ),
-}
-
-
-def raw_columns(feature_set: str) -> tuple[str, ...]:
-    """Catalogue columns a feature set reads."""
-    check_feature_set(feature_set)
-    if feature_set == "spectroscopic":
-        return (*schema.BANDS, schema.REDSHIFT)
-    return (*schema.BANDS, *schema.PSF_BANDS) if feature_set == "photometric+morphology" else schema.BANDS
-
-
-def resolve_feature_set(features: str, columns, empty=(), morphology: bool = True) -> str:
-    """The feature set to train: ``photometric`` becomes ``photometric+morphology`` when ``morphology`` is on and
-    the data has every PSF magnitude column (``columns``) with values (not in ``empty``)."""
-    check_feature_set(features)
-    if features == "photometric" and morphology and all(c in columns and c not in empty for c in schema.PSF_BANDS):
-        return "photometric+morphology"
-    return features
-
-
-def check_feature_set(feature_set: str) -> None:
-    if feature_set not in FEATURE_SETS:
-        raise ConfigError("features", f"unknown feature set {feature_set!r}", f"use one of {', '.join(FEATURE_SETS)}")
-
 
 def base_matrix(df: pd.DataFrame, names: tuple[str, ...], impute: dict[str, float] | None) -> np.ndarray:
     """Base features as float64 columns; missing inputs imputed when ``impute`` is given (else NaN)."""
@@ -124,103 +41,14 @@ def base_matrix(df: pd.DataFrame, names: tuple[str, ...], impute: dict[str, floa
     return out
 
 
-IMPUTED_BITS = (*schema.BANDS, schema.REDSHIFT, *schema.PSF_BANDS)
-"""Bit k of an imputed mask (predictions' ``imputed`` column) stands for this input; only a model's inputs are
-ever set."""
-
-
 def imputed_mask(df: pd.DataFrame, feature_set: str) -> np.ndarray:
-    """The imputed bit mask of each row (uint16): bit k set when input ``IMPUTED_BITS[k]`` is missing (and so
+    """The imputed bit mask of each row (uint16): bit k set when input ``schema.INPUT_BITS[k]`` is missing (and so
     replaced by the training median); 0 means every input of the feature set was measured."""
     mask = np.zeros(len(df), np.uint16)
     for c in raw_columns(feature_set):
         missing = df[c].isna().to_numpy()
-        mask |= (missing.astype(np.uint16) << np.uint16(IMPUTED_BITS.index(c)))
+        mask |= (missing.astype(np.uint16) << np.uint16(schema.INPUT_BITS.index(c)))
     return mask
-
-
-def quantile_summary(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-column (quantiles at QUANTILE_LEVELS, non-null counts): a fixed-size summary of a partition."""
-    q = np.full((len(QUANTILE_LEVELS), x.shape[1]), np.nan)
-    n = np.zeros(x.shape[1], dtype=np.int64)
-    for k in range(x.shape[1]):
-        v = x[:, k][np.isfinite(x[:, k])]
-        n[k] = v.size
-        if v.size:
-            q[:, k] = np.quantile(v, QUANTILE_LEVELS)
-    return q, n
-
-
-def merge_quantiles(summaries: list[tuple[np.ndarray, np.ndarray]], levels: np.ndarray) -> np.ndarray:
-    """Approximate global quantiles at ``levels`` from per-partition summaries (count-weighted mixture of CDFs)."""
-    n_cols = summaries[0][0].shape[1]
-    out = np.full((len(levels), n_cols), np.nan)
-    for k in range(n_cols):
-        parts = [(q[:, k], n[k]) for q, n in summaries if n[k] > 0]
-        if not parts:
-            continue
-        grid = np.unique(np.concatenate([q for q, _ in parts]))
-        total = sum(n for _, n in parts)
-        cdf = sum(n * np.interp(grid, q, QUANTILE_LEVELS, left=0.0, right=1.0) for q, n in parts) / total
-        cdf = np.maximum.accumulate(cdf)
-        out[:, k] = np.interp(levels, cdf, grid)
-    return out
-
-
-def _basis_parts(x: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The DEGREE+1 non-zero cubic B-spline values of each ``x`` on the clamped knot vector ``t`` (values
-    outside are clipped) and the index of the first of them: Cox-de Boor recursion vectorised over rows."""
-    lo, hi = DEGREE, len(t) - DEGREE - 2  # first and last non-empty knot interval
-    x = np.clip(x, t[lo], t[hi + 1])
-    i = np.full(len(x), lo)
-    for knot in t[lo + 1:hi + 1]:  # the interval: count the interior knots at or below x (faster than searchsorted)
-        i += x >= knot
-    left = [None] + [x - t[i + 1 - j] for j in range(1, DEGREE + 1)]
-    right = [None] + [t[i + j] - x for j in range(1, DEGREE + 1)]
-    n = np.empty((DEGREE + 1, len(x)))
-    n[0] = 1.0
-    for j in range(1, DEGREE + 1):
-        saved = 0.0
-        for r in range(j):
-            tmp = n[r] / (right[r + 1] + left[j - r])  # > 0: interior knots are distinct, so intervals are not empty
-            np.multiply(right[r + 1], tmp, out=n[r])
-            n[r] += saved
-            saved = left[j - r] * tmp
-        n[j] = saved
-    return n.T, i - DEGREE
-
-
-def _basis(x: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Dense cubic B-spline basis of ``x`` on the clamped knot vector ``t`` (values outside are clipped)."""
-    out = np.zeros((len(x), len(t) - DEGREE - 1))
-    if len(x):
-        vals, first = _basis_parts(x, t)
-        flat = out.reshape(-1)
-        at = np.arange(len(x)) * out.shape[1] + first
-        for j in range(DEGREE + 1):
-            flat[at + j] = vals[:, j]
-    return out
-
-
-def _clamped(t: np.ndarray) -> bool:
-    """A knot vector _basis can use: finite, each boundary knot DEGREE+1 times, interior strictly increasing."""
-    t = np.asarray(t, dtype=np.float64)
-    if t.ndim != 1 or len(t) < 2 * (DEGREE + 1) or not np.isfinite(t).all():
-        return False
-    ends = np.all(t[:DEGREE + 1] == t[0]) and np.all(t[-DEGREE - 1:] == t[-1])
-    return bool(ends and np.all(np.diff(t[DEGREE:-DEGREE]) > 0))
-
-
-def _knot_vector(q: np.ndarray, n_knots: int) -> np.ndarray | None:
-    """Clamped knot vector: ``n_knots`` knots at evenly spaced quantiles (``q`` at QUANTILE_LEVELS), the two
-    boundary knots at the 0.1 % and 99.9 % quantiles so a few wild values do not stretch the basis."""
-    lo = float(np.interp(0.001, QUANTILE_LEVELS, q))
-    hi = float(np.interp(0.999, QUANTILE_LEVELS, q))
-    if not hi > lo:
-        return None
-    inner = np.interp(np.linspace(0.0, 1.0, n_knots)[1:-1], QUANTILE_LEVELS, q)
-    inner = np.unique(inner[(inner > lo) & (inner < hi)])
-    return np.concatenate([[lo] * (DEGREE + 1), inner, [hi] * (DEGREE + 1)])
 
 
 @dataclass(frozen=True)
@@ -305,7 +133,7 @@ class FeatureSpec:
         def basis(name: str, t: np.ndarray) -> np.ndarray:  # tensors reuse the same coarse bases
             key = (name, t.tobytes())
             if key not in memo:
-                memo[key] = _basis(xb[:, idx[name]], t)
+                memo[key] = basis_matrix(xb[:, idx[name]], t)
             return memo[key]
 
         yield (zb,)
@@ -396,7 +224,7 @@ class FeatureSpec:
         if any(u not in spec.base for u in used):
             raise ValueError("a spline, tensor or interaction refers to a feature that is not a base feature")
         for t in [*spec.knots.values(), *(t[1] for t in spec.tensors), *(t[3] for t in spec.tensors)]:
-            if not _clamped(t):
+            if not is_clamped(t):
                 raise ValueError("a knot vector is not clamped cubic (finite, boundaries repeated, interior increasing)")
         if spec.mean is not None and (len(spec.mean) != spec.n_features or len(spec.scale) != spec.n_features):
             raise ValueError("scaler length does not match the features")
@@ -428,10 +256,10 @@ def spec_from_quantiles(feature_set: str, recipe: FeatureRecipe, raw_q: np.ndarr
     mid = int(np.argmin(np.abs(QUANTILE_LEVELS - 0.5)))
     impute = {c: float(raw_q[mid, k]) for k, c in enumerate(raw)}
     col = {b: base_q[:, k] for k, b in enumerate(recipe.base)}
-    knots = {b: t for b, n in recipe.splines.items() if (t := _knot_vector(col[b], n)) is not None}
+    knots = {b: t for b, n in recipe.splines.items() if (t := knot_vector(col[b], n)) is not None}
     tensors = []
     for a, b, n in recipe.tensors:
-        ta, tb = _knot_vector(col[a], n), _knot_vector(col[b], n)
+        ta, tb = knot_vector(col[a], n), knot_vector(col[b], n)
         if ta is not None and tb is not None:
             tensors.append((a, ta, b, tb))
     return FeatureSpec(

@@ -5,10 +5,10 @@ each row what ``FeatureSpec.linear`` followed by the link does for a block of ro
 reference the kernel is tested against):
 
 1. read the model's raw inputs, replacing a missing one (NaN) with the training median and setting its bit of
-   the ``imputed`` mask (``features.IMPUTED_BITS``);
-2. the base features as ``features.base_matrix`` makes them (bands, colours, ``asinh(z / REDSHIFT_SCALE)``,
+   the ``imputed`` mask (``schema.INPUT_BITS``);
+2. the base features as ``spec.base_matrix`` makes them (bands, colours, ``asinh(z / REDSHIFT_SCALE)``,
    ``z_is_zero``) and their standardised values;
-3. the non-zero values of each distinct B-spline basis (``features._basis_parts``'s Cox-de Boor recursion, its
+3. the non-zero values of each distinct B-spline basis (``splines.basis_parts``'s Cox-de Boor recursion, its
    denominators -- knot differences -- as reciprocals computed once per model);
 4. the dot product with the weights, the scaler folded into them, block by block: standardised base features,
    spline bases, tensor products (only the (DEGREE+1)^2 non-zero products), interactions;
@@ -33,10 +33,12 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
 
-from . import schema
-from .features import DEGREE, IMPUTED_BITS, REDSHIFT_SCALE, raw_columns
+from .. import schema
+from ..jit import jit
+from .recipes import raw_columns
+from .spec import REDSHIFT_SCALE
+from .splines import DEGREE
 
 # base feature kinds (column ``op[k, 0]``; ``op[k, 1]``, ``op[k, 2]`` are raw input indices)
 RAW, DIFF, ASINH_Z, Z_IS_ZERO = 0, 1, 2, 3
@@ -47,22 +49,9 @@ _DEGREE = 3
 invalidated only by changes to this file; kernel_params refuses a spec of another degree."""
 
 
-def jit(fn=None, **options):
-    """``njit(cache=True, nogil=True, **options)``, or without the on-disk cache when numba finds no writable
-    cache directory (a read-only install and no writable user cache directory: numba raises instead of falling
-    back). Also ``@jit(fastmath=...)``."""
-    if fn is None:
-        return lambda f: jit(f, **options)
-    try:
-        return njit(cache=True, nogil=True, **options)(fn)
-    except RuntimeError:
-        return njit(cache=False, nogil=True, **options)(fn)
 
 
-_jit = jit
-
-
-@_jit
+@jit
 def _row_bases(x, row, impute, bits, op, base_mean, base_std, basis_feat, knots, n_knots, redshift_scale, inv, raw,
                xb, zb, vals, first):
     """One row's imputed inputs (``raw``), base features (``xb``), standardised base features (``zb``) and the
@@ -90,7 +79,7 @@ def _row_bases(x, row, impute, bits, op, base_mean, base_std, basis_feat, knots,
         else:
             xb[j] = 1.0 if raw[op[j, 1]] == 0.0 else 0.0
         zb[j] = (xb[j] - base_mean[j]) / base_std[j]
-    # the non-zero B-spline values of every distinct basis (features._basis_parts, one row)
+    # the non-zero B-spline values of every distinct basis (splines.basis_parts, one row)
     for q in range(n_bases):
         lo = degree
         hi = n_knots[q] - degree - 2
@@ -102,7 +91,7 @@ def _row_bases(x, row, impute, bits, op, base_mean, base_std, basis_feat, knots,
         i = lo
         for kk in range(lo + 1, hi + 1):
             i += v >= knots[q, kk]
-        # Cox-de Boor for degree 3 in scalars: features._basis_parts's recursion, its denominators (knot
+        # Cox-de Boor for degree 3 in scalars: splines.basis_parts's recursion, its denominators (knot
         # differences, the same for every x in the interval) as precomputed reciprocals
         l1 = v - knots[q, i]
         l2 = v - knots[q, i - 1]
@@ -136,7 +125,7 @@ def _row_bases(x, row, impute, bits, op, base_mean, base_std, basis_feat, knots,
     return m
 
 
-@_jit
+@jit
 def score_kernel(x, impute, bits, op, base_mean, base_std, basis_feat, knots, n_knots, spline, tensor, inter,
                  w, bias, redshift_scale, inv, link, out, mask):
     """Score the rows of ``x`` (raw inputs x rows, float64, NaN = missing) into ``out`` (rows x classes) and
@@ -210,7 +199,7 @@ def score_kernel(x, impute, bits, op, base_mean, base_std, basis_feat, knots, n_
                 out[row, k] = acc[k]
 
 
-@_jit
+@jit
 def expand_kernel(x, impute, bits, op, base_mean, base_std, basis_feat, knots, n_knots, spline, tensor, inter,
                   redshift_scale, inv, out):
     """The unscaled expanded features of the rows of ``x`` (raw inputs x rows) into ``out`` (rows x features,
@@ -267,9 +256,9 @@ def kernel_params(spec, coef: np.ndarray, intercept: np.ndarray, link: str | Non
     raw = raw_columns(spec.feature_set)
     ridx = {c: k for k, c in enumerate(raw)}
     impute = np.array([spec.impute[c] for c in raw], np.float64)
-    bits = np.array([1 << IMPUTED_BITS.index(c) for c in raw], np.int64)
+    bits = np.array([1 << schema.INPUT_BITS.index(c) for c in raw], np.int64)
     op = np.full((len(spec.base), 3), -1, np.int64)
-    for k, name in enumerate(spec.base):  # the cases of features.base_matrix
+    for k, name in enumerate(spec.base):  # the cases of spec.base_matrix
         if name in schema.BANDS:
             op[k, :2] = RAW, ridx[name]
         elif name == "asinh_z":
@@ -344,7 +333,7 @@ CHUNK_ROWS = 65536
 
 
 def _chunks(params: KernelParams, df):
-    """(start, stop, inputs x rows float64) of ``df`` in CHUNK_ROWS pieces, read as features.base_matrix reads
+    """(start, stop, inputs x rows float64) of ``df`` in CHUNK_ROWS pieces, read as spec.base_matrix reads
     them (float64, missing -> NaN), each input copied contiguously."""
     cols = [df[c] for c in params.raw]
     for start in range(0, len(df), CHUNK_ROWS):
@@ -394,7 +383,7 @@ def warm_up() -> None:
             return
         import pandas as pd
 
-        from .features import FeatureSpec
+        from .spec import FeatureSpec
 
         spec = FeatureSpec(feature_set="photometric", base=("u", "g-r"), impute=dict.fromkeys(schema.BANDS, 20.0),
                            base_mean=np.zeros(2), base_std=np.ones(2),

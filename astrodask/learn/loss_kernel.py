@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernels import jit
+from ..jit import jit
 
 FAST = {"reassoc", "contract"}  # vectorised reductions; no approximate exp/log, NaN and Inf kept
 

@@ -1,0 +1,47 @@
+"""The one place that creates Dask clients: a LocalCluster by default, a running scheduler by address, or a
+batch-queue cluster (SLURM, PBS, SGE, LSF, HTCondor) through dask-jobqueue.
+
+The caller owns the client (``with connect(cfg) as client:``) and passes it to every stage. Every wait is
+bounded and ends in one ``AstrodaskError`` line: the scheduler must answer as a Dask scheduler within
+``timeout`` and at least one worker must join within ``worker_timeout``.
+
+``config`` (ClusterConfig; no distributed import), ``address`` (a running scheduler), ``local`` (LocalCluster),
+``jobqueue`` (batch queues), ``workers`` (waits, the allocator plugin, memory).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from .config import CLUSTERS, MIN_WORKER_MEMORY, ClusterConfig, check_address, note
+from .jobqueue import job_script, jobqueue_class, jobqueue_kwargs
+from .workers import TRIM_FRACTION, MallocPlugin, n_worker_threads, register_malloc_plugin, tune_malloc, worker_memory
+
+__all__ = ["CLUSTERS", "MIN_WORKER_MEMORY", "TRIM_FRACTION", "ClusterConfig", "MallocPlugin", "check_address",
+           "connect", "job_script", "jobqueue_class", "jobqueue_kwargs", "n_worker_threads", "tune_malloc",
+           "worker_memory"]
+
+
+@contextlib.contextmanager
+def connect(cfg: ClusterConfig = ClusterConfig()) -> Iterator["distributed.Client"]:  # noqa: F821
+    """Yield a connected client with at least one worker; on exit close it, and the cluster if one was started
+    here (a batch cluster's jobs are cancelled)."""
+    with contextlib.ExitStack() as stack:
+        address = cfg.address
+        if address:
+            from .address import connect_address
+
+            client, where = connect_address(cfg, address, stack)
+        elif cfg.cluster == "local":
+            from .local import start_local
+
+            client, where = start_local(cfg, stack)
+        else:
+            from .jobqueue import start_jobqueue
+
+            client, where = start_jobqueue(cfg, stack)
+        register_malloc_plugin(client)
+        note(cfg, f"cluster: {where}; dashboard: {client.dashboard_link}")
+        with client.as_current():
+            yield client

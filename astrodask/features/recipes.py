@@ -1,0 +1,81 @@
+"""Which features each feature set expands to (the choices; the fitted numbers live in ``spec.FeatureSpec``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .. import schema
+from ..errors import ConfigError
+
+FEATURE_SETS = ("spectroscopic", "photometric", "photometric+morphology")
+"""``photometric+morphology`` is the photometric set plus the PSF - model magnitude differences; ``--features
+photometric`` becomes it when the training data has PSF magnitudes (see :func:`resolve_feature_set`)."""
+MORPHOLOGY = tuple(f"psf_{b}-{b}" for b in schema.BANDS)
+"""PSF - model magnitude per band: about 0 for point sources (stars, quasars), positive for extended objects
+(SDSS's star/galaxy separator is psfMag - cModelMag > 0.145 in r)."""
+COLOURS = ("u-g", "g-r", "r-i", "i-z")
+_MORE_COLOURS = ("u-r", "g-i", "r-z")
+_FINE_PAIRS = {("u-g", "g-r"), ("g-r", "r-i"), ("r-i", "i-z"), ("r", "u-g"), ("r", "g-r")}
+
+
+@dataclass(frozen=True)
+class FeatureRecipe:
+    """Which features a feature set expands to (the choice; the fitted numbers live in FeatureSpec)."""
+
+    base: tuple[str, ...]
+    """Base features, each also used linearly: band names, colours ``"a-b"``, ``"asinh_z"`` (asinh of
+    redshift / 1e-3) and ``"z_is_zero"`` (redshift exactly 0: the SDSS pipeline's value when the redshift fit
+    failed; 412 rows of SDSS17, all galaxies)."""
+    splines: dict
+    """Base feature -> number of knots (boundaries included) of its cubic B-spline basis."""
+    tensors: tuple[tuple[str, str, int], ...] = ()
+    """(feature a, feature b, knots): products of every pair of the two coarse spline bases."""
+    interactions: tuple[tuple[str, str], ...] = ()
+    """Pairs of base features whose standardised product is a feature."""
+
+
+_PHOTOMETRIC_TENSORS = tuple((a, b, 6 if (a, b) in _FINE_PAIRS else 5)
+                             for k, a in enumerate(("r", *COLOURS)) for b in ("r", *COLOURS)[k + 1:])
+
+# Chosen on the validation split of SDSS17 (holdout untouched); see README "Features".
+RECIPES: dict[str, FeatureRecipe] = {
+    "spectroscopic": FeatureRecipe(
+        base=(*schema.BANDS, *COLOURS, *_MORE_COLOURS, "asinh_z", "z_is_zero"),
+        splines={c: 10 for c in (*schema.BANDS, *COLOURS, "asinh_z")},
+        tensors=tuple(("asinh_z", c, 5) for c in COLOURS),
+    ),
+    "photometric": FeatureRecipe(
+        base=(*schema.BANDS, *COLOURS, *_MORE_COLOURS),
+        splines={c: 10 for c in (*schema.BANDS, *COLOURS, *_MORE_COLOURS)},
+        # colour-colour and colour-magnitude diagrams: finer where the classes' loci cross
+        tensors=_PHOTOMETRIC_TENSORS,
+    ),
+    "photometric+morphology": FeatureRecipe(
+        base=(*schema.BANDS, *COLOURS, *_MORE_COLOURS, *MORPHOLOGY),
+        splines={c: 10 for c in (*schema.BANDS, *COLOURS, *_MORE_COLOURS, *MORPHOLOGY)},
+        # the separation between point sources and extended objects shrinks towards faint magnitudes
+        tensors=(*_PHOTOMETRIC_TENSORS, ("r", "psf_r-r", 6), ("g-r", "psf_r-r", 5)),
+    ),
+}
+
+
+def raw_columns(feature_set: str) -> tuple[str, ...]:
+    """Catalogue columns a feature set reads."""
+    check_feature_set(feature_set)
+    if feature_set == "spectroscopic":
+        return (*schema.BANDS, schema.REDSHIFT)
+    return (*schema.BANDS, *schema.PSF_BANDS) if feature_set == "photometric+morphology" else schema.BANDS
+
+
+def resolve_feature_set(features: str, columns, empty=(), morphology: bool = True) -> str:
+    """The feature set to train: ``photometric`` becomes ``photometric+morphology`` when ``morphology`` is on and
+    the data has every PSF magnitude column (``columns``) with values (not in ``empty``)."""
+    check_feature_set(features)
+    if features == "photometric" and morphology and all(c in columns and c not in empty for c in schema.PSF_BANDS):
+        return "photometric+morphology"
+    return features
+
+
+def check_feature_set(feature_set: str) -> None:
+    if feature_set not in FEATURE_SETS:
+        raise ConfigError("features", f"unknown feature set {feature_set!r}", f"use one of {', '.join(FEATURE_SETS)}")
