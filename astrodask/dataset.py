@@ -1,4 +1,5 @@
-"""Stage 2: the Parquet dataset as the later stages see it: its files, schema checks, and the id-hash split.
+"""Stage 2: the Parquet dataset as the later stages see it: its files, schema checks, and the id-hash split
+(:data:`HOLDOUT`, the one split rule).
 
 A dataset is a directory of ``part-*.parquet`` files (written by ``convert``, or any Parquet directory with the
 canonical column names). Each file is one partition: stages map one task per file, so outputs line up
@@ -18,8 +19,6 @@ from .errors import AstrodaskError
 from .storage import Location, fingerprint_file, parquet_file, read_meta, read_parquet, require_not_incomplete
 
 N_BUCKETS = 1000
-TEST_BUCKETS = 200  # buckets [0, 200): holdout test (20 %)
-VALID_BUCKETS = 100  # buckets [200, 300): validation for early stopping (10 %); the rest trains
 TRAIN, VALID, TEST = 0, 1, 2
 
 
@@ -38,10 +37,33 @@ def bucket(ids) -> np.ndarray:
     return (hash64(ids) % np.uint64(N_BUCKETS)).astype(np.int16)
 
 
-def split_of(ids) -> np.ndarray:
-    """TRAIN, VALID or TEST for each id."""
-    b = bucket(ids)
-    return np.where(b < TEST_BUCKETS, TEST, np.where(b < TEST_BUCKETS + VALID_BUCKETS, VALID, TRAIN)).astype(np.int8)
+@dataclass(frozen=True)
+class SplitRule:
+    """Which rows are held out (TEST), which validate (VALID), the rest train: by the hash bucket of their key
+    (``dataset.bucket``: 0..N_BUCKETS-1), so the same row lands in the same split whatever the partitioning."""
+
+    test: tuple[int, int]
+    """Buckets [lo, hi) of the holdout rows (never trained on or used for early stopping)."""
+    valid: tuple[int, int]
+    """Buckets [lo, hi) of the validation rows (early stopping)."""
+
+    def of(self, keys: np.ndarray) -> np.ndarray:
+        """TRAIN, VALID or TEST (int8) of each key."""
+        b = bucket(keys)
+        out = np.full(len(b), TRAIN, np.int8)
+        out[(b >= self.valid[0]) & (b < self.valid[1])] = VALID
+        out[(b >= self.test[0]) & (b < self.test[1])] = TEST
+        return out
+
+
+HOLDOUT = SplitRule(test=(0, 200), valid=(200, 300))
+"""The split of every dataset (the ``train`` stage's, the evaluation's holdout): buckets [0, 200) are the holdout
+(20 %, never trained on), [200, 300) validate (10 %, early stopping), the rest train."""
+
+
+def validation_split(fraction: float) -> SplitRule:
+    """No holdout; ``fraction`` of the rows (rounded to 1/N_BUCKETS) validate, the rest train."""
+    return SplitRule(test=(0, 0), valid=(0, int(round(fraction * N_BUCKETS))))
 
 
 @dataclass(frozen=True)
@@ -61,10 +83,6 @@ class Dataset:
     @property
     def n_rows(self) -> int:
         return sum(self.rows)
-
-    @property
-    def nbytes(self) -> int:
-        return sum(f.size() for f in self.files)
 
     @property
     def output_id(self) -> str | None:

@@ -12,15 +12,13 @@ import pandas as pd
 
 from . import labels, schema
 from .console import track
-from .dataset import TEST, read_part, split_of
+from .dataset import HOLDOUT, TEST, read_part
 from .errors import AstrodaskError
 
 K = len(schema.CLASSES)
 REL_BINS = 10
 Z_EDGES = np.concatenate([[-np.inf], np.geomspace(1e-4, 10.0, 51)])  # first bin: z <= 1e-4 (stars)
 SKY_SHAPE = (72, 36)  # 5 degree cells in alpha, delta
-PROB_PREFIX = "prob_"
-PRED = "predicted_class"
 
 
 def block_stats(y: np.ndarray, proba: np.ndarray, alpha=None, delta=None, redshift=None) -> dict:
@@ -124,7 +122,7 @@ def _holdout_task(file: str, model) -> dict:
     with parquet_file(file) as pf:
         have = set(pf.schema_arrow.names)
     df = read_part(file, [c for c in cols if c in have])
-    df = df[split_of(df[schema.ID].to_numpy()) == TEST]
+    df = df[HOLDOUT.of(df[schema.ID].to_numpy()) == TEST]
     y = _labels(df, schema.CLASS, str(file))
     df = df[y >= 0]  # unlabelled holdout rows are not scored: only counted
     return block_stats(y[y >= 0], model.predict_proba(df), _opt(df, "alpha"), _opt(df, "delta"),
@@ -139,7 +137,7 @@ def holdout(client, model, files, quiet: bool = False) -> dict:
 
 def _predictions_task(file: str) -> dict:
     df = read_part(file)
-    probs = df[[PROB_PREFIX + c for c in schema.CLASSES]].to_numpy(np.float64)
+    probs = df[list(schema.PROBS)].to_numpy(np.float64)
     return block_stats(_labels(df, schema.CLASS, str(file)), probs, _opt(df, "alpha"), _opt(df, "delta"),
                        _opt(df, schema.REDSHIFT))
 
@@ -150,7 +148,7 @@ def predictions(client, path, quiet: bool = False, storage_options: dict | None 
     from .storage import Location
 
     ds = open_dataset(Location.of(path, storage_options), kind="predictions")
-    ds.require([schema.CLASS, *(PROB_PREFIX + c for c in schema.CLASSES)], "to evaluate predictions")
+    ds.require([schema.CLASS, *schema.PROBS], "to evaluate predictions")
     parts = track(client.map(_predictions_task, list(ds.files), pure=False), "evaluate", quiet)
     return finalize(merge(parts))
 

@@ -19,7 +19,7 @@ from .errors import AstrodaskError
 
 UNLABELLED = -1
 UNKNOWN = -2
-"""What :func:`classify` gives a value that is not a class name (never returned by :func:`encode`)."""
+"""What :func:`codes` gives a value that is not a class name (never returned by :func:`encode`)."""
 CLASS_INDEX = {c: k for k, c in enumerate(schema.CLASSES)}
 _CLASSES = pa.array(schema.CLASSES, pa.string())
 
@@ -40,7 +40,7 @@ def _exact(s: pd.Series) -> np.ndarray | None:
     return idx.fill_null(UNLABELLED).to_numpy(zero_copy_only=False).astype(np.int8)
 
 
-def classify(values) -> np.ndarray:
+def codes(values) -> np.ndarray:
     """Class index of each value (int8): -1 for a missing label, -2 (UNKNOWN) for a value that is no class."""
     s = values if isinstance(values, pd.Series) else pd.Series(values, copy=False)
     if len(s) == 0:
@@ -60,7 +60,7 @@ def classify(values) -> np.ndarray:
 
 
 def unknown_values(values, codes: np.ndarray) -> Counter:
-    """How often each value that is no class occurs (``codes`` from :func:`classify`)."""
+    """How often each value that is no class occurs (``codes`` from :func:`codes`)."""
     bad = codes == UNKNOWN
     if not bad.any():
         return Counter()
@@ -84,7 +84,7 @@ def encode(values, where: str = "class") -> np.ndarray:
 
     Raises AstrodaskError naming ``where``, the unknown values and their count when a label is not a class.
     """
-    codes = classify(values)
-    if (codes == UNKNOWN).any():
-        refuse_unknown(unknown_values(values, codes), where)
-    return codes
+    found = codes(values)
+    if (found == UNKNOWN).any():
+        refuse_unknown(unknown_values(values, found), where)
+    return found

@@ -19,14 +19,8 @@ import pandas as pd
 from . import schema
 from .errors import AstrodaskError
 from .features import raw_columns
-
-PREDICTION_COLUMNS = ("predicted_class", *(f"prob_{c}" for c in schema.CLASSES), "imputed")
-
-
-def is_catalog(obj) -> bool:
-    """True for an LSDB catalogue (checked without importing lsdb)."""
-    return type(obj).__module__.startswith("lsdb.") and hasattr(obj, "to_dask_dataframe") and hasattr(
-        obj, "map_partitions")
+from .learn.estimator import SDSSClassifier
+from .learn.inputs import is_catalog
 
 
 def input_columns(columns, feature_set: str) -> dict[str, str]:
@@ -43,14 +37,6 @@ def input_columns(columns, feature_set: str) -> dict[str, str]:
     return found
 
 
-def canonical_frame(catalog):
-    """The catalogue as a lazy Dask DataFrame with the model inputs under their canonical names."""
-    ddf = catalog.to_dask_dataframe()
-    mapping = schema.resolve_columns(list(ddf.columns)).mapping
-    keep = {src: canon for src, canon in mapping.items() if src in ddf.columns and canon not in ddf.columns}
-    return ddf.rename(columns=keep) if keep else ddf
-
-
 def _classify_partition(df: pd.DataFrame, model, mapping: dict, sentinels: str, missing: str) -> pd.DataFrame:
     from .features import imputed_mask
     from .learn.inputs import checked_frame
@@ -59,11 +45,11 @@ def _classify_partition(df: pd.DataFrame, model, mapping: dict, sentinels: str, 
     inputs = df[list(mapping)].rename(columns=mapping)
     frame = checked_frame(inputs, fs, sentinels, missing, "a partition of the catalogue")
     proba = model.predict_proba(frame) if len(frame) else np.zeros((0, len(model.classes_)))
-    out = {"predicted_class": pd.Series(np.asarray(model.classes_, dtype=object)[proba.argmax(axis=1)]
+    out = {schema.PRED: pd.Series(np.asarray(model.classes_, dtype=object)[proba.argmax(axis=1)]
                                         if len(frame) else [], index=df.index, dtype="string")}
     for k, c in enumerate(model.classes_):
-        out[f"prob_{c}"] = pd.Series(proba[:, k].astype(np.float32), index=df.index)
-    out["imputed"] = pd.Series(imputed_mask(frame, fs), index=df.index, dtype=np.uint16)
+        out[schema.PROB_PREFIX + c] = pd.Series(proba[:, k].astype(np.float32), index=df.index)
+    out[schema.IMPUTED] = pd.Series(imputed_mask(frame, fs), index=df.index, dtype=np.uint16)
     return df.assign(**out)
 
 
@@ -75,14 +61,12 @@ def classify(catalog, model, sentinels: str = "error", missing: str = "impute"):
     ``sentinels`` / ``missing`` as ``SDSSClassifier``'s parameters: ``"error"`` refuses SDSS no-measurement values
     (-9999...), ``"missing"`` imputes them; ``missing="impute"`` imputes NaN (flagged in ``imputed``).
     """
-    from .learn.estimator import SDSSClassifier
-
     if not is_catalog(catalog):
         raise AstrodaskError(f"classify takes an LSDB catalogue (lsdb.open_catalog(...)), not a {type(catalog).__name__}")
     est = model if isinstance(model, SDSSClassifier) else SDSSClassifier.load(model)
-    soft = est._model()
+    soft = est.model_
     mapping = input_columns(catalog.columns, soft.spec.feature_set)
-    for name in PREDICTION_COLUMNS:
+    for name in schema.PREDICTION_COLUMNS:
         if name in catalog.columns:
             raise AstrodaskError(f"the catalogue already has a column {name}; drop or rename it before classifying")
     meta = catalog.to_dask_dataframe()._meta

@@ -16,11 +16,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 
-from . import schema
+from . import hats_output, schema
 from .console import log, track
 from .dataset import open_dataset
 from .errors import AstrodaskError, ConfigError
-from .evaluate import PRED, PROB_PREFIX
 from .features import raw_columns
 from .model import SoftmaxModel
 from .options import check_choices
@@ -37,10 +36,7 @@ from .storage import (
 CARRY = (schema.CLASS, "alpha", "delta", schema.REDSHIFT, schema.SOURCE_ID, schema.SOURCE_SPEC_ID, schema.SOURCE_ROW)
 """Columns copied from the dataset when it has them: labels and positions for evaluation and maps, and the
 source's own id text and row position (``convert --row-ids``) so every prediction joins back to its input row."""
-IMPUTED = "imputed"
 FORMATS = ("parquet", "hats")
-HATS_PARTS = "_scored"
-"""With ``--format hats``: where the scored partitions wait (inside the staging area) for hats-import."""
 BATCH_ROWS = 262144
 """Rows read and scored at a time (scoring never builds the expanded feature matrix: the compiled kernel of
 astrodask.features.compiled scores row by row), so a task's memory does not grow with the partition size."""
@@ -95,9 +91,9 @@ class PredictConfig(PredictOptions):
 
 
 def output_schema(carry: list[str]) -> pa.Schema:
-    fields = [pa.field(schema.ID, pa.uint64(), nullable=False), pa.field(PRED, pa.string())]
-    fields += [pa.field(PROB_PREFIX + c, pa.float32()) for c in schema.CLASSES]
-    fields += [pa.field(IMPUTED, pa.uint16(), nullable=False)]
+    fields = [pa.field(schema.ID, pa.uint64(), nullable=False), pa.field(schema.PRED, pa.string())]
+    fields += [pa.field(p, pa.float32()) for p in schema.PROBS]
+    fields += [pa.field(schema.IMPUTED, pa.uint16(), nullable=False)]
     fields += [pa.field(c, schema.TYPES[c]) for c in carry]
     return pa.schema(fields)
 
@@ -121,10 +117,10 @@ def predict_file(src: Location, dst: Location, model: SoftmaxModel, carry: list[
             p, imp = model.predict_proba_and_mask(df)  # one compiled pass over the rows (astrodask.features.compiled)
             n_imputed += int(np.count_nonzero(imp))
             cols = {schema.ID: pa.array(df[schema.ID].to_numpy(np.uint64), pa.uint64()),
-                    PRED: classes.take(p.argmax(axis=1))}
+                    schema.PRED: classes.take(p.argmax(axis=1))}
             for k, c in enumerate(model.classes_):
-                cols[PROB_PREFIX + c] = pa.array(p[:, k].astype(np.float32))
-            cols[IMPUTED] = pa.array(imp, pa.uint16())
+                cols[schema.PROB_PREFIX + c] = pa.array(p[:, k].astype(np.float32))
+            cols[schema.IMPUTED] = pa.array(imp, pa.uint16())
             for c in carry:
                 cols[c] = batch.column(c).cast(schema.TYPES[c])
             tables.append(pa.table(cols, schema=out_schema))
@@ -160,7 +156,7 @@ def run(cfg: PredictConfig, client) -> dict:
     ds.require_values(inputs, why)
     if cfg.format == "hats":
         ds.require(["alpha", "delta"], "to write a HATS catalogue (sky positions)")
-        _hats_import_module()
+        hats_output.require_hats_import()
     carry = [c for c in CARRY if c in ds.columns]
     dest = Location.of(cfg.out, so)
     fp = {**fingerprint(ds, model_dir, model), "format": cfg.format}
@@ -173,7 +169,7 @@ def run(cfg: PredictConfig, client) -> dict:
                     "imputed_rows": meta.get("imputed_rows")}
         if len(set(names)) != len(names):
             raise AstrodaskError(f"{ds.path}: partition file names repeat; reconvert the dataset")
-        where = out.staging / HATS_PARTS if cfg.format == "hats" else out.staging
+        where = out.staging / hats_output.SCORED_DIR if cfg.format == "hats" else out.staging
         todo = [(f, where / n) for f, n, rows in zip(ds.files, names, ds.rows)
                 if not (cfg.resume and parquet_rows(where / n) == rows)]
         if len(todo) < len(ds.files):
@@ -188,9 +184,9 @@ def run(cfg: PredictConfig, client) -> dict:
         imputed = _count_imputed(client, [where / n for n in names], cfg.quiet)
         if imputed:
             log(f"{imputed:,} of {sum(written):,} rows had a missing input imputed with the training median "
-                f"(see their '{IMPUTED}' column)")
+                f"(see their '{schema.IMPUTED}' column)")
         if cfg.format == "hats":
-            parts = _to_hats(client, out.staging, [where / n for n in names], sum(written), cfg.quiet, cfg.resume)
+            parts = hats_output.write_catalogue(client, out.staging, [where / n for n in names], sum(written), cfg.quiet, cfg.resume)
         else:
             parts = [{"file": n, "rows": r} for n, r in zip(names, written)]
         out.commit({"dataset": ds.path, "model": str(model_dir), "format": cfg.format,
@@ -200,101 +196,9 @@ def run(cfg: PredictConfig, client) -> dict:
     return {"out": str(dest), "rows": sum(written), "files": len(parts), "imputed_rows": imputed}
 
 
-def _hats_import_module():
-    """hats-import's ``pipeline_with_client``, or a one-line error saying how to install it."""
-    try:
-        from hats_import.pipeline import pipeline_with_client
-    except ImportError:
-        raise AstrodaskError("--format hats needs hats-import; pip install 'astrodask[hats]'") from None
-    return pipeline_with_client
-
-
-def _upath(loc: Location):
-    """``loc`` for hats-import. On an object store without the listing cache: hats-import's tasks list prefixes
-    other workers write to, and a long-lived worker's cached listing would hide their files."""
-    from upath import UPath
-
-    return UPath(loc.url, **{**loc.options, "use_listings_cache": False}) if not loc.is_local else UPath(loc.url)
-
-
-HATS_TMP_ENV = "ASTRODASK_HATS_TMP"
-"""A directory every worker sees (a local disk on one machine, else a shared filesystem) where hats-import keeps
-its intermediate files and resume plan when the catalogue goes to an object store (default: the system's
-temporary directory)."""
-
-
-def _hats_tmp_dir(staging: Location) -> Location:
-    """Where hats-import keeps its intermediate files and resume plan for ``staging``.
-
-    Local catalogue: inside the staging area. Object store: a local directory named after the output, kept
-    across a kill for ``--resume`` -- hats-import opens its resume plan (done markers, the pickled reader, the
-    pixel alignment) with plain ``open``, which reaches no object store, and its intermediate Parquet is better
-    off on a disk too (hats also walks the catalogue's directory to estimate its size, where a versioned store
-    may still list the deleted intermediate prefixes)."""
-    if staging.is_local:
-        return staging / "_hats_tmp"
-    import hashlib
-    import os
-    import tempfile
-
-    base = os.environ.get(HATS_TMP_ENV) or os.path.join(tempfile.gettempdir(), "astrodask-hats")
-    return Location.of(os.path.join(base, hashlib.sha256(staging.url.encode()).hexdigest()[:20]))
-
-
-def _prepare_hats_tmp(client, where: Location, fresh: bool) -> None:
-    """Make the local directory of an object-store catalogue (emptied unless resuming); every worker must see it,
-    else stop with one line saying how to give a shared one."""
-    import os
-
-    if fresh:
-        where.remove(recursive=True)
-    where.mkdir()
-    probe = where / f".probe-{os.getpid()}"
-    probe.write_text("")
-    try:
-        seen = client.run(os.path.exists, probe.url)
-    finally:
-        probe.remove()
-    if not all(seen.values()):
-        raise AstrodaskError(f"--format hats to an object store: hats-import keeps its intermediate files in a local "
-                             f"directory every worker must see, and {sum(not v for v in seen.values())} worker(s) "
-                             f"do not see {where.parent}; set {HATS_TMP_ENV} to a shared directory")
-
-
-def _to_hats(client, staging: Location, scored: list, rows: int, quiet: bool, resume: bool = False) -> list[dict]:
-    """Partition the scored files by HEALPix with hats-import on ``client``'s workers, straight into the staging
-    area (the catalogue's root); return the data files as manifest parts. hats-import keeps its own resume plan
-    (:func:`_hats_tmp_dir`), so a killed run continues."""
-    from hats_import.catalog.arguments import ImportArguments
-
-    pipeline_with_client = _hats_import_module()
-    tmp = _hats_tmp_dir(staging)
-    if not (staging / "hats.properties").exists():
-        if not staging.is_local:
-            _prepare_hats_tmp(client, tmp, fresh=not resume)
-        args = ImportArguments(
-            input_file_list=[f.url if f.is_local else _upath(f) for f in scored], file_reader="parquet",
-            ra_column="alpha", dec_column="delta",
-            output_path=_upath(staging.parent), output_artifact_name=staging.name, sort_columns=schema.ID,
-            tmp_dir=_upath(tmp), resume=True, expected_total_rows=rows,
-            progress_bar=not quiet, simple_progress_bar=True,
-        )
-        pipeline_with_client(args, client)
-    tmp.remove(recursive=True)
-    for f in scored:
-        f.remove()
-    (staging / HATS_PARTS).remove(recursive=True)
-    data = [f for f in (staging / "dataset").files() if f.name.endswith(".parquet") and f.name.startswith("Npix")]
-    parts = [{"file": f.relative_to(staging), "rows": parquet_rows(f)} for f in data]
-    if sum(p["rows"] or 0 for p in parts) != rows:
-        raise AstrodaskError(f"the HATS catalogue holds {sum(p['rows'] or 0 for p in parts):,} rows, not {rows:,}; "
-                             "rerun with --overwrite")
-    return parts
-
-
 def _imputed_in(path: Location) -> int:
     with parquet_file(path) as pf:
-        col = pf.read(columns=[IMPUTED]).column(0)
+        col = pf.read(columns=[schema.IMPUTED]).column(0)
     return int(pa.compute.sum(pa.compute.not_equal(col, 0)).as_py() or 0)
 
 

@@ -62,6 +62,15 @@ INPUT_BITS = (*BANDS, REDSHIFT, *PSF_BANDS)
 """Every column a model can read, in bit order: bit k of a prediction's ``imputed`` (and ``out_of_domain``) mask
 stands for ``INPUT_BITS[k]``; only a model's own inputs are ever set."""
 
+# The prediction columns: what ``predict`` writes and ``evaluate``, ``classify`` and the report read.
+PRED = "predicted_class"
+PROB_PREFIX = "prob_"
+PROBS = tuple(PROB_PREFIX + c for c in CLASSES)
+"""One probability column per class, in the model's class order."""
+IMPUTED = "imputed"
+"""uint16 bit mask: bit k set when the model's input ``INPUT_BITS[k]`` was missing and imputed."""
+PREDICTION_COLUMNS = (PRED, *PROBS, IMPUTED)
+
 # Values that SDSS and its exports use for "no measurement"; they become null.
 SENTINELS = (-9999.0, -999.0, 9999.0)
 # Integer columns: only the negative ones (9999 is a valid plate or field number).

@@ -4,7 +4,7 @@
 * synthetic data made once per size under ``benchmarks/work/`` with ``astrodask synth`` and reused;
 * a peak-memory sampler (this process, plus Dask worker processes or Spark's JVM);
 * the machine and library versions for the report;
-* Spark: session, the id-hash split of ``astrodask.dataset.split_of`` as a SQL expression, base features.
+* Spark: session, the id-hash split of ``astrodask.dataset.HOLDOUT`` as a SQL expression, base features.
 """
 
 from __future__ import annotations
@@ -303,21 +303,21 @@ def _signed(x: int) -> int:
 
 
 def spark_split(id_col: str = "obj_ID"):
-    """``astrodask.dataset.split_of`` (splitmix64 of the id, mod 1000) as a Spark column: 0 train, 1 valid, 2 test.
+    """``astrodask.dataset.HOLDOUT`` (splitmix64 of the id, mod 1000) as a Spark column: 0 train, 1 valid, 2 test.
 
     The id is a Parquet uint64 (Spark reads decimal(20,0)); ids below 2**63, as SDSS ids are, cast to the
     same bits as a signed long. The unsigned modulo is taken as 2 * ((z >>> 1) % 500) + (z & 1).
     """
     from pyspark.sql import functions as F
 
-    from astrodask.dataset import TEST, TEST_BUCKETS, TRAIN, VALID, VALID_BUCKETS
+    from astrodask.dataset import HOLDOUT, TEST, TRAIN, VALID
 
     z = F.col(id_col).cast("long") + F.lit(_signed(0x9E3779B97F4A7C15))
     z = z.bitwiseXOR(F.shiftrightunsigned(z, 30)) * F.lit(_signed(0xBF58476D1CE4E5B9))
     z = z.bitwiseXOR(F.shiftrightunsigned(z, 27)) * F.lit(_signed(0x94D049BB133111EB))
     z = z.bitwiseXOR(F.shiftrightunsigned(z, 31))
     b = F.pmod(F.shiftrightunsigned(z, 1), F.lit(500)) * 2 + z.bitwiseAND(F.lit(1))
-    return (F.when(b < TEST_BUCKETS, TEST).when(b < TEST_BUCKETS + VALID_BUCKETS, VALID).otherwise(TRAIN)
+    return (F.when(b < HOLDOUT.test[1], TEST).when(b < HOLDOUT.valid[1], VALID).otherwise(TRAIN)
             .cast("int"))
 
 

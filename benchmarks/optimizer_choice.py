@@ -59,8 +59,9 @@ def main() -> None:
     from astrodask.dataset import open_dataset
     from astrodask.learn import TrainConfig, blocks as wb, stage
     from astrodask.learn.backend import OnCluster
-    from astrodask.learn.fit import parallel_evaluator
-    from astrodask.learn.fitting import class_weights, fit_features
+    from astrodask.learn.trainer import parallel_evaluator
+    from astrodask.dataset import HOLDOUT
+    from astrodask.learn.feature_stats import class_weights, fit_features
     from astrodask.storage import is_complete
 
     work = ROOT / "benchmarks" / "work" / "optimizer"
@@ -80,10 +81,10 @@ def main() -> None:
         # spec), driven by averaged per-block SGD
         backend = OnCluster(client, quiet=True)
         ds = open_dataset(str(dataset))
-        spec, counts = fit_features(backend, list(ds.files), cfg.features, wb.HOLDOUT, ds.path)
+        spec, counts = fit_features(backend, list(ds.files), cfg.features, HOLDOUT, ds.path)
         weights = class_weights(counts, cfg.class_weight)
-        blocks = backend.map(wb.load_block, list(ds.files), "persist", spec=spec, weights=weights, rule=wb.HOLDOUT)
-        evaluate = parallel_evaluator(backend, blocks, spec, weights, wb.HOLDOUT)
+        blocks = backend.map(wb.load_block, list(ds.files), "persist", spec=spec, weights=weights, rule=HOLDOUT)
+        evaluate = parallel_evaluator(backend, blocks, spec, weights, HOLDOUT)
         theta = np.zeros((len(schema.CLASSES), spec.n_features + 1))
         t0 = time.perf_counter()
         sgd = []

@@ -29,12 +29,12 @@ def _sklearn(model_dir: Path, dataset: Path, l2: float) -> dict:
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, f1_score, log_loss
 
-    from astrodask.dataset import TEST, TRAIN, open_dataset, read_part, split_of
+    from astrodask.dataset import HOLDOUT, TEST, TRAIN, open_dataset, read_part
     from astrodask.model import SoftmaxModel
 
     spec = SoftmaxModel.load(model_dir).spec
     df = pd.concat([read_part(f) for f in open_dataset(str(dataset)).files], ignore_index=True)
-    split = split_of(df["obj_ID"].to_numpy())
+    split = HOLDOUT.of(df["obj_ID"].to_numpy())
     x, y = spec.expand(df), df["class"].to_numpy()
     tr, te = split == TRAIN, split == TEST
     t0 = time.perf_counter()

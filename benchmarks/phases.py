@@ -18,9 +18,9 @@ from distributed import wait  # noqa: E402
 from astrodask import evaluate, schema  # noqa: E402
 from astrodask.cluster import ClusterConfig, connect  # noqa: E402
 from astrodask.dataset import open_dataset  # noqa: E402
-from astrodask.learn import blocks, fitting  # noqa: E402
+from astrodask.learn import blocks, feature_stats  # noqa: E402
 from astrodask.learn.backend import OnCluster  # noqa: E402
-from astrodask.learn.blocks import HOLDOUT  # noqa: E402
+from astrodask.dataset import HOLDOUT  # noqa: E402
 from astrodask.model import SoftmaxModel  # noqa: E402
 
 
@@ -35,13 +35,13 @@ def main(dataset: str) -> None:
         t = phase("cluster start", t)
         ds = open_dataset(dataset)
         items, be = list(ds.files), OnCluster(client, quiet=True)
-        spec, counts = fitting.fit_features(be, items, "spectroscopic", HOLDOUT, dataset)
+        spec, counts = feature_stats.fit_features(be, items, "spectroscopic", HOLDOUT, dataset)
         t = phase("quantile pass", t)
-        w = fitting.class_weights(counts, None)
+        w = feature_stats.class_weights(counts, None)
         work = be.map(blocks.load_block, items, spec=spec, weights=w, rule=HOLDOUT)
         wait(work)
         t = phase("persist blocks", t)
-        spec = fitting.fit_scaler(be, work, spec, w, HOLDOUT)
+        spec = feature_stats.fit_scaler(be, work, spec, w, HOLDOUT)
         t = phase("scaler moments", t)
         work = be.map(blocks.standardise_block, work, spec=spec)
         wait(work)

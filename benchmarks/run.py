@@ -13,7 +13,7 @@ cluster / Spark session start-up not timed):
 
 convert  ``astrodask convert`` of the CSV files (LocalCluster) vs pyarrow.csv.read_csv + pyarrow.parquet.write_table
 train    time to a holdout accuracy target (``--target``, judged on the id-hash VALID split; final accuracy on
-         the TEST split of ``astrodask.dataset.split_of``, the same for every system) of
+         the TEST split of ``astrodask.dataset.HOLDOUT``, the same for every system) of
          astrodask parallel, astrodask incremental, scikit-learn LogisticRegression (one process, in memory,
          on astrodask's expanded features), dask-ml defaults (Incremental(SGDClassifier()), one pass) and
          Spark MLlib LogisticRegression (local[2], multinomial, VectorAssembler + StandardScaler)
@@ -230,7 +230,7 @@ def job_train_sklearn(ctx):
     from sklearn.linear_model import LogisticRegression
 
     from astrodask import schema
-    from astrodask.dataset import TEST, TRAIN, VALID, split_of
+    from astrodask.dataset import HOLDOUT, TEST, TRAIN, VALID
     from astrodask.features import RECIPES, base_matrix
     from astrodask.model import SoftmaxModel
 
@@ -255,7 +255,7 @@ def job_train_sklearn(ctx):
     lab = {c: k for k, c in enumerate(schema.CLASSES)}
     for f in ctx["files"]:
         df = pq.read_table(f, columns=cols).to_pandas()
-        sp = split_of(df[schema.ID].to_numpy())
+        sp = HOLDOUT.of(df[schema.ID].to_numpy())
         x = spec.expand(df) if spec is not None else base_matrix(df, RECIPES["spectroscopic"].base, None)
         y = df[schema.CLASS].map(lab).to_numpy(np.int8)
         for k in parts:
@@ -302,7 +302,7 @@ def job_train_daskml(ctx):
     from sklearn.linear_model import SGDClassifier
 
     from astrodask import schema
-    from astrodask.dataset import TEST, TRAIN, VALID, split_of
+    from astrodask.dataset import HOLDOUT, TEST, TRAIN, VALID
     from astrodask.features import RECIPES, base_matrix
 
     from common import Sampler, dask_workers
@@ -315,7 +315,7 @@ def job_train_daskml(ctx):
         x = base_matrix(df, base, None)
         out = pd.DataFrame(x, columns=names, index=df.index)
         out["y"] = df[schema.CLASS].map(lab).astype("int8").to_numpy()
-        out["split"] = split_of(df[schema.ID].to_numpy())
+        out["split"] = HOLDOUT.of(df[schema.ID].to_numpy())
         return out
 
     meta = pd.DataFrame({**{n: pd.Series(dtype="float64") for n in names}, "y": pd.Series(dtype="int8"),
@@ -946,11 +946,11 @@ def profile(rows: int, args) -> Path:
         return out
 
     block = prof("train: load_block (read + expand features)",
-                 lambda: wb.load_block(f, spec, weights, wb.HOLDOUT), 2)
+                 lambda: wb.load_block(f, spec, weights, HOLDOUT), 2)
     prof("train: grad_sums on a persisted block (one epoch's work)",
-         lambda: wb.grad_sums(block, theta, spec, weights, wb.HOLDOUT), 5)
+         lambda: wb.grad_sums(block, theta, spec, weights, HOLDOUT), 5)
     prof("train: grad_sums on a file (cache stream: read + expand + gradient)",
-         lambda: wb.grad_sums(f, theta, spec, weights, wb.HOLDOUT), 2)
+         lambda: wb.grad_sums(f, theta, spec, weights, HOLDOUT), 2)
     carry = [c for c in predict.CARRY]
     prof("predict: predict_file (read + features + softmax + write)",
          lambda: predict.predict_file(f, str(scratch / "p.parquet"), model, carry), 2)

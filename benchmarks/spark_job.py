@@ -5,7 +5,7 @@
 
 ``fit``: Spark's default LogisticRegression (multinomial, maxIter 100, regParam 0, tol 1e-6, standardization on)
 on astrodask's base spectroscopic features (bands, colours, asinh(z / 1e-3)), trained on the TRAIN split of
-``astrodask.dataset.split_of`` and scored on its TEST split (the same rows astrodask's metrics use); the fitted
+``astrodask.dataset.HOLDOUT`` and scored on its TEST split (the same rows astrodask's metrics use); the fitted
 PipelineModel is saved for ``predict``. ``predict``: load it, transform, write Parquet (zstd) with the id, the
 class, the three probabilities and the carried columns, as ``astrodask predict`` does.
 """

@@ -14,7 +14,7 @@ exit (interpreter, imports, LocalCluster or JVM start included):
 * ``astrodask predict`` (Parquet -> Parquet) vs ``spark_job.py predict`` vs raw pyarrow (read the same columns,
   write them back, no model, in one process: the I/O limit).
 
-Accuracy is on the TEST split of ``astrodask.dataset.split_of`` for both systems. Results go to
+Accuracy is on the TEST split of ``astrodask.dataset.HOLDOUT`` for both systems. Results go to
 ``benchmarks/results/speed.json`` and ``speed.md`` (``--out``).
 """
 

@@ -310,7 +310,7 @@ def test_dask_fit_matches_pandas_and_predicts_lazily(dask_client, frame, fitted,
     import dask.array as da
 
     from astrodask.learn.backend import OnCluster
-    from astrodask.learn.blocks import Block, Rows
+    from astrodask.learn.blocks import FeatureBlock, Rows
 
     received = []  # everything the client receives from the workers while fitting
     for name in ("gather", "tree_sum"):
@@ -326,7 +326,7 @@ def test_dask_fit_matches_pandas_and_predicts_lazily(dask_client, frame, fitted,
     est = SDSSClassifier(**FAST).fit(ddf, ddf["class"])
     monkeypatch.undo()
     # reports, summaries, moments, gradient sums: never rows or feature blocks, and small
-    assert received and not [x for x in received if isinstance(x, (pd.DataFrame, Rows, Block, np.ndarray))]
+    assert received and not [x for x in received if isinstance(x, (pd.DataFrame, Rows, FeatureBlock, np.ndarray))]
     assert max(len(pickle.dumps(x)) for x in received) < 100_000
     assert est.coef_.shape == fitted.coef_.shape
     agree = (est.predict(other) == fitted.predict(other)).mean()

@@ -72,7 +72,7 @@ def test_file_urls_on_a_local_cluster_are_read_by_the_workers(tmp_path, monkeypa
 def _run_with_client_guard(cfg, client, monkeypatch, guard):
     """Run the conversion while the client's copies of the readers raise: the workers are separate (spawned)
     processes, and ``convert_block`` is sent to them by reference, so they use their own, unpatched copies."""
-    import astrodask.ingest.blocks as blocks
+    import astrodask.ingest.tasks as blocks
     import astrodask.ingest.readers.csv as csv
     import astrodask.ingest.readers.fits as fits
     import astrodask.ingest.readers.parquet as parquet

@@ -195,7 +195,7 @@ def test_kernel_arrays_refuse_weights_of_another_shape(sample_models):
 def test_predict_file_writes_the_reference_probabilities(sample_models, sample, tmp_path):
     """The predict task: every row once, probabilities (float32) and imputed bits as the reference gives."""
     from astrodask import predict
-    from astrodask.evaluate import PRED, PROB_PREFIX
+    from astrodask.schema import IMPUTED, PRED, PROB_PREFIX
     from astrodask.storage import Location
 
     model = sample_models["spectroscopic"]
@@ -212,7 +212,7 @@ def test_predict_file_writes_the_reference_probabilities(sample_models, sample, 
     np.testing.assert_array_equal(out[schema.ID].to_numpy(), rows[schema.ID].to_numpy())
     got = out[[PROB_PREFIX + c for c in schema.CLASSES]].to_numpy(np.float64)
     np.testing.assert_allclose(got, ref, rtol=0, atol=ATOL)
-    np.testing.assert_array_equal(out[predict.IMPUTED].to_numpy(), mask)
+    np.testing.assert_array_equal(out[IMPUTED].to_numpy(), mask)
     clear = np.sort(ref, axis=1)[:, -1] - np.sort(ref, axis=1)[:, -2] > 1e-6  # no near-ties
     np.testing.assert_array_equal(out[PRED].to_numpy()[clear],
                                   np.asarray(schema.CLASSES)[ref.argmax(axis=1)][clear])

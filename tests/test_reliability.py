@@ -351,7 +351,7 @@ def test_worker_killed_mid_training(dask_cluster, ref, tmp_path):
                            f"epoch {KILL_AT_EPOCH}")
         workers = _live_workers(dask_cluster)
         with dask_cluster.client() as c:
-            # the persisted blocks: loaded unscaled, then standardised in place (learn.fit: blocks.load_block,
+            # the persisted blocks: loaded unscaled, then standardised in place (learn.trainer: blocks.load_block,
             # blocks.standardise_block)
             held = {a: sum(("load_block" in str(k) or "standardise_block" in str(k)) for k in keys)
                     for a, keys in c.has_what().items()}

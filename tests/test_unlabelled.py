@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from astrodask import evaluate, ingest, labels, predict, schema
-from astrodask.dataset import TEST, open_dataset, split_of
+from astrodask.dataset import HOLDOUT, TEST, open_dataset
 from astrodask.errors import AstrodaskError
 from astrodask.learn import TrainConfig, stage
 from astrodask.model import SoftmaxModel
@@ -84,7 +84,7 @@ def test_unlabelled_rows_change_nothing_in_training_and_are_counted(client, data
     assert mb.info["n_unlabelled"] == n_extra and ma.info["n_unlabelled"] == 0
     assert mb.info["n_train"] == ma.info["n_train"]
     # the holdout metrics: labelled rows only, the unlabelled holdout rows counted
-    n_test_unlabelled = int((split_of(extra_ids) == TEST).sum())
+    n_test_unlabelled = int((HOLDOUT.of(extra_ids) == TEST).sum())
     assert n_test_unlabelled > 0
     assert b.metrics["n"] == a.metrics["n"] and b.metrics["accuracy"] == a.metrics["accuracy"]
     assert b.metrics["confusion_matrix"] == a.metrics["confusion_matrix"]

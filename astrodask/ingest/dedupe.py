@@ -17,8 +17,8 @@ import pyarrow as pa
 from .. import schema
 from ..console import log, track
 from ..storage import Location, parquet_rows, read_json, read_parquet
-from .blocks import QUARANTINE_DIR, PartWriter, dup_name, marker, part_name
 from .readers import Block
+from .tasks import QUARANTINE_DIR, PartWriter, dup_name, marker, part_name
 
 DEDUPE_BUCKET_ROWS = 4_000_000
 

@@ -3,69 +3,27 @@
 Every function here is module-level and pure (no client, no globals), so it runs as a Dask task on a worker or
 in this process for a pandas frame, and is tested without a cluster. An *item* is what one task works on: a
 dataset file (a Location, read on the worker), a :class:`Rows` (rows already in memory: the estimator's), or a
-:class:`Block` (expanded features persisted on a worker).
+:class:`FeatureBlock` (expanded features persisted on a worker).
 
-Rows are split by a hash of a key (``obj_ID``, or a hash of the row's values), so the split does not depend
-on the partitioning: :data:`HOLDOUT` is the ``train`` stage's (20 % test, 10 % validation, the rest trains),
-:func:`validation_split` the estimator's (a validation share for early stopping, no test rows). Unlabelled rows
-(no class) are counted and left out of everything.
+Rows are split by a :class:`dataset.SplitRule` on a key (``obj_ID``, or a hash of the row's values): the
+``train`` stage's ``dataset.HOLDOUT``, or the estimator's ``dataset.validation_split``. Unlabelled rows (no
+class) are counted and left out of everything.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from .. import labels, schema
-from ..dataset import (
-    N_BUCKETS,
-    TEST,
-    TEST_BUCKETS,
-    TRAIN,
-    VALID,
-    VALID_BUCKETS,
-    bucket,
-    read_part,
-)
+from ..dataset import N_BUCKETS, TEST, TRAIN, VALID, SplitRule, read_part
 from ..features import FeatureSpec, base_matrix, quantile_summary, raw_columns
 from .loss import SplitSums, block_sums
 
 K = len(schema.CLASSES)
 SPLITS = (TRAIN, VALID, TEST)
-
-
-# ------------------------------------------------------------------------------------------------ split
-
-
-@dataclass(frozen=True)
-class SplitRule:
-    """Which rows are held out (TEST), which validate (VALID), the rest train: by the hash bucket of their key
-    (``dataset.bucket``: 0..N_BUCKETS-1), so the same row lands in the same split whatever the partitioning."""
-
-    test: tuple[int, int]
-    """Buckets [lo, hi) of the holdout rows (never trained on or used for early stopping)."""
-    valid: tuple[int, int]
-    """Buckets [lo, hi) of the validation rows (early stopping)."""
-
-    def of(self, keys: np.ndarray) -> np.ndarray:
-        """TRAIN, VALID or TEST (int8) of each key."""
-        b = bucket(keys)
-        out = np.full(len(b), TRAIN, np.int8)
-        out[(b >= self.valid[0]) & (b < self.valid[1])] = VALID
-        out[(b >= self.test[0]) & (b < self.test[1])] = TEST
-        return out
-
-
-HOLDOUT = SplitRule(test=(0, TEST_BUCKETS), valid=(TEST_BUCKETS, TEST_BUCKETS + VALID_BUCKETS))
-"""The ``train`` stage's split: the same as ``dataset.split_of`` (20 % holdout, 10 % validation)."""
-
-
-def validation_split(fraction: float) -> SplitRule:
-    """No holdout; ``fraction`` of the rows (rounded to 1/N_BUCKETS) validate, the rest train."""
-    return SplitRule(test=(0, 0), valid=(0, int(round(fraction * N_BUCKETS))))
 
 
 # ------------------------------------------------------------------------------------------------ rows
@@ -148,14 +106,14 @@ class Part(NamedTuple):
     """Row weight (float32, the class weight)."""
 
 
-class Block(NamedTuple):
+class FeatureBlock(NamedTuple):
     """A partition's labelled training and validation rows as expanded features (holdout rows are not kept)."""
 
     train: Part
     valid: Part
 
 
-def make_block(rows: Rows, spec: FeatureSpec, weights: np.ndarray, rule: SplitRule) -> Block:
+def make_block(rows: Rows, spec: FeatureSpec, weights: np.ndarray, rule: SplitRule) -> FeatureBlock:
     """Expand the labelled TRAIN and VALID rows (standardised when ``spec`` has its scaler)."""
     from ..features import compiled
     split = rule.of(rows.keys)
@@ -166,21 +124,21 @@ def make_block(rows: Rows, spec: FeatureSpec, weights: np.ndarray, rule: SplitRu
         y = rows.labels[m]
         x = spec.standardise(compiled.expand(spec, rows.frame[m]))  # spec.expand, compiled
         parts.append(Part(x, y, weights[y].astype(np.float32)))
-    return Block(*parts)
+    return FeatureBlock(*parts)
 
 
-def load_block(item, spec: FeatureSpec, weights: np.ndarray, rule: SplitRule) -> Block:
+def load_block(item, spec: FeatureSpec, weights: np.ndarray, rule: SplitRule) -> FeatureBlock:
     """A file's or Rows' feature block (the task whose results are persisted with the memory cache)."""
     return make_block(rows_of(item, spec.feature_set), spec, weights, rule)
 
 
-def frame_block(df: pd.DataFrame, spec: FeatureSpec, weights: np.ndarray, rule: SplitRule) -> Block:
+def frame_block(df: pd.DataFrame, spec: FeatureSpec, weights: np.ndarray, rule: SplitRule) -> FeatureBlock:
     """The feature block of a frame in the dataset's columns (the incremental mode's shuffled partitions)."""
     return make_block(rows_from_frame(df, spec.feature_set), spec, weights, rule)
 
 
-def block_of(item, spec: FeatureSpec, weights: np.ndarray, rule: SplitRule) -> Block:
-    return item if isinstance(item, Block) else load_block(item, spec, weights, rule)
+def block_of(item, spec: FeatureSpec, weights: np.ndarray, rule: SplitRule) -> FeatureBlock:
+    return item if isinstance(item, FeatureBlock) else load_block(item, spec, weights, rule)
 
 
 class Moments(NamedTuple):
@@ -201,7 +159,7 @@ def moments(item, spec: FeatureSpec, weights: np.ndarray, rule: SplitRule) -> Mo
     return Moments(len(x), s, ss)
 
 
-def standardise_block(block: Block, spec: FeatureSpec) -> Block:
+def standardise_block(block: FeatureBlock, spec: FeatureSpec) -> FeatureBlock:
     """Apply the fitted scaler to a block persisted unscaled, in place (a copy would double the workers'
     memory); returns the block."""
     for part in block:
@@ -223,13 +181,13 @@ def add_sums(*parts: SplitSums) -> SplitSums:
     return out
 
 
-def permuted(block: Block, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def permuted(block: FeatureBlock, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A block's training rows in a random order (features, labels)."""
     idx = np.random.default_rng(seed).permutation(len(block.train.y))
     return block.train.x[idx], block.train.y[idx]
 
 
-def n_train(block: Block) -> int:
+def n_train(block: FeatureBlock) -> int:
     return len(block.train.y)
 
 

@@ -120,12 +120,16 @@ class TrainConfig(TrainOptions):
     def __hash__(self):  # the storage options dict makes the generated hash fail
         return hash((self.dataset, self.model_dir))
 
-    def fingerprint(self, dataset_identity: dict | None = None) -> str:
-        """Hash of the settings (and dataset) that determine the model: a checkpoint resumes only with the same.
-        ``epochs`` and ``cache`` may change between a run and its resume."""
-        keep = {k: v for k, v in asdict(self).items() if k not in ("overwrite", "resume", "quiet", "report",
-                                                                     "model_dir", "epochs", "cache",
-                                                                     "storage_options")}
-        if dataset_identity is not None:
-            keep["dataset"] = dataset_identity
-        return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    def fingerprint(self, dataset_identity: dict) -> dict:
+        """What makes this model: the dataset's identity and every option that changes the model (not the job
+        flags, the paths, ``report`` or ``cache``). The model directory's manifest records it, ``--resume``
+        compares it, and the training checkpoint belongs to it (``digest``)."""
+        keep = {k: v for k, v in asdict(self).items()
+                if k not in ("overwrite", "resume", "quiet", "storage_options", "report", "model_dir", "dataset",
+                             "cache")}
+        return {"stage": "train", "dataset": dataset_identity, "options": keep}
+
+
+def digest(fingerprint: dict) -> str:
+    """A short hash of a fingerprint (what a saved training state is labelled with)."""
+    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()[:16]

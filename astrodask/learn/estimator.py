@@ -23,27 +23,28 @@ from sklearn.utils.validation import check_is_fitted
 
 from .. import labels, schema
 from ..console import log as console_log
+from ..dataset import validation_split
 from ..errors import AstrodaskError, ConfigError
 from ..features import FEATURE_SETS, imputed_mask, raw_columns, resolve_feature_set
 from ..model import SoftmaxModel
 from ..storage import Location, StagedOutput, read_json, write_json_atomic
 from .backend import InProcess, OnCluster
-from .blocks import validation_split
 from .config import DEFAULT_EPOCHS, TrainOptions
-from .fit import fit
 from .inputs import (
     MISSING_POLICIES,
     SENTINEL_POLICIES,
     InputReport,
+    catalog_frame,
     checked_frame,
     is_dask_frame,
     is_dask_series,
     prepare,
     prepare_partition,
+    prepared_rows,
     report_of,
     require_columns,
-    rows_of,
 )
+from .trainer import fit
 
 K = len(schema.CLASSES)
 LABEL = "__astrodask_label__"
@@ -224,7 +225,7 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
         report = sum(backend.gather(backend.map(report_of, prepared)), InputReport())
         if report.rejected or report.unknown_labels:
             report.check(self.sentinels, self.missing, "X")
-        return backend.map(rows_of, prepared), report
+        return backend.map(prepared_rows, prepared), report
 
     def _set_model(self, model: SoftmaxModel, history: list) -> None:
         spec = model.spec
@@ -241,7 +242,9 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
         self.n_iter_ = int(model.info.get("epochs_run", len(history)) or 0)
         self.best_epoch_ = int(model.info.get("best_epoch", self.n_iter_) or 0)
 
-    def _model(self) -> SoftmaxModel:
+    @property
+    def model_(self) -> SoftmaxModel:
+        """The fitted model as data (what ``save`` writes and ``astrodask predict`` scores with)."""
         check_is_fitted(self, "coef_")
         return SoftmaxModel(self.spec_, self.coef_, self.intercept_, tuple(self.classes_),
                             info={**self.info_, "link": self.link_})
@@ -255,12 +258,12 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
     def _lazy(self, X, fn, meta):
         self._policies()
         require_columns(X, self.spec_.feature_set, "X")
-        return X.map_partitions(fn, self._model(), self.sentinels, self.missing, meta=meta)
+        return X.map_partitions(fn, self.model_, self.sentinels, self.missing, meta=meta)
 
     def decision_function(self, X):
         """Class scores (n, 3) before the link (softmax): NumPy for pandas, a lazy Dask array for Dask."""
-        X = _catalog_frame(X)
-        model = self._model()
+        X = catalog_frame(X)
+        model = self.model_
         if is_dask_frame(X):
             return self._lazy(X, _decision_partition, np.empty((0, K)))
         return model.decision_function(self._frame(X))
@@ -269,16 +272,16 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
         """Probability of each class (columns ``classes_``): NumPy for pandas, a lazy Dask array (computed
         partition by partition on the workers) for a Dask DataFrame or an LSDB catalogue (its columns matched
         by convert's rules; ``astrodask.lsdb.classify`` returns the catalogue with the predictions instead)."""
-        X = _catalog_frame(X)
-        model = self._model()
+        X = catalog_frame(X)
+        model = self.model_
         if is_dask_frame(X):
             return self._lazy(X, _proba_partition, np.empty((0, K)))
         return model.predict_proba(self._frame(X))
 
     def predict(self, X):
         """The most probable class name of each row (NumPy, or a lazy Dask array)."""
-        X = _catalog_frame(X)
-        model = self._model()
+        X = catalog_frame(X)
+        model = self.model_
         if is_dask_frame(X):
             return self._lazy(X, _predict_partition, np.empty((0,), dtype=object))
         return self.classes_[model.predict_proba(self._frame(X)).argmax(axis=1)]
@@ -304,7 +307,7 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
 
     def score(self, X, y, sample_weight=None):
         """Accuracy on the labelled rows of y (labels in any case; null labels are left out)."""
-        model = self._model()
+        model = self.model_
         if is_dask_frame(X):
             if sample_weight is not None:
                 raise AstrodaskError("sample_weight is not supported with a Dask DataFrame X")
@@ -331,7 +334,7 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
     def save(self, path, overwrite: bool = False) -> str:
         """Write the model directory (``model.json`` + ``weights.npz``, as ``astrodask train`` does, and
         ``history.json``) to ``path`` (a directory or URL), committed whole; returns where it went."""
-        model = self._model()
+        model = self.model_
         model.info = {**self.info_, "link": self.link_, "config": {"estimator": self.get_params()}}
         dest = Location.of(path)
         weights = hashlib.sha256(self.coef_.tobytes() + self.intercept_.tobytes()).hexdigest()[:16]
@@ -393,13 +396,6 @@ def _params_from_info(info: dict, feature_set: str, names) -> dict:
         params["max_iter"] = epochs if isinstance(epochs, int) and epochs >= 1 else DEFAULT_EPOCHS["parallel"]
     params["features"] = feature_set if feature_set in FEATURE_SETS else "spectroscopic"
     return params
-
-
-def _catalog_frame(X):
-    """An LSDB catalogue as a lazy Dask frame with the model inputs under their canonical names; else X."""
-    from .. import lsdb
-
-    return lsdb.canonical_frame(X) if lsdb.is_catalog(X) else X
 
 
 def _decision_partition(df, model, sentinels, missing):

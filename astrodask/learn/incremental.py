@@ -16,10 +16,9 @@ import numpy as np
 import pandas as pd
 
 from .. import schema
-from ..dataset import hash64
+from ..dataset import SplitRule, hash64
 from ..features import FeatureSpec, raw_columns
 from . import blocks
-from .blocks import SplitRule
 from .loop import EpochStats, OptimiserState
 from .loss import SplitSums
 

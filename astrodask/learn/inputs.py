@@ -103,6 +103,25 @@ def is_dask_series(y) -> bool:
     return isinstance(y, dd.Series)
 
 
+def is_catalog(obj) -> bool:
+    """True for an LSDB catalogue (checked without importing lsdb)."""
+    return type(obj).__module__.startswith("lsdb.") and hasattr(obj, "to_dask_dataframe") and hasattr(
+        obj, "map_partitions")
+
+
+def canonical_frame(catalog):
+    """The catalogue as a lazy Dask DataFrame with the model inputs under their canonical names."""
+    ddf = catalog.to_dask_dataframe()
+    mapping = schema.resolve_columns(list(ddf.columns)).mapping
+    keep = {src: canon for src, canon in mapping.items() if src in ddf.columns and canon not in ddf.columns}
+    return ddf.rename(columns=keep) if keep else ddf
+
+
+def catalog_frame(X):
+    """An LSDB catalogue as a lazy Dask frame with the model inputs under their canonical names; else X."""
+    return canonical_frame(X) if is_catalog(X) else X
+
+
 def require_columns(X, feature_set: str, where: str = "X") -> tuple[str, ...]:
     """The raw columns of ``feature_set``; refuses an X that is not a frame or lacks one of them."""
     if not (isinstance(X, pd.DataFrame) or is_dask_frame(X)):
@@ -176,7 +195,7 @@ class Prepared(NamedTuple):
 def prepare(df: pd.DataFrame, y, feature_set: str, where: str = "X") -> Prepared:
     """Check ``df`` and its labels ``y`` (same length) and make the training rows."""
     frame, report = clean(df, feature_set, where)
-    codes = labels.classify(y)
+    codes = labels.codes(y)
     unknown = labels.unknown_values(y, codes)
     report = InputReport(report.rows, report.missing, report.sentinels, report.rejected, report.imputed_rows,
                          int((codes == labels.UNLABELLED).sum()), unknown)
@@ -196,7 +215,7 @@ def report_of(p: Prepared) -> InputReport:
     return p.report
 
 
-def rows_of(p: Prepared) -> Rows:
+def prepared_rows(p: Prepared) -> Rows:
     return p.rows
 
 

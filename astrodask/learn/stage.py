@@ -1,7 +1,7 @@
 """The ``train`` stage: a Parquet dataset -> a model directory (model.json, weights.npz, metrics.json,
 history.json, report/), written through ``storage.StagedOutput``.
 
-The dataset's rows are split by a hash of ``obj_ID`` (:data:`blocks.HOLDOUT`): 70 % train, 10 % validate (early
+The dataset's rows are split by a hash of ``obj_ID`` (:data:`dataset.HOLDOUT`): 70 % train, 10 % validate (early
 stopping), 20 % are the holdout on which ``metrics.json`` is computed. Rows without a class train nothing and
 are left out of the metrics (their number is logged and stored). The staging directory holds the fitted
 features and the loop's checkpoint, so ``resume`` continues an interrupted training where it stopped.
@@ -15,13 +15,12 @@ from dataclasses import asdict, dataclass, replace
 
 from .. import evaluate, schema
 from ..console import log
-from ..dataset import Dataset, open_dataset
+from ..dataset import HOLDOUT, open_dataset
 from ..features import raw_columns, resolve_feature_set
 from ..storage import Location, StagedOutput, read_json, write_json_atomic
 from .backend import OnCluster
-from .blocks import HOLDOUT
-from .config import TrainConfig
-from .fit import Workspace, clear, fit
+from .config import TrainConfig, digest
+from .trainer import Workspace, clear, fit
 
 JOB_FLAGS = ("overwrite", "resume", "quiet", "storage_options")
 
@@ -35,12 +34,6 @@ class TrainResult:
     """The holdout metrics (``metrics.json``)."""
     history: list
     """One dict per epoch (``history.json``)."""
-
-
-def fingerprint(cfg: TrainConfig, ds: Dataset) -> dict:
-    """What makes this model: the dataset's identity and the settings that change the model."""
-    keep = {k: v for k, v in asdict(cfg).items() if k not in (*JOB_FLAGS, "report", "model_dir", "dataset", "cache")}
-    return {"stage": "train", "dataset": ds.identity(), "options": keep}
 
 
 def run(cfg: TrainConfig, client) -> TrainResult:
@@ -61,12 +54,13 @@ def run(cfg: TrainConfig, client) -> TrainResult:
     dest = Location.of(cfg.model_dir, cfg.storage_options)
     if cfg.report:  # matplotlib (~0.6 s) loads while the workers train: the client is idle then
         threading.Thread(target=importlib.import_module, args=("astrodask.report",), daemon=True).start()
-    with StagedOutput(dest, cfg.overwrite, cfg.resume, kind="model", fingerprint=fingerprint(cfg, ds),
+    fingerprint = cfg.fingerprint(ds.identity())
+    with StagedOutput(dest, cfg.overwrite, cfg.resume, kind="model", fingerprint=fingerprint,
                       inputs=(ds.location,)) as out:
         if out.done:
             return TrainResult(str(dest), read_json(dest / "metrics.json"), read_json(dest / "history.json"))
         backend = OnCluster(client, cfg.quiet)
-        workspace = Workspace(out.staging, cfg.fingerprint(ds.identity()), cfg.resume)
+        workspace = Workspace(out.staging, digest(fingerprint), cfg.resume)
 
         def shuffle(spec, weights):
             from .incremental import shuffled_blocks

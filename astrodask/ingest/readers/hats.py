@@ -41,17 +41,6 @@ def catalogue_root(loc: Location) -> Location | None:
     return root if (root / PROPERTIES).exists() else None
 
 
-def is_catalogue(loc: Location) -> bool:
-    """True for a HATS catalogue directory."""
-    return (loc / PROPERTIES).is_file()
-
-
-def data_files(loc: Location) -> list[Location]:
-    """The catalogue's data files (sorted), without HATS's metadata files."""
-    return [f for f in (loc / DATASET).files()
-            if f.name.endswith(".parquet") and not f.name.startswith(("_", ".")) and "Npix=" in f.url]
-
-
 def read_properties(root: Location) -> dict[str, str]:
     """``hats.properties`` as a mapping (Java properties: ``key=value`` lines, ``#`` comments)."""
     out = {}

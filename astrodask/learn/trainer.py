@@ -15,13 +15,13 @@ import numpy as np
 
 from .. import schema
 from ..console import log as console_log
+from ..dataset import SplitRule
 from ..errors import AstrodaskError, ConfigError
 from ..model import SoftmaxModel
 from ..storage import Location
 from . import blocks, loop
-from .blocks import SplitRule
 from .config import TrainOptions
-from .fitting import FEATURES_JSON, Counts, class_weights, fit_features, fit_scaler, load_features, save_features
+from .feature_stats import FEATURES_JSON, Counts, class_weights, fit_features, fit_scaler, load_features, save_features
 from .lbfgs import LbfgsOptimiser
 from .loop import Checkpoint, EpochRecord, LoopSettings
 

@@ -13,12 +13,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .. import schema
-from ..dataset import TEST, TRAIN, VALID
+from ..dataset import TEST, TRAIN, VALID, SplitRule
 from ..errors import AstrodaskError
 from ..features import QUANTILE_LEVELS, RECIPES, FeatureSpec, merge_quantiles, raw_columns, spec_from_quantiles
 from ..storage import Location, read_json, write_json_atomic
 from . import blocks
-from .blocks import Moments, SplitRule, Summary
+from .blocks import Moments, Summary
 
 K = len(schema.CLASSES)
 FEATURES_JSON = "features.json"

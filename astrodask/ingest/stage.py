@@ -1,0 +1,245 @@
+"""The convert stage: catalogue files -> validated Parquet dataset (``run``).
+
+``run(cfg, client)``: plan (client: headers only, ``plan.py``) -> one task per block on the workers (read by
+the file's reader, ``readers/``; validated, ``validate.py``; written, ``tasks.py``) -> repeated ids moved to
+quarantine (``dedupe.py``) -> the accounting reduced from the block markers and Parquet footers -> commit.
+For every block, rows read = rows written + rows quarantined; the totals are checked again before commit.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+from .. import schema
+from ..console import log, track
+from ..errors import AstrodaskError
+from ..storage import Location, StagedOutput, fingerprint_file, parquet_rows, read_json, read_meta, write_json_atomic
+from .config import ConvertConfig
+from .dedupe import dedupe
+from .plan import Plan, make_plan
+from .readers import Block
+from .tasks import (
+    BLOCKS_DIR,
+    QUARANTINE_DIR,
+    block_done,
+    convert_block,
+    count_rows,
+    dup_name,
+    marker,
+    part_name,
+    part_nulls,
+)
+
+
+def totals(stage: Location, blocks: list[Block]) -> dict:
+    """Counts from the block markers and the Parquet footers (no data is read)."""
+    read = written = quarantined = 0
+    reasons: dict[str, int] = {}
+    per_source: dict[str, int] = {}
+    nulls: dict[str, int] = {}
+    filtered: dict[str, int] = {}
+    for b in blocks:
+        own = {c for _, c in b.mapping}  # a column the file lacks is all null: not a missing value
+        for c, n in part_nulls(stage / part_name(b.index)).items():
+            if c in own and c != schema.ID:
+                nulls[c] = nulls.get(c, 0) + n
+        m = read_json(marker(stage, b.index))
+        read += m["read"]
+        per_source[b.source] = per_source.get(b.source, 0) + m["read"]
+        written += parquet_rows(stage / part_name(b.index)) or 0
+        if m["quarantined"]:
+            quarantined += parquet_rows(stage / QUARANTINE_DIR / part_name(b.index)) or 0
+        for k, v in m["reasons"].items():
+            reasons[k] = reasons.get(k, 0) + v
+        for k, v in m.get("filtered", {}).items():
+            filtered[k] = filtered.get(k, 0) + v
+        dup = parquet_rows(stage / QUARANTINE_DIR / dup_name(b.index)) or 0
+        if dup:
+            quarantined += dup
+            reasons["duplicate_id"] = reasons.get("duplicate_id", 0) + dup
+    reasons = dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))
+    order = {c: k for k, c in enumerate(schema.COLUMNS)}
+    nulls = {c: n for c, n in sorted(nulls.items(), key=lambda kv: order.get(kv[0], len(order))) if n}
+    return {"read": read, "written": written, "quarantined": quarantined, "reasons": reasons,
+            "filtered": filtered, "source_rows": per_source, "nulls": nulls}
+
+
+def provenance(plan: Plan) -> dict:
+    """Which source column filled each canonical column, and which magnitudes filled u..z, per input and
+    (when every input agrees) for the whole dataset."""
+    inputs = [{"file": i.source, "layout": i.layout, "magnitudes": i.magnitudes, "columns_from": dict(i.columns_from)}
+              for i in plan.inputs]
+    merged: dict[str, list] = {}
+    for i in inputs:
+        for c, s in i["columns_from"].items():
+            if s not in merged.setdefault(c, []):
+                merged[c].append(s)
+    order = {c: k for k, c in enumerate(schema.COLUMNS)}
+    columns_from = {c: (v[0] if len(v) == 1 else v) for c, v in sorted(merged.items(),
+                                                                          key=lambda kv: order.get(kv[0], 99))}
+    systems = list(dict.fromkeys(i["magnitudes"] for i in inputs if i["magnitudes"]))
+    return {"columns_from": columns_from, "magnitudes": systems[0] if len(systems) == 1 else systems,
+            "inputs": inputs}
+
+
+SUMMARY_KEYS = ("read", "written", "quarantined", "reasons", "filtered", "source_rows", "nulls", "columns_from", "magnitudes",
+                "inputs", "row_ids")
+"""What ``run`` returns besides ``dest`` (and what ``_astrodask.json`` holds of it)."""
+
+HINTS = {
+    "id_float_notation": "ids were written in floating-point notation such as 1.24E+18, so their digits are lost, "
+                         "as a spreadsheet (or pandas, for Kaggle's file) does; re-export the ids as integers or "
+                         "text, or convert with --row-ids (each row gets a generated id, the id text is kept in "
+                         "source_obj_ID)",
+    "malformed_row": "the lines do not have the header's number of fields; check the delimiter and the header",
+    "invalid_utf8": "the file is not UTF-8 text; re-export it as UTF-8",
+    "invalid_id": "the id column holds no valid unsigned integers; check which column is the id",
+    "unknown_class": f"class values must be one of {', '.join(schema.CLASSES)}",
+    "non_numeric": "the values are not numbers; check the delimiter and the decimal separator (a point)",
+}
+
+
+def no_rows_error(cfg: ConvertConfig, t: dict) -> AstrodaskError:
+    where = ", ".join(cfg.sources)
+    if t["read"] == 0:
+        return AstrodaskError(f"{where}: no data rows (only a header); give a file with data rows")
+    if not t["reasons"]:
+        cuts = ", ".join(f"{k} {v:,}" for k, v in t["filtered"].items())
+        return AstrodaskError(f"no rows left in {where}: all {t['read']:,} rows removed by the quality cuts ({cuts}); "
+                              "convert with --no-cuts to keep them; nothing was written")
+    top = next(iter(t["reasons"]), "no data rows")
+    hint = HINTS.get(top.split(":")[0], "see the reasons above")
+    return AstrodaskError(
+        f"no valid rows in {where}: all {t['read']:,} rows rejected, mostly {top} "
+        f"({t['reasons'][top]:,} rows): {hint}; nothing was written"
+    )
+
+
+def fingerprint(cfg: ConvertConfig, files: list[str]) -> dict:
+    """What makes this dataset: the inputs (size and modification time or ETag) and the options that change it."""
+    return {"stage": "convert", "schema_version": schema.SCHEMA_VERSION,
+            "sources": {f: fingerprint_file(Location.of(f, cfg.storage_options)) for f in files},
+            "options": {"block_size": cfg.block_size, "row_group_size": cfg.row_group_size,
+                        "magnitudes": cfg.magnitudes, "deredden": cfg.deredden, "row_ids": cfg.row_ids,
+                        "photometry": cfg.photometry, "cuts": cfg.cuts,
+                        "photometry_file": fingerprint_file(Location.of(cfg.photometry, cfg.storage_options))
+                        if cfg.photometry else None}}
+
+
+def _plan_doc(blocks: list[Block]) -> dict:
+    return {"schema_version": schema.SCHEMA_VERSION,
+            "blocks": [[b.source, b.reader, json.loads(json.dumps(b.extent.__dict__)), list(b.mapping),
+                        list(b.out_columns), b.first_row, b.id_tag] for b in blocks]}
+
+
+def number_rows(client, blocks: list[Block], quiet: bool) -> tuple[list[Block], dict]:
+    """``--row-ids``: each file's tag (from its content hash, on the workers) and each block's first row (a
+    counting pass on the workers over the blocks whose first row the plan does not know)."""
+    from .ids import HASH_PIECE, file_digest, hash_piece, tag_of
+
+    locs = {b.source: b.location for b in blocks}
+    sizes = {f: loc.size() for f, loc in locs.items()}
+    futs = {f: [client.submit(hash_piece, loc, k, pure=False) for k in range(max(1, -(-sizes[f] // HASH_PIECE)))]
+            for f, loc in locs.items()}
+    flat = track([x for fs in futs.values() for x in fs], "hash", quiet)
+    digests, k = {}, 0
+    for f, fs in futs.items():
+        digests[f] = file_digest(flat[k:k + len(fs)], sizes[f])
+        k += len(fs)
+    tags: dict[int, str] = {}
+    for f, d in digests.items():
+        other = tags.setdefault(tag_of(d), f)
+        if other != f and digests[other] != d:
+            raise AstrodaskError(f"{other} and {f}: their generated-id tags collide (23 bits of different content "
+                                 "hashes); convert them into separate datasets")
+    need = {b.source for b in blocks if b.first_row is None}
+    unknown = [b for b in blocks if b.source in need]  # every block of a file whose rows must be counted
+    counted = dict(zip((b.index for b in unknown),
+                       track(client.map(count_rows, unknown, pure=False), "count rows", quiet))) if unknown else {}
+    out, next_row = [], {}
+    for b in blocks:
+        first = b.first_row if b.first_row is not None else next_row[b.source]
+        n = counted.get(b.index)
+        next_row[b.source] = first + n if n is not None else None
+        out.append(replace(b, first_row=first, id_tag=tag_of(digests[b.source])))
+    info = {"generated": True, "why": "--row-ids: the source's ids are not used (e.g. written as floats); obj_ID = "
+            "2**63 | file tag << 40 | row, the source id text in source_obj_ID, the row in source_row",
+            "files": {f: {"blake2b": d, "tag": tag_of(d)} for f, d in digests.items()}}
+    return out, info
+
+
+def run(cfg: ConvertConfig, client) -> dict:
+    """Convert ``cfg.sources`` into the dataset ``cfg.dest``; return the summary (counts per reason).
+
+    With ``resume``, a complete dataset made from the same inputs and options is kept as it is (its summary
+    returned); an interrupted conversion continues.
+    """
+    from ..cluster import n_worker_threads
+
+    planned = make_plan(cfg, n_worker_threads(client))
+    blocks = list(planned.blocks)
+    ids_info = None
+    if not blocks:
+        raise AstrodaskError(f"{', '.join(cfg.sources)}: no data rows (only headers); give files with data rows")
+    files = list(dict.fromkeys(b.source for b in blocks))
+    dest = Location.of(cfg.dest, cfg.storage_options)
+    with StagedOutput(dest, cfg.overwrite, cfg.resume, kind="dataset", fingerprint=fingerprint(cfg, files),
+                      inputs=tuple(Location.of(f, cfg.storage_options) for f in files)) as out:
+        if out.done:
+            meta = read_meta(dest)
+            return {"dest": str(dest), **{k: meta.get(k) for k in SUMMARY_KEYS}}
+        if cfg.row_ids:
+            blocks, ids_info = number_rows(client, blocks, cfg.quiet)
+        plan = _plan_doc(blocks)
+        stage = out.staging
+        plan_file = stage / "_plan.json"
+        if cfg.resume and plan_file.is_file():
+            try:
+                old = read_json(plan_file)
+            except AstrodaskError:
+                old = None
+            if old != json.loads(json.dumps(plan)):
+                raise AstrodaskError(f"{cfg.dest}: the interrupted conversion had other inputs (or they changed "
+                                     "since) or another block size; rerun with the same inputs and --block-size, "
+                                     "or without --resume")
+        (stage / QUARANTINE_DIR).mkdir()
+        (stage / BLOCKS_DIR).mkdir()
+        for tmp in stage.files():  # files an interrupted run was writing (we hold the lock)
+            if tmp.name.startswith(".") and ".tmp-" in tmp.name:
+                tmp.remove()
+        write_json_atomic(plan_file, plan)
+        todo = [b for b in blocks if not (cfg.resume and block_done(stage, b))]
+        if len(todo) < len(blocks):
+            log(f"resume: {len(blocks) - len(todo)} of {len(blocks)} blocks already converted, skipped")
+        futs = client.map(convert_block, todo, staging=stage, row_group_size=cfg.row_group_size, pure=False)
+        track(futs, "convert", cfg.quiet)
+        dedupe(client, stage, blocks, cfg.row_group_size, cfg.quiet)
+        t = totals(stage, blocks)
+        n_filtered = sum(t["filtered"].values())
+        if t["read"] != t["written"] + t["quarantined"] + n_filtered or \
+                sum(t["reasons"].values()) != t["quarantined"]:
+            raise AstrodaskError(
+                f"internal accounting error: read {t['read']} != written {t['written']} + quarantined "
+                f"{t['quarantined']} + filtered {n_filtered}; please report this; the output was not committed"
+            )
+        if t["written"] == 0:
+            for f in stage.files():  # nothing worth resuming
+                f.remove()
+            stage.remove(recursive=True)
+            raise no_rows_error(cfg, t)
+        plan_file.remove()
+        (stage / BLOCKS_DIR).remove(recursive=True)  # the counts go into the metadata
+        parts = [{"file": part_name(b.index), "rows": parquet_rows(stage / part_name(b.index)), "source": b.source}
+                 for b in blocks]
+        t.update(provenance(planned))
+        if ids_info:
+            t["row_ids"] = ids_info
+        out.commit({
+            "schema_version": schema.SCHEMA_VERSION,
+            "columns": list(blocks[0].out_columns),
+            "sources": files,
+            "parts": parts,
+            **t,
+        })
+    return {"dest": str(dest), **t}
