@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A one-node SLURM on this machine for the tests that run astrodask through SLURM (tests/test_slurm.py).
+# A one-node SLURM on this machine for the tests that run astrodask through SLURM (tests/cluster/test_slurm.py).
 #
 # Needs root. Idempotent: installs Debian's slurm-wlm and munge when missing, writes /etc/slurm/slurm.conf for
 # this host (CPUs from nproc, RealMemory from /proc/meminfo), starts munged, slurmctld and slurmd unless they

@@ -33,7 +33,9 @@ _LAZY = {
     "ConfigError": "astrodask.errors",
 }
 
-__all__ = [*_LAZY, "__version__"]
+__all__ = ["AstrodaskError", "ClusterConfig", "ConfigError", "ConvertConfig", "ConvertOptions", "JobConfig",
+           "Location", "PredictConfig", "PredictOptions", "SDSSClassifier", "TrainConfig", "TrainOptions",
+           "__version__", "classify", "connect", "run"]
 
 
 def __getattr__(name: str):

@@ -2,7 +2,7 @@
 
     python -m astrodask._calibrate /path/to/sdss17.csv [--components 8] > calibration.txt
 
-prints a Python literal (a dict) whose entries are pasted into ``synth.py``; the library itself never reads
+prints a Python literal (a dict) whose entries are pasted into ``synth_calibration.py``; the library itself never reads
 the real file. What is measured:
 
 * ``redshift_scale``, ``sky_grid``: the constants of the feature transform and of the sky grid below.
@@ -16,7 +16,7 @@ the real file. What is measured:
   declination row from ``SKY_DELTA_MIN`` upwards, one count per right-ascension cell from 0 degrees.
 * ``mjd``: per class, the MJD at the 0, 5, ..., 100 % quantiles.
 
-Numbers are rounded to 5 significant digits to keep ``synth.py`` compact.
+Numbers are rounded to 5 significant digits to keep ``synth_calibration.py`` compact.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def calibrate(path: str, components: int = 8) -> dict:
     import pandas as pd
 
     df = pd.read_csv(path)
-    df = df[np.isfinite(df[list(BANDS) + ["redshift"]]).all(axis=1)]
+    df = df[np.isfinite(df[[*list(BANDS), "redshift"]]).all(axis=1)]
     for b in BANDS:  # drop SDSS "no measurement" sentinels if a copy still has them
         df = df[(df[b] > 0) & (df[b] < 50)]
     out: dict = {
@@ -100,7 +100,7 @@ def calibrate(path: str, components: int = 8) -> dict:
         out["gmm"][c] = fit_class(x, components)
         out["bounds"][c] = (sig(x.min(axis=0)), sig(x.max(axis=0)))
         out["sky"][c] = sky_grid(part["alpha"].to_numpy(), part["delta"].to_numpy())
-        out["mjd"][c] = tuple(int(round(v)) for v in np.quantile(part["MJD"].to_numpy(), MJD_QUANTILES))
+        out["mjd"][c] = tuple(round(v) for v in np.quantile(part["MJD"].to_numpy(), MJD_QUANTILES))
     return out
 
 

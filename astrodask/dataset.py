@@ -16,7 +16,15 @@ import pyarrow as pa
 
 from . import schema
 from .errors import AstrodaskError
-from .storage import Location, fingerprint_file, parquet_file, read_meta, read_parquet, require_not_incomplete
+from .storage import (
+    Location,
+    fingerprint_file,
+    manifest_parts,
+    parquet_file,
+    read_meta,
+    read_parquet,
+    require_not_incomplete,
+)
 
 N_BUCKETS = 1000
 TRAIN, VALID, TEST = 0, 1, 2
@@ -63,7 +71,7 @@ HOLDOUT = SplitRule(test=(0, 200), valid=(200, 300))
 
 def validation_split(fraction: float) -> SplitRule:
     """No holdout; ``fraction`` of the rows (rounded to 1/N_BUCKETS) validate, the rest train."""
-    return SplitRule(test=(0, 0), valid=(0, int(round(fraction * N_BUCKETS))))
+    return SplitRule(test=(0, 0), valid=(0, round(fraction * N_BUCKETS)))
 
 
 @dataclass(frozen=True)
@@ -155,10 +163,9 @@ def open_dataset(path, kind: str = "dataset") -> Dataset:
         meta = read_meta(p)
         if meta.get("kind") not in (None, kind):
             raise AstrodaskError(f"{p}: is a {meta['kind']}, not a {kind}; check the path")
-        parts = meta.get("parts")
-        if isinstance(parts, list) and parts and all(isinstance(x, dict) and str(x.get("file", "")).endswith(
-                ".parquet") for x in parts):
-            files = [p / x["file"] for x in parts]
+        parts = manifest_parts(meta)
+        if parts and all(x.file.endswith(".parquet") for x in parts):
+            files = [p / x.file for x in parts]
         else:
             files = [f for f in p.glob("*.parquet") if not f.name.startswith(("_", "."))]
     if not files:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from . import schema
 from .errors import AstrodaskError
-from .storage import Location, parquet_rows
+from .storage import Location, ManifestPart, parquet_rows
 
 SCORED_DIR = "_scored"
 """Where the scored partitions wait (inside the staging area) for hats-import."""
@@ -75,7 +75,8 @@ def _prepare_hats_tmp(client, where: Location, fresh: bool) -> None:
                              f"do not see {where.parent}; set {HATS_TMP_ENV} to a shared directory")
 
 
-def write_catalogue(client, staging: Location, scored: list, rows: int, quiet: bool, resume: bool = False) -> list[dict]:
+def write_catalogue(client, staging: Location, scored: list, rows: int, quiet: bool,
+                    resume: bool = False) -> list[ManifestPart]:
     """Partition the scored files by HEALPix with hats-import on ``client``'s workers, straight into the staging
     area (the catalogue's root); return the data files as manifest parts. hats-import keeps its own resume plan
     (:func:`_hats_tmp_dir`), so a killed run continues."""
@@ -99,8 +100,8 @@ def write_catalogue(client, staging: Location, scored: list, rows: int, quiet: b
         f.remove()
     (staging / SCORED_DIR).remove(recursive=True)
     data = [f for f in (staging / "dataset").files() if f.name.endswith(".parquet") and f.name.startswith("Npix")]
-    parts = [{"file": f.relative_to(staging), "rows": parquet_rows(f)} for f in data]
-    if sum(p["rows"] or 0 for p in parts) != rows:
-        raise AstrodaskError(f"the HATS catalogue holds {sum(p['rows'] or 0 for p in parts):,} rows, not {rows:,}; "
+    parts = [ManifestPart(f.relative_to(staging), parquet_rows(f)) for f in data]
+    if sum(p.rows or 0 for p in parts) != rows:
+        raise AstrodaskError(f"the HATS catalogue holds {sum(p.rows or 0 for p in parts):,} rows, not {rows:,}; "
                              "rerun with --overwrite")
     return parts

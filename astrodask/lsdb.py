@@ -62,7 +62,8 @@ def classify(catalog, model, sentinels: str = "error", missing: str = "impute"):
     (-9999...), ``"missing"`` imputes them; ``missing="impute"`` imputes NaN (flagged in ``imputed``).
     """
     if not is_catalog(catalog):
-        raise AstrodaskError(f"classify takes an LSDB catalogue (lsdb.open_catalog(...)), not a {type(catalog).__name__}")
+        raise AstrodaskError(f"classify takes an LSDB catalogue (lsdb.open_catalog(...)), not a "
+                             f"{type(catalog).__name__}")
     est = model if isinstance(model, SDSSClassifier) else SDSSClassifier.load(model)
     soft = est.model_
     mapping = input_columns(catalog.columns, soft.spec.feature_set)

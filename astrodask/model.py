@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -28,6 +28,50 @@ FORMAT = "astrodask-softmax"
 FORMAT_VERSION = 1
 MODEL_JSON = "model.json"
 WEIGHTS = "weights.npz"
+HISTORY_JSON = "history.json"
+"""The training history beside the model (one record per epoch)."""
+
+
+LINKS = ("softmax", "ovr")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """How a model was trained (``model.json``'s ``info``). ``link`` also decides how it scores."""
+
+    link: str = "softmax"
+    """``softmax`` (multinomial logistic regression) or ``ovr`` (normalised one-vs-rest sigmoids, as scikit-learn's
+    SGDClassifier: the incremental mode)."""
+    config: dict = field(default_factory=dict, hash=False)
+    """The settings it was trained with (the train options, or ``{"estimator": params}``)."""
+    cache: str | None = None
+    """Where the training features lived: ``memory`` or ``stream``."""
+    n_train: int = 0
+    n_valid: int = 0
+    n_test: int = 0
+    n_unlabelled: int = 0
+    train_seconds: float = 0.0
+    epochs_run: int = 0
+    best_epoch: int = 0
+    stop: str | None = None
+    """Why training ended: ``early_stop``, ``converged`` or ``max_epochs``."""
+
+    def to_json(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_json(cls, doc: dict) -> ModelInfo:
+        """The info of a model file; ValueError naming the field that is not what a model file holds."""
+        known = {f.name: f for f in fields(cls)}
+        values = {k: v for k, v in doc.items() if k in known}  # fields of other versions are ignored
+        if values.get("link", "softmax") not in LINKS:
+            raise ValueError(f"info.link {values['link']!r} is not one of {', '.join(LINKS)}")
+        if not isinstance(values.get("config", {}), dict):
+            raise ValueError("info.config is not a mapping")
+        for name in ("n_train", "n_valid", "n_test", "n_unlabelled", "epochs_run", "best_epoch"):
+            if name in values and (isinstance(values[name], bool) or not isinstance(values[name], int)):
+                raise ValueError(f"info.{name} is not a whole number")
+        return cls(**values)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -45,13 +89,14 @@ class SoftmaxModel:
     coef: np.ndarray
     intercept: np.ndarray
     classes_: tuple[str, ...] = schema.CLASSES
-    info: dict = field(default_factory=dict)
-    """Training settings and history (free-form JSON)."""
+    info: ModelInfo = field(default_factory=ModelInfo)
+    """How it was trained; ``info.link`` is how it scores."""
     _kernel: tuple | None = field(default=None, init=False, repr=False, compare=False)
     """((spec, coef, intercept), link, KernelParams): the kernel arrays and what they were built from."""
 
     def decision_function(self, df: pd.DataFrame) -> np.ndarray:
-        """Class scores before the link (rows x classes), by the compiled kernel (:mod:`astrodask.features.compiled`)."""
+        """Class scores before the link (rows x classes), by the compiled kernel
+        (:mod:`astrodask.features.compiled`)."""
         from .features import compiled
 
         return compiled.score(self.kernel_params(), df, logits=True)[0]
@@ -72,7 +117,7 @@ class SoftmaxModel:
         ``intercept`` or the link is replaced (not noticed: changing the arrays in place)."""
         from .features.compiled import kernel_params
 
-        link = self.info.get("link")
+        link = self.info.link
         key = (self.spec, self.coef, self.intercept)
         cached = self._kernel
         if cached is None or cached[1] != link or any(a is not b for a, b in zip(cached[0], key)):
@@ -92,7 +137,7 @@ class SoftmaxModel:
         return self.proba_from_logits(self.reference_decision_function(df))
 
     def proba_from_logits(self, logits: np.ndarray) -> np.ndarray:
-        if self.info.get("link") == "ovr":  # one-vs-rest SGD: normalised sigmoids, as scikit-learn does
+        if self.info.link == "ovr":  # one-vs-rest SGD: normalised sigmoids, as scikit-learn does
             from scipy.special import expit
 
             p = expit(logits)
@@ -117,13 +162,13 @@ class SoftmaxModel:
             "format_version": FORMAT_VERSION,
             "classes": list(self.classes_),
             "features": self.spec.to_dict(),
-            "info": self.info,
+            "info": self.info.to_json(),
             "versions": _versions(),
         }
         (d / MODEL_JSON).write_text(json.dumps(doc, indent=1, default=_np_default))
 
     @classmethod
-    def load(cls, directory) -> "SoftmaxModel":
+    def load(cls, directory) -> SoftmaxModel:
         import io
 
         d = Location.of(directory)
@@ -170,6 +215,10 @@ class SoftmaxModel:
                                  "retrain the model")
         if not isinstance(doc.get("info", {}), dict):
             raise AstrodaskError(f"{where}: field info is not a mapping; retrain the model")
+        try:
+            info = ModelInfo.from_json(doc.get("info", {}))
+        except (TypeError, ValueError) as exc:
+            raise AstrodaskError(f"{where}: {exc}; retrain the model") from None
         classes = tuple(str(c) for c in doc["classes"])
         if coef.shape != (len(classes), spec.n_features) or intercept.shape != (len(classes),):
             raise AstrodaskError(
@@ -177,7 +226,7 @@ class SoftmaxModel:
             )
         if not (np.isfinite(coef).all() and np.isfinite(intercept).all()):
             raise AstrodaskError(f"{where}: weights hold NaN or infinity; retrain the model")
-        return cls(spec, coef, intercept, classes, doc.get("info", {}))
+        return cls(spec, coef, intercept, classes, info)
 
 
 def _versions() -> dict:

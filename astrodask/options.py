@@ -9,10 +9,12 @@ is derived (``cli.py``) and the values are checked (:func:`check_choices`); noth
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
+import itertools
 import textwrap
 import typing
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import NamedTuple
 
 from .errors import ConfigError
@@ -33,13 +35,18 @@ class Option(NamedTuple):
     help: str
     """The field's docstring, without reST markup."""
     unit: str | None = None
-    """``bytes`` for a size the command line accepts as e.g. 64MiB (field metadata ``{"bytes": True}``)."""
+    """``bytes`` for a size the command line accepts as e.g. 64MiB (field metadata ``{"bytes": True}``), ``json``
+    for a JSON object (``{"json": True}``), ``count`` for a whole number also written like 1e6 (int fields)."""
+    flag_name: str | None = None
+    """The command-line flag when it is not the field name (field metadata ``{"flag": "--workers"}``)."""
+    metavar: str | None = None
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return self.flag_name or "--" + self.name.replace("_", "-")
 
 
+@functools.cache
 def field_docs(cls) -> dict[str, str]:
     """Field name -> the docstring written below the field, for ``cls`` and its dataclass bases."""
     docs: dict[str, str] = {}
@@ -51,7 +58,7 @@ def field_docs(cls) -> dict[str, str]:
         except (OSError, TypeError):  # pragma: no cover - source unavailable (frozen app)
             continue
         body = tree.body[0].body
-        for stmt, nxt in zip(body, body[1:]):
+        for stmt, nxt in itertools.pairwise(body):
             if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and isinstance(nxt, ast.Expr)
                     and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
                 docs[stmt.target.id] = " ".join(inspect.cleandoc(nxt.value.value).split())
@@ -81,8 +88,9 @@ def options_of(cls, exclude=()) -> list[Option]:
         else:
             default = MISSING
         choices = f.metadata.get("choices")
+        unit = next((u for u in ("bytes", "json") if f.metadata.get(u)), "count" if base is int else None)
         out.append(Option(f.name, base, default, optional, tuple(choices) if choices else None,
-                          _plain(docs.get(f.name, "")), "bytes" if f.metadata.get("bytes") else None))
+                          _plain(docs.get(f.name, "")), unit, f.metadata.get("flag"), f.metadata.get("metavar")))
     return out
 
 
@@ -98,3 +106,44 @@ def check_choices(obj) -> None:
         if value not in choices:
             hint = f"use one of {', '.join(map(str, choices))}" + (" or leave it out" if f.default is None else "")
             raise ConfigError(f.name, f"unknown value {value!r}", hint)
+
+
+def check_count(name: str, value, least: int = 1, fix: str = "") -> None:
+    """Refuse a value that is not a whole number >= ``least`` (an option that counts things)."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+        raise ConfigError(name, f"must be a whole number >= {least}, got {value!r}", fix or f"pass {least} or more")
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobFlags:
+    """The flags every stage's job takes, declared once (as hats-import's ``RuntimeArguments``): what happens to
+    an existing output, what is shown, and how object stores are reached. Every stage config inherits them."""
+
+    overwrite: bool = False
+    """Replace the output if it is one astrodask wrote (its manifest present, nothing else inside); never
+    anything else."""
+    resume: bool = False
+    """Continue an interrupted run into the output; if the output is complete and was made from the same inputs
+    and options, succeed and change nothing."""
+    quiet: bool = False
+    """No progress bars or dashboard link."""
+    storage_options: dict = field(default_factory=dict, hash=False, metadata={"json": True, "metavar": "JSON"})
+    """fsspec options for URL inputs and outputs (s3://, gs://...), e.g. {"endpoint_url": "http://127.0.0.1:9000"}.
+    A key that is a URL prefix holds options for the URLs below it, over the others: {"s3://public-bucket":
+    {"anon": true}} reads that bucket anonymously and writes elsewhere with credentials. Credentials and the
+    endpoint are also read from the usual places (AWS_* variables such as AWS_ENDPOINT_URL, ~/.aws, fsspec
+    config)."""
+
+    def check_flags(self) -> None:
+        """Normalise and check the flags (called by every config's ``__post_init__``)."""
+        if self.storage_options is None:
+            object.__setattr__(self, "storage_options", {})
+        if not isinstance(self.storage_options, dict):
+            raise ConfigError("storage_options", f"must be a mapping, got {type(self.storage_options).__name__}",
+                              'pass a JSON object such as {"anon": true}')
+
+    def flags(self) -> dict:
+        """The job flags alone (to pass on to another stage's config)."""
+        return {f.name: getattr(self, f.name) for f in fields(JobFlags)}

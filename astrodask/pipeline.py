@@ -8,16 +8,22 @@ something else -> refused. ``OUT`` may be a local directory or an object-store U
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
-from . import evaluate, ingest, predict
+from . import evaluate, predict
 from .errors import ConfigError
-from .ingest import ConvertOptions
-from .learn import TrainConfig, TrainOptions
-from .learn import stage as train_stage
+from .ingest.config import ConvertConfig, ConvertOptions
+from .learn.config import TrainConfig, TrainOptions
+from .options import JobFlags
 from .predict import PredictOptions
-from .storage import Location, locked, read_json
+from .storage import Location, locked
+
+if TYPE_CHECKING:
+    from .ingest.stage import ConvertResult
+    from .learn.stage import TrainResult
 
 JOB_LOCK = ".job.lock"
+STAGES = ("dataset", "model", "predictions", "evaluation")
 
 
 def default_source() -> str:
@@ -31,75 +37,85 @@ DEFAULT_SOURCE = default_source()
 
 
 @dataclass(frozen=True)
-class JobConfig:
-    """The batch job's settings: each stage's options (declared once, in its own options class) and the job's."""
+class JobConfig(JobFlags):
+    """The batch job's settings: each stage's options (declared once, in its own options class), the job flags
+    (one set for every stage) and where everything goes."""
 
     sources: tuple[str, ...] = (DEFAULT_SOURCE,)
     """Input catalogue files (CSV, Parquet, FITS, HATS; paths or URLs). Default: the embedded sample."""
     out: str = "astrodask-output"
-    """Directory (or object-store URL) that receives dataset/, model/, predictions/ and evaluation/."""
+    """Output directory (or URL): dataset/, model/, predictions/, evaluation/ go inside."""
     convert: ConvertOptions = field(default_factory=ConvertOptions)
     """The convert options (``astrodask.ingest.ConvertOptions``: magnitudes, row_ids, cuts...)."""
     train: TrainOptions = field(default_factory=TrainOptions)
     """The training options (``astrodask.learn.TrainOptions``: features, mode, epochs, l2, patience...)."""
     predict: PredictOptions = field(default_factory=PredictOptions)
     """The predict options (``astrodask.predict.PredictOptions``: format)."""
-    storage_options: dict = field(default_factory=dict)
-    """fsspec options (credentials, endpoint...) for URL inputs and outputs."""
-    overwrite: bool = False
-    """Replace existing outputs under ``out`` (only ones astrodask wrote)."""
-    resume: bool = False
-    """Keep the stages already complete from the same inputs and options, continue an interrupted one."""
-    quiet: bool = False
-    """No progress bars."""
 
     def __post_init__(self):
         if isinstance(self.sources, str):
             object.__setattr__(self, "sources", (self.sources,))
+        object.__setattr__(self, "sources", tuple(str(s) for s in self.sources))
+        self.check_flags()
         if self.overwrite and self.resume:
             raise ConfigError("resume", "cannot be combined with --overwrite", "choose one of them")
-        if self.storage_options is None:
-            object.__setattr__(self, "storage_options", {})
 
-    def __hash__(self):  # storage_options is a dict
-        return hash((self.sources, self.out))
+    def paths(self) -> dict[str, Location]:
+        out = Location.of(self.out, self.storage_options)
+        return {k: out / k for k in STAGES}
 
-    def _flags(self) -> dict:
-        return {"overwrite": self.overwrite, "resume": self.resume, "quiet": self.quiet,
-                "storage_options": self.storage_options}
+    def convert_config(self) -> ConvertConfig:
+        return ConvertConfig(**asdict(self.convert), sources=self.sources, dest=str(self.paths()["dataset"]),
+                                    **self.flags())
 
-    def convert_config(self, dataset: str) -> ingest.ConvertConfig:
-        return ingest.ConvertConfig(**asdict(self.convert), sources=tuple(self.sources), dest=dataset,
-                                    **self._flags())
+    def train_config(self) -> TrainConfig:
+        p = self.paths()
+        return TrainConfig(str(p["dataset"]), str(p["model"]), **asdict(self.train), **self.flags())
 
-    def train_config(self, dataset: str, model_dir: str) -> TrainConfig:
-        return TrainConfig(dataset, model_dir, **asdict(self.train), **self._flags())
+    def predict_config(self) -> predict.PredictConfig:
+        p = self.paths()
+        return predict.PredictConfig(**asdict(self.predict), dataset=str(p["dataset"]), model_dir=str(p["model"]),
+                                     out=str(p["predictions"]), **self.flags())
 
-    def predict_config(self, dataset: str, model_dir: str, out: str) -> predict.PredictConfig:
-        return predict.PredictConfig(**asdict(self.predict), dataset=dataset, model_dir=model_dir, out=out,
-                                     **self._flags())
+    def evaluate_config(self) -> evaluate.EvaluateConfig:
+        p = self.paths()
+        return evaluate.EvaluateConfig(predictions=str(p["predictions"]), out=str(p["evaluation"]),
+                                       holdout=str(p["model"]), **self.flags())
 
 
-def run(cfg: JobConfig, client) -> dict:
-    """Run every stage; return where the outputs are and the headline metrics."""
+@dataclass(frozen=True)
+class JobResult:
+    """Every stage's result."""
+
+    out: str
+    dataset: ConvertResult
+    model: TrainResult
+    predictions: predict.PredictResult
+    evaluation: evaluate.EvaluateResult
+
+    def lines(self) -> list[str]:
+        return [f"dataset:     {self.dataset.dest}",
+                f"model:       {self.model.model_dir}  (report: {self.model.model_dir}/report/index.html)",
+                f"predictions: {self.predictions.out}",
+                f"evaluation:  {self.evaluation.out}",
+                f"holdout:     {self.model.metrics.line()}",
+                f"all rows:    {self.evaluation.metrics.line()}"]
+
+
+def run(cfg: JobConfig, client) -> JobResult:
+    """Run every stage, each on the result of the one before."""
     # every stage's settings are checked before any work starts
+    configs = (cfg.convert_config(), cfg.train_config(), cfg.predict_config(), cfg.evaluate_config())
     out = Location.of(cfg.out, cfg.storage_options)
-    paths = {k: out / k for k in ("dataset", "model", "predictions", "evaluation")}
-    conv = cfg.convert_config(str(paths["dataset"]))
-    tcfg = cfg.train_config(str(paths["dataset"]), str(paths["model"]))
-    pcfg = cfg.predict_config(str(paths["dataset"]), str(paths["model"]), str(paths["predictions"]))
     out.mkdir()
     # one job per output directory: a second job would otherwise replace (--overwrite) or mix stages under a
     # running one, which holds only the lock of the stage it is in
+    from . import ingest
+    from .learn import stage as train_stage
+
     with locked(out / JOB_LOCK, out):
-        result = {"out": str(out)}
-        result["convert"] = ingest.run(conv, client)
-        train_stage.run(tcfg, client)
-        predict.run(pcfg, client)
-        evaluate.run(client, paths["predictions"], paths["evaluation"], cfg.overwrite, cfg.resume, cfg.quiet,
-                     title="astrodask: predictions on the whole dataset",
-                     extra={"holdout_metrics.json": paths["model"] / "metrics.json"})
-        result["holdout"] = read_json(paths["model"] / "metrics.json")
-        result["all_rows"] = read_json(paths["evaluation"] / "metrics.json")
-        result["paths"] = {k: str(v) for k, v in paths.items()}
-    return result
+        dataset = ingest.run(configs[0], client)
+        model = train_stage.run(configs[1], client)
+        predictions = predict.run(configs[2], client)
+        evaluation = evaluate.run(configs[3], client)
+    return JobResult(str(out), dataset, model, predictions, evaluation)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute  # noqa: F401  (pa.compute)
+import pyarrow.compute
 
 from . import hats_output, schema
 from .console import log, track
@@ -22,9 +22,10 @@ from .dataset import open_dataset
 from .errors import AstrodaskError, ConfigError
 from .features import raw_columns
 from .model import SoftmaxModel
-from .options import check_choices
+from .options import JobFlags, check_choices
 from .storage import (
     Location,
+    ManifestPart,
     StagedOutput,
     fingerprint_file,
     parquet_file,
@@ -54,13 +55,13 @@ class PredictOptions:
     def __post_init__(self):
         check_choices(self)
 
-    def options(self) -> "PredictOptions":
+    def options(self) -> PredictOptions:
         """Just the predict options (a PredictConfig without its paths and job flags)."""
         return PredictOptions(**{k: getattr(self, k) for k in PredictOptions.__dataclass_fields__})
 
 
 @dataclass(frozen=True)
-class PredictConfig(PredictOptions):
+class PredictConfig(PredictOptions, JobFlags):
     """The ``predict`` stage: the predict options, plus what to score with which model and where it goes."""
 
     dataset: str
@@ -69,25 +70,32 @@ class PredictConfig(PredictOptions):
     """Model directory written by ``astrodask train`` (or ``SDSSClassifier.save``)."""
     out: str
     """Output directory of predictions (a local path or an fsspec URL)."""
-    overwrite: bool = False
-    """Replace an existing output (only one astrodask wrote)."""
-    resume: bool = False
-    """Continue an interrupted run (partitions already scored are kept); on a complete output made from the same
-    dataset and model, succeed without changing it."""
-    storage_options: dict = field(default_factory=dict)
-    """fsspec storage options for URLs (credentials, endpoint...), e.g. ``{"anon": True}``."""
-    quiet: bool = False
-    """No progress bar."""
 
     def __post_init__(self):
-        super().__post_init__()
-        if self.storage_options is None:
-            object.__setattr__(self, "storage_options", {})
+        PredictOptions.__post_init__(self)
+        self.check_flags()
         if Location.of(self.out, self.storage_options) == Location.of(self.dataset, self.storage_options):
             raise ConfigError("out", "is the input dataset", "write predictions to another directory")
 
-    def __hash__(self):  # the storage options dict makes the generated hash fail
-        return hash((self.dataset, self.model_dir, self.out))
+
+@dataclass(frozen=True)
+class PredictResult:
+    """What ``predict.run`` wrote."""
+
+    out: str
+    rows: int
+    files: int
+    imputed_rows: int
+    """Rows with at least one input imputed (their ``imputed`` column is not 0)."""
+    format: str = "parquet"
+
+    @classmethod
+    def of_manifest(cls, out: str, meta: dict) -> PredictResult:
+        return cls(out, int(meta.get("rows") or 0), len(meta.get("parts") or []), int(meta.get("imputed_rows") or 0),
+                   meta.get("format", "parquet"))
+
+    def lines(self) -> list[str]:
+        return [f"predictions: {self.out} ({self.rows:,} rows in {self.files} files)"]
 
 
 def output_schema(carry: list[str]) -> pa.Schema:
@@ -139,7 +147,7 @@ def fingerprint(ds, model_dir: Location, model: SoftmaxModel) -> dict:
     return {"stage": "predict", "dataset": ds.identity(), "model": {"output_id": mid}}
 
 
-def run(cfg: PredictConfig, client) -> dict:
+def run(cfg: PredictConfig, client) -> PredictResult:
     """Score ``cfg.dataset`` with the model in ``cfg.model_dir`` into ``cfg.out``.
 
     With ``resume``, predictions already complete from the same dataset and model are kept as they are; an
@@ -164,9 +172,7 @@ def run(cfg: PredictConfig, client) -> dict:
                       inputs=(ds.location, model_dir)) as out:
         names = [f.name for f in ds.files]
         if out.done:
-            meta = read_meta(dest)
-            return {"out": str(dest), "rows": meta.get("rows"), "files": len(meta.get("parts", [])),
-                    "imputed_rows": meta.get("imputed_rows")}
+            return PredictResult.of_manifest(str(dest), read_meta(dest))
         if len(set(names)) != len(names):
             raise AstrodaskError(f"{ds.path}: partition file names repeat; reconvert the dataset")
         where = out.staging / hats_output.SCORED_DIR if cfg.format == "hats" else out.staging
@@ -186,14 +192,14 @@ def run(cfg: PredictConfig, client) -> dict:
             log(f"{imputed:,} of {sum(written):,} rows had a missing input imputed with the training median "
                 f"(see their '{schema.IMPUTED}' column)")
         if cfg.format == "hats":
-            parts = hats_output.write_catalogue(client, out.staging, [where / n for n in names], sum(written), cfg.quiet, cfg.resume)
+            parts = hats_output.write_catalogue(client, out.staging, [where / n for n in names], sum(written),
+                                                cfg.quiet, cfg.resume)
         else:
-            parts = [{"file": n, "rows": r} for n, r in zip(names, written)]
-        out.commit({"dataset": ds.path, "model": str(model_dir), "format": cfg.format,
-                    "rows": sum(written), "parts": parts,
+            parts = [ManifestPart(n, r) for n, r in zip(names, written)]
+        out.commit({"dataset": ds.path, "model": str(model_dir), "format": cfg.format, "rows": sum(written),
                     "classes": list(model.classes_), "imputed_rows": imputed,
-                    "imputed_bits": list(schema.INPUT_BITS)})
-    return {"out": str(dest), "rows": sum(written), "files": len(parts), "imputed_rows": imputed}
+                    "imputed_bits": list(schema.INPUT_BITS)}, parts)
+    return PredictResult(str(dest), sum(written), len(parts), imputed, cfg.format)
 
 
 def _imputed_in(path: Location) -> int:

@@ -90,7 +90,7 @@ MAGNITUDE_RANGE = (2.0, 40.0)
 # galaxies from -0.01 and quasars up to z = 7.0 (SDSS17's maximum 7.011 sits at that fit boundary). The bounds
 # leave a margin of 10x below and > 1 above; 1e6 or -1 are not redshifts of any SDSS object.
 REDSHIFT_RANGE = (-0.1, 8.0)
-RANGES = {"alpha": (0.0, 360.0), "delta": (-90.0, 90.0), **{b: MAGNITUDE_RANGE for b in (*BANDS, *PSF_BANDS)},
+RANGES = {"alpha": (0.0, 360.0), "delta": (-90.0, 90.0), **dict.fromkeys((*BANDS, *PSF_BANDS), MAGNITUDE_RANGE),
           REDSHIFT: REDSHIFT_RANGE}
 
 # External names (compared case-insensitively) -> canonical. Kaggle SDSS17 names are the canonical ones.

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from support import SHARED_DATA
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+pytest_plugins = ["support.s3_fixtures"]  # s3_server, s3_bucket, s3_env (they skip without moto and s3fs)
 SDSS17 = SHARED_DATA / "sdss17.csv"
 DIRTY_EXPORT = SHARED_DATA / "dirty" / "sdss17_spreadsheet_export.csv"
 

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from astrodask import evaluate, ingest
-from astrodask.learn import TrainConfig, stage
 from astrodask.dataset import open_dataset
 from astrodask.errors import AstrodaskError
+from astrodask.learn import TrainConfig, stage
 from astrodask.model import FORMAT_VERSION, MODEL_JSON, WEIGHTS, SoftmaxModel
 
 EPOCHS = 30

@@ -15,8 +15,19 @@ import contextlib
 from collections.abc import Iterator
 
 from .config import CLUSTERS, MIN_WORKER_MEMORY, ClusterConfig, check_address, note
-from .jobqueue import job_script, jobqueue_class, jobqueue_kwargs
-from .workers import TRIM_FRACTION, MallocPlugin, n_worker_threads, register_malloc_plugin, tune_malloc, worker_memory
+
+_LAZY = {"job_script": ".jobqueue", "jobqueue_class": ".jobqueue", "jobqueue_kwargs": ".jobqueue",
+         "TRIM_FRACTION": ".workers", "MallocPlugin": ".workers", "n_worker_threads": ".workers",
+         "tune_malloc": ".workers", "worker_memory": ".workers"}
+"""Names whose modules import distributed: loaded on first use, so ``ClusterConfig`` stays light."""
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from importlib import import_module
+
+        return getattr(import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["CLUSTERS", "MIN_WORKER_MEMORY", "TRIM_FRACTION", "ClusterConfig", "MallocPlugin", "check_address",
            "connect", "job_script", "jobqueue_class", "jobqueue_kwargs", "n_worker_threads", "tune_malloc",
@@ -24,9 +35,10 @@ __all__ = ["CLUSTERS", "MIN_WORKER_MEMORY", "TRIM_FRACTION", "ClusterConfig", "M
 
 
 @contextlib.contextmanager
-def connect(cfg: ClusterConfig = ClusterConfig()) -> Iterator["distributed.Client"]:  # noqa: F821
-    """Yield a connected client with at least one worker; on exit close it, and the cluster if one was started
-    here (a batch cluster's jobs are cancelled)."""
+def connect(cfg: ClusterConfig | None = None, quiet: bool = False) -> Iterator[distributed.Client]:  # noqa: F821
+    """Yield a connected client with at least one worker (``cfg`` None: a LocalCluster sized to the machine); on
+    exit close it, and the cluster if one was started here (a batch cluster's jobs are cancelled)."""
+    cfg = cfg or ClusterConfig()
     with contextlib.ExitStack() as stack:
         address = cfg.address
         if address:
@@ -40,8 +52,10 @@ def connect(cfg: ClusterConfig = ClusterConfig()) -> Iterator["distributed.Clien
         else:
             from .jobqueue import start_jobqueue
 
-            client, where = start_jobqueue(cfg, stack)
+            client, where = start_jobqueue(cfg, stack, quiet)
+        from .workers import register_malloc_plugin
+
         register_malloc_plugin(client)
-        note(cfg, f"cluster: {where}; dashboard: {client.dashboard_link}")
+        note(quiet, f"cluster: {where}; dashboard: {client.dashboard_link}")
         with client.as_current():
             yield client

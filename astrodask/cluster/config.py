@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import ConfigError
 
@@ -32,12 +32,12 @@ PROGRESS_EVERY = 15.0
 class ClusterConfig:
     """Where the work runs."""
 
-    scheduler: str | None = None
+    scheduler: str | None = field(default=None, metadata={"metavar": "ADDRESS"})
     """Address of a running scheduler (``tcp://host:8786``, ``tls://...``); None starts a cluster (``cluster``).
     Defaults to the DASK_SCHEDULER_ADDRESS environment variable when set (for ``cluster="local"``)."""
-    n_workers: int | None = None
+    n_workers: int | None = field(default=None, metadata={"flag": "--workers"})
     """LocalCluster only: worker processes (default: one per core, at most 4)."""
-    threads_per_worker: int = 1
+    threads_per_worker: int = field(default=1, metadata={"flag": "--threads"})
     """Threads in each worker process (a LocalCluster's; a batch job's cores when its jobqueue config has none)."""
     memory_limit: str = "auto"
     """Memory per worker (``"4GiB"``; at least 384 MiB). ``"auto"``: LocalCluster = machine memory / workers,
@@ -48,21 +48,19 @@ class ClusterConfig:
     """This client's certificate (PEM)."""
     tls_key: str | None = None
     """This client's private key (PEM)."""
-    timeout: float = 30.0
+    timeout: float = field(default=30.0, metadata={"metavar": "SECONDS"})
     """Seconds to wait for the scheduler to answer (connect and Dask handshake) before giving up."""
-    worker_timeout: float = 60.0
+    worker_timeout: float = field(default=60.0, metadata={"metavar": "SECONDS"})
     """Seconds to wait for workers before giving up: the first worker of a running scheduler or of batch jobs
     (raise it when jobs wait in a busy queue), every worker of a LocalCluster."""
-    cluster: str = "local"
+    cluster: str = field(default="local", metadata={"choices": CLUSTERS})
     """What to start when no scheduler address is given: ``local`` (a LocalCluster on this machine) or a batch
     queue through dask-jobqueue, ``slurm``, ``pbs``, ``sge``, ``lsf`` or ``htcondor``; jobs are sized by the
     standard Dask config (``jobqueue.<name>`` in ``~/.config/dask/jobqueue.yaml`` or ``$DASK_CONFIG``)."""
     jobs: int | None = None
     """Batch clusters only: jobs to submit, each running the config's ``processes`` workers (default 1)."""
-    adapt_max: int | None = None
+    adapt_max: int | None = field(default=None, metadata={"metavar": "N"})
     """Batch clusters only: scale adaptively between ``jobs`` and this many jobs with the load (None: fixed)."""
-    quiet: bool = False
-    """Print nothing (no dashboard link)."""
 
     def __post_init__(self):
         if self.cluster not in CLUSTERS:
@@ -162,6 +160,6 @@ def scheme_of(address: str) -> str:
 
 
 
-def note(cfg: ClusterConfig, msg: str) -> None:
-    if not cfg.quiet:
+def note(quiet: bool, msg: str) -> None:
+    if not quiet:
         print(f"[astrodask] {msg}", file=sys.stderr, flush=True)

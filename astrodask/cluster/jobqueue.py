@@ -72,7 +72,7 @@ def _jobqueue_config_error(cfg: ClusterConfig, exc: BaseException) -> AstrodaskE
                           "~/.config/dask/jobqueue.yaml (or a file in $DASK_CONFIG)")
 
 
-def start_jobqueue(cfg: ClusterConfig, stack: contextlib.ExitStack):
+def start_jobqueue(cfg: ClusterConfig, stack: contextlib.ExitStack, quiet: bool = False):
     from distributed import Client
 
     cls = jobqueue_class(cfg.cluster)
@@ -101,7 +101,7 @@ def start_jobqueue(cfg: ClusterConfig, stack: contextlib.ExitStack):
     if cfg.adapt_max:
         cluster.adapt(minimum_jobs=jobs, maximum_jobs=cfg.adapt_max)
     ids = _job_ids(cluster)
-    note(cfg, f"{cfg.cluster}: submitted {len(ids)} job(s) {', '.join(ids)}; waiting up to "
+    note(quiet, f"{cfg.cluster}: submitted {len(ids)} job(s) {', '.join(ids)}; waiting up to "
                f"{cfg.worker_timeout:g} s for the first worker")
     client = Client(cluster, set_as_default=False)
     stack.callback(client.close)
@@ -114,7 +114,7 @@ def start_jobqueue(cfg: ClusterConfig, stack: contextlib.ExitStack):
         lambda have: (f"no worker joined from the {cfg.cluster} job(s) {states()} within {cfg.worker_timeout:g} s "
                       "(still queued, or failed: see the jobs' output files); give them longer with "
                       f"--worker-timeout, or check jobqueue.{cfg.cluster} in the Dask config"),
-        progress=lambda: note(cfg, f"{cfg.cluster}: still waiting for a worker; jobs {states()}"))
+        progress=lambda: note(quiet, f"{cfg.cluster}: still waiting for a worker; jobs {states()}"))
     sizing = f"adaptive {jobs}-{cfg.adapt_max} jobs" if cfg.adapt_max else f"{jobs} job(s)"
     return client, f"{cfg.cluster} ({sizing}: {', '.join(_job_ids(cluster))})"
 
@@ -128,7 +128,7 @@ def _job_states(kind: str, ids: list[str]) -> str:
     if kind != "slurm" or not ids or shutil.which("squeue") is None:
         return ""
     try:
-        out = subprocess.run(["squeue", "-h", "-j", ",".join(ids), "-o", "%i %T %r"], capture_output=True,
+        out = subprocess.run(["squeue", "-h", "-j", ",".join(ids), "-o", "%i %T %r"], capture_output=True, check=False,
                              text=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
         return ""

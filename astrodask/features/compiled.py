@@ -15,7 +15,7 @@ reference the kernel is tested against):
 5. the link: softmax, or normalised sigmoids for a one-vs-rest model (or none: the logits).
 
 All in float64: results equal the reference's to rounding (about 1e-15), not bit for bit
-(tests/test_kernels.py holds them to 1e-6).
+(tests/features/test_compiled.py holds them to 1e-6).
 
 :func:`expand_kernel` shares steps 1-3 (:func:`_row_bases`) and writes the expanded features instead of
 scoring them: the training blocks (``learn.blocks.make_block``; ``FeatureSpec.expand`` is its reference).
@@ -238,14 +238,33 @@ def expand_kernel(x, impute, bits, op, base_mean, base_std, basis_feat, knots, n
 
 @dataclass(frozen=True, eq=False)
 class KernelParams:
-    """A model as the kernel's arguments: plain, contiguous NumPy arrays (and the raw input columns they read)."""
+    """A model as the kernels' arguments: plain, contiguous NumPy arrays (see :func:`score_kernel`), and the raw
+    input columns they read."""
 
     raw: tuple[str, ...]
     """Raw input columns, in the order of the rows of the kernel's ``x``."""
     link: int
     n_classes: int
-    args: tuple
-    """The kernel's arguments from ``impute`` to ``inv``."""
+    impute: np.ndarray
+    bits: np.ndarray
+    op: np.ndarray
+    base_mean: np.ndarray
+    base_std: np.ndarray
+    basis_feat: np.ndarray
+    knots: np.ndarray
+    n_knots: np.ndarray
+    spline: np.ndarray
+    tensor: np.ndarray
+    inter: np.ndarray
+    w: np.ndarray
+    bias: np.ndarray
+    redshift_scale: float
+    inv: np.ndarray
+
+    def bases(self) -> tuple:
+        """The arguments :func:`_row_bases` reads, in the kernels' order (``impute`` .. ``inter``)."""
+        return (self.impute, self.bits, self.op, self.base_mean, self.base_std, self.basis_feat, self.knots,
+                self.n_knots, self.spline, self.tensor, self.inter)
 
 
 def kernel_params(spec, coef: np.ndarray, intercept: np.ndarray, link: str | None = None) -> KernelParams:
@@ -306,11 +325,12 @@ def kernel_params(spec, coef: np.ndarray, intercept: np.ndarray, link: str | Non
     def table(rows, width):
         return np.array(rows, np.int64).reshape(len(rows), width)
 
-    args = (impute, bits, op, np.ascontiguousarray(spec.base_mean, np.float64),
-            np.ascontiguousarray(spec.base_std, np.float64), basis_feat, knots, n_knots, table(spline, 2),
-            table(tensor, 4), table(inter, 3), np.ascontiguousarray(w.T), np.ascontiguousarray(bias),
-            float(REDSHIFT_SCALE), _reciprocals(knots, n_knots))
-    return KernelParams(raw=raw, link=OVR if link == "ovr" else SOFTMAX, n_classes=len(bias), args=args)
+    return KernelParams(raw=raw, link=OVR if link == "ovr" else SOFTMAX, n_classes=len(bias), impute=impute,
+                        bits=bits, op=op, base_mean=np.ascontiguousarray(spec.base_mean, np.float64),
+                        base_std=np.ascontiguousarray(spec.base_std, np.float64), basis_feat=basis_feat, knots=knots,
+                        n_knots=n_knots, spline=table(spline, 2), tensor=table(tensor, 4), inter=table(inter, 3),
+                        w=np.ascontiguousarray(w.T), bias=np.ascontiguousarray(bias),
+                        redshift_scale=float(REDSHIFT_SCALE), inv=_reciprocals(knots, n_knots))
 
 
 _RECURSION_KNOTS = ((1, 0), (1, -1), (2, 0), (1, -2), (2, -1), (3, 0))
@@ -353,7 +373,8 @@ def score(params: KernelParams, df, logits: bool = False) -> tuple[np.ndarray, n
     mask = np.empty(n, np.uint16)
     link = LOGITS if logits else params.link
     for start, stop, x in _chunks(params, df):
-        score_kernel(x, *params.args, link, out[start:stop], mask[start:stop])
+        score_kernel(x, *params.bases(), params.w, params.bias, params.redshift_scale, params.inv, link,
+                     out[start:stop], mask[start:stop])
     return out, mask
 
 
@@ -361,12 +382,9 @@ def expand(spec, df) -> np.ndarray:
     """``spec.expand(df, scaled=False)`` (the NumPy reference) by :func:`expand_kernel`: rows x features,
     float32."""
     params = kernel_params(spec, np.zeros((1, spec.n_features)), np.zeros(1))
-    (impute, bits, op, base_mean, base_std, basis_feat, knots, n_knots, spline, tensor, inter, _w, _bias,
-     redshift_scale, inv) = params.args
     out = np.zeros((len(df), spec.n_features), np.float32)
     for start, stop, x in _chunks(params, df):
-        expand_kernel(x, impute, bits, op, base_mean, base_std, basis_feat, knots, n_knots, spline, tensor, inter,
-                      redshift_scale, inv, out[start:stop])
+        expand_kernel(x, *params.bases(), params.redshift_scale, params.inv, out[start:stop])
     return out
 
 

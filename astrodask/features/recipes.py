@@ -41,18 +41,18 @@ _PHOTOMETRIC_TENSORS = tuple((a, b, 6 if (a, b) in _FINE_PAIRS else 5)
 RECIPES: dict[str, FeatureRecipe] = {
     "spectroscopic": FeatureRecipe(
         base=(*schema.BANDS, *COLOURS, *_MORE_COLOURS, "asinh_z", "z_is_zero"),
-        splines={c: 10 for c in (*schema.BANDS, *COLOURS, "asinh_z")},
+        splines=dict.fromkeys((*schema.BANDS, *COLOURS, "asinh_z"), 10),
         tensors=tuple(("asinh_z", c, 5) for c in COLOURS),
     ),
     "photometric": FeatureRecipe(
         base=(*schema.BANDS, *COLOURS, *_MORE_COLOURS),
-        splines={c: 10 for c in (*schema.BANDS, *COLOURS, *_MORE_COLOURS)},
+        splines=dict.fromkeys((*schema.BANDS, *COLOURS, *_MORE_COLOURS), 10),
         # colour-colour and colour-magnitude diagrams: finer where the classes' loci cross
         tensors=_PHOTOMETRIC_TENSORS,
     ),
     "photometric+morphology": FeatureRecipe(
         base=(*schema.BANDS, *COLOURS, *_MORE_COLOURS, *MORPHOLOGY),
-        splines={c: 10 for c in (*schema.BANDS, *COLOURS, *_MORE_COLOURS, *MORPHOLOGY)},
+        splines=dict.fromkeys((*schema.BANDS, *COLOURS, *_MORE_COLOURS, *MORPHOLOGY), 10),
         # the separation between point sources and extended objects shrinks towards faint magnitudes
         tensors=(*_PHOTOMETRIC_TENSORS, ("r", "psf_r-r", 6), ("g-r", "psf_r-r", 5)),
     ),

@@ -193,7 +193,7 @@ class FeatureSpec:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FeatureSpec":
+    def from_dict(cls, d: dict) -> FeatureSpec:
         if d.get("degree", DEGREE) != DEGREE or d.get("redshift_scale", REDSHIFT_SCALE) != REDSHIFT_SCALE:
             raise ValueError("feature constants differ from this version")
         arr = lambda v: np.asarray(v, dtype=np.float64)  # noqa: E731
@@ -225,7 +225,8 @@ class FeatureSpec:
             raise ValueError("a spline, tensor or interaction refers to a feature that is not a base feature")
         for t in [*spec.knots.values(), *(t[1] for t in spec.tensors), *(t[3] for t in spec.tensors)]:
             if not is_clamped(t):
-                raise ValueError("a knot vector is not clamped cubic (finite, boundaries repeated, interior increasing)")
+                raise ValueError("a knot vector is not clamped cubic (finite, boundaries repeated, interior "
+                                 "increasing)")
         if spec.mean is not None and (len(spec.mean) != spec.n_features or len(spec.scale) != spec.n_features):
             raise ValueError("scaler length does not match the features")
         if len(spec.base_mean) != len(spec.base) or len(spec.base_std) != len(spec.base):

@@ -9,9 +9,18 @@ Rooms: ``config`` (ConvertOptions, ConvertConfig), ``plan`` (the client side: he
 
 from .config import ConvertConfig, ConvertOptions
 from .plan import plan_blocks
-from .stage import run
+from .stage import ConvertResult, run
 from .tasks import BLOCKS_DIR, QUARANTINE_DIR, convert_block
 from .validate import validate
 
-__all__ = ["BLOCKS_DIR", "QUARANTINE_DIR", "ConvertConfig", "ConvertOptions", "convert_block", "plan_blocks", "run",
-           "validate"]
+__all__ = [
+           "BLOCKS_DIR",
+           "QUARANTINE_DIR",
+           "ConvertConfig",
+           "ConvertOptions",
+           "ConvertResult",
+           "convert_block",
+           "plan_blocks",
+           "run",
+           "validate",
+]

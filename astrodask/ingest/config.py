@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
-from ..options import check_choices
+from ..options import JobFlags, check_choices
 from ..schema import MAGNITUDE_SYSTEMS
 
 
@@ -44,13 +44,13 @@ class ConvertOptions:
         if self.row_group_size < 1:
             raise ConfigError("row_group_size", "must be positive", "use e.g. 131072")
 
-    def options(self) -> "ConvertOptions":
+    def options(self) -> ConvertOptions:
         """Just the convert options (a ConvertConfig without its inputs, destination and job flags)."""
         return ConvertOptions(**{k: getattr(self, k) for k in ConvertOptions.__dataclass_fields__})
 
 
 @dataclass(frozen=True)
-class ConvertConfig(ConvertOptions):
+class ConvertConfig(ConvertOptions, JobFlags):
     """The ``convert`` stage: the convert options, plus the inputs, the destination and the job flags."""
 
     sources: tuple[str, ...]
@@ -58,28 +58,12 @@ class ConvertConfig(ConvertOptions):
     Parquet, FITS)."""
     dest: str
     """Output dataset directory (a local path or an fsspec URL)."""
-    overwrite: bool = False
-    """Replace an existing ``dest`` (only one astrodask wrote)."""
-    resume: bool = False
-    """Continue an interrupted conversion into the same ``dest``, skipping blocks already written; on a complete
-    dataset made from the same inputs and options, succeed without changing it."""
-    quiet: bool = False
-    """No progress bar."""
-    storage_options: dict = field(default_factory=dict)
-    """fsspec options (credentials, endpoint...) for URL inputs and outputs, e.g. ``{"anon": True}``."""
 
     def __post_init__(self):
-        super().__post_init__()
+        ConvertOptions.__post_init__(self)
+        self.check_flags()
         if isinstance(self.sources, str):
             object.__setattr__(self, "sources", (self.sources,))
         object.__setattr__(self, "sources", tuple(str(s) for s in self.sources))
         if not self.sources:
             raise ConfigError("sources", "no input files given", "pass at least one CSV, Parquet or FITS path")
-        if self.storage_options is None:
-            object.__setattr__(self, "storage_options", {})
-        if not isinstance(self.storage_options, dict):
-            raise ConfigError("storage_options", f"must be a mapping, got {type(self.storage_options).__name__}",
-                              "pass a JSON object such as {\"anon\": true}")
-
-    def __hash__(self):  # the storage options dict makes the generated hash fail
-        return hash((self.sources, self.dest))

@@ -18,7 +18,7 @@ from ..schema import ColumnError, ColumnMap
 from ..storage import Location, options_for
 from . import readers
 from .config import ConvertConfig
-from .readers import Block, Probe
+from .readers import Block, Probe, ReaderOptions
 from .readers import hats as hats_reader
 from .readers.csv import split_ext
 
@@ -30,8 +30,7 @@ def expand(sources: tuple[str, ...], storage_options: dict | None = None) -> lis
     """Input files in order (globs sorted, directories expanded to their catalogue files, a HATS catalogue to
     its data files), each once."""
     files: list[str] = []
-    for src in sources:
-        src = str(src)
+    for src in map(str, sources):
         url = "://" in src
         opts = options_for(src, storage_options) if url else None  # per-URL options (storage.options_for)
         try:
@@ -116,11 +115,12 @@ class Plan:
 def probe_all(cfg: ConvertConfig) -> list[tuple[Probe, ColumnMap]]:
     """(probe, column map) of every input file, checked for the required columns."""
     out = []
+    options = ReaderOptions.of(cfg)
     for f in expand(cfg.sources, cfg.storage_options):
         loc = Location.of(f, cfg.storage_options)
-        p = readers.probe(loc, f, cfg)
+        p = readers.probe(loc, f, options)
         try:
-            cmap = readers.get(p.reader).columns(p, cfg)
+            cmap = readers.get(p.reader).columns(p, options)
         except ColumnError as exc:
             raise AstrodaskError(f"{f}: {exc}") from None
         required_check(p, cmap.pairs, cfg.row_ids)
@@ -141,9 +141,10 @@ def make_plan(cfg: ConvertConfig, n_threads: int = 2) -> Plan:
     blocks: list[Block] = []
     if cfg.photometry and not any(p.layout == "sdss-specobj" for p, _ in probed):
         raise ConfigError("photometry", "is only for a specObj file", "drop --photometry or convert the specObj file")
+    reader_options = ReaderOptions.of(cfg)
     for p, cmap in probed:
         reader = readers.get(p.reader)
-        options = reader.block_options(p, cfg)
+        options = reader.block_options(p, reader_options)
         for extent, first_row in reader.plan(p, bs):
             blocks.append(Block(len(blocks), p.source, p.location, p.reader, extent, p.columns, cmap.pairs,
                                 out_columns, first_row, options))

@@ -9,12 +9,21 @@ For every block, rows read = rows written + rows quarantined; the totals are che
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import dataclass, field, fields, replace
 
 from .. import schema
 from ..console import log, track
 from ..errors import AstrodaskError
-from ..storage import Location, StagedOutput, fingerprint_file, parquet_rows, read_json, read_meta, write_json_atomic
+from ..storage import (
+    Location,
+    ManifestPart,
+    StagedOutput,
+    fingerprint_file,
+    parquet_rows,
+    read_json,
+    read_meta,
+    write_json_atomic,
+)
 from .config import ConvertConfig
 from .dedupe import dedupe
 from .plan import Plan, make_plan
@@ -83,9 +92,57 @@ def provenance(plan: Plan) -> dict:
             "inputs": inputs}
 
 
-SUMMARY_KEYS = ("read", "written", "quarantined", "reasons", "filtered", "source_rows", "nulls", "columns_from", "magnitudes",
-                "inputs", "row_ids")
-"""What ``run`` returns besides ``dest`` (and what ``_astrodask.json`` holds of it)."""
+@dataclass(frozen=True)
+class ConvertResult:
+    """What ``run`` made: the counts (rows read = written + quarantined + filtered), the reasons, and where each
+    canonical column came from (also in the dataset's ``_astrodask.json``)."""
+
+    dest: str
+    read: int
+    written: int
+    quarantined: int
+    reasons: dict = field(default_factory=dict)
+    """Quarantine reason -> rows."""
+    filtered: dict = field(default_factory=dict)
+    """Quality cut -> rows removed."""
+    source_rows: dict = field(default_factory=dict)
+    """Input file -> rows read."""
+    nulls: dict = field(default_factory=dict)
+    """Column -> missing values kept as nulls."""
+    columns_from: dict = field(default_factory=dict)
+    """Canonical column -> the source column(s) that filled it."""
+    magnitudes: str | list = ""
+    """Which magnitudes fill u..z (one description, or one per input when they differ)."""
+    inputs: list = field(default_factory=list)
+    """Per input: file, layout, magnitudes, columns_from."""
+    row_ids: dict | None = None
+    """With ``--row-ids``: how the ids were generated."""
+
+    @classmethod
+    def of(cls, dest: str, doc: dict) -> ConvertResult:
+        """From the summary (or the manifest that holds it)."""
+        names = {f.name for f in fields(cls)} - {"dest"}
+        return cls(dest, **{k: doc[k] for k in names if doc.get(k) is not None})
+
+    def summary(self) -> dict:
+        """The fields as the manifest stores them."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "dest"}
+
+    def lines(self) -> list[str]:
+        """The summary as the command line prints it."""
+        out = [f"dataset: {self.dest}",
+               f"rows read {self.read:,}  written {self.written:,}  quarantined {self.quarantined:,}"
+               + (f"  filtered {sum(self.filtered.values()):,}" if self.filtered else "")]
+        out += [f"  quarantined {n:,}: {reason}" for reason, n in sorted(self.reasons.items(), key=lambda kv: -kv[1])]
+        out += [f"  filtered {n:,}: {cut}" for cut, n in self.filtered.items()]
+        if self.magnitudes:
+            mags = self.magnitudes
+            out.append(f"magnitudes u..z: {mags if isinstance(mags, str) else '; '.join(mags)}")
+        if self.row_ids:
+            out.append(f"ids: generated ({self.row_ids['why']})")
+        if self.nulls:
+            out.append("missing values (kept as nulls): " + ", ".join(f"{c} {n:,}" for c, n in self.nulls.items()))
+        return out
 
 HINTS = {
     "id_float_notation": "ids were written in floating-point notation such as 1.24E+18, so their digits are lost, "
@@ -169,7 +226,7 @@ def number_rows(client, blocks: list[Block], quiet: bool) -> tuple[list[Block], 
     return out, info
 
 
-def run(cfg: ConvertConfig, client) -> dict:
+def run(cfg: ConvertConfig, client) -> ConvertResult:
     """Convert ``cfg.sources`` into the dataset ``cfg.dest``; return the summary (counts per reason).
 
     With ``resume``, a complete dataset made from the same inputs and options is kept as it is (its summary
@@ -187,8 +244,7 @@ def run(cfg: ConvertConfig, client) -> dict:
     with StagedOutput(dest, cfg.overwrite, cfg.resume, kind="dataset", fingerprint=fingerprint(cfg, files),
                       inputs=tuple(Location.of(f, cfg.storage_options) for f in files)) as out:
         if out.done:
-            meta = read_meta(dest)
-            return {"dest": str(dest), **{k: meta.get(k) for k in SUMMARY_KEYS}}
+            return ConvertResult.of(str(dest), read_meta(dest))
         if cfg.row_ids:
             blocks, ids_info = number_rows(client, blocks, cfg.quiet)
         plan = _plan_doc(blocks)
@@ -230,16 +286,11 @@ def run(cfg: ConvertConfig, client) -> dict:
             raise no_rows_error(cfg, t)
         plan_file.remove()
         (stage / BLOCKS_DIR).remove(recursive=True)  # the counts go into the metadata
-        parts = [{"file": part_name(b.index), "rows": parquet_rows(stage / part_name(b.index)), "source": b.source}
-                 for b in blocks]
+        parts = [ManifestPart(part_name(b.index), parquet_rows(stage / part_name(b.index)), b.source) for b in blocks]
         t.update(provenance(planned))
         if ids_info:
             t["row_ids"] = ids_info
-        out.commit({
-            "schema_version": schema.SCHEMA_VERSION,
-            "columns": list(blocks[0].out_columns),
-            "sources": files,
-            "parts": parts,
-            **t,
-        })
-    return {"dest": str(dest), **t}
+        result = ConvertResult.of(str(dest), t)
+        out.commit({"schema_version": schema.SCHEMA_VERSION, "columns": list(blocks[0].out_columns),
+                    "sources": files, **result.summary()}, parts)
+    return result

@@ -59,7 +59,7 @@ class BlockCounts:
     """Rows removed by each named quality cut."""
 
     @classmethod
-    def from_json(cls, doc: dict) -> "BlockCounts":
+    def from_json(cls, doc: dict) -> BlockCounts:
         return cls(**{k: doc[k] for k in cls.__dataclass_fields__ if k in doc})
 
 

@@ -26,6 +26,7 @@ Missing values (empty, ``NaN``, ``null``...) and SDSS sentinels (-9999, -999, 99
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -219,7 +220,7 @@ def _id_text(col) -> pa.Array:
     if text is None:
         t = col.type
         if pa.types.is_floating(t):  # a float id: its shortest repr, as pandas writes it
-            text = pa.array([None if v is None or v != v else repr(float(v)) for v in col.to_pylist()],
+            text = pa.array([None if v is None or math.isnan(v) else repr(float(v)) for v in col.to_pylist()],
                             pa.string())
         else:
             text = pc.cast(col, pa.string(), safe=False)
@@ -312,7 +313,8 @@ def check(raw: pa.Table | pd.DataFrame, mapping: dict[str, str] | tuple, out_col
     """Check one chunk: (valid rows in the canonical schema, rejected rows, rows removed by each cut).
 
     ``cuts`` (name -> mask) remove rows before any check (counted in ``filtered``, neither kept nor rejected);
-    ``rejects`` (reason -> mask) are reasons the reader already knows. ``raw`` has the source columns (text for CSV, typed for Parquet/FITS). Rejected rows come back as a table
+    ``rejects`` (reason -> mask) are reasons the reader already knows. ``raw`` has the source columns (text for
+    CSV, typed for Parquet/FITS). Rejected rows come back as a table
     with ``reason`` (the first rule the row broke), ``row`` (position in ``raw``) and ``record`` (the row's
     original values as JSON). Rows whose id repeats an earlier valid row of the chunk are rejected as
     ``duplicate_id``. ``out_columns`` (default: the mapped columns) are the output columns; absent ones are

@@ -14,7 +14,6 @@ The cluster backend never gathers rows or blocks: ``map`` leaves the results on 
 
 from __future__ import annotations
 
-from ..cluster import worker_memory
 from ..console import track
 
 FAN = 16
@@ -60,4 +59,6 @@ class OnCluster:
         return self.client.submit(fn, *level, pure=False).result()
 
     def memory(self) -> int:
+        from ..cluster import worker_memory
+
         return worker_memory(self.client)

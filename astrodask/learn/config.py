@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..features import FEATURE_SETS
-from ..options import check_choices
+from ..options import JobFlags, check_choices
 
 MODES = ("parallel", "incremental")
 CACHES = ("auto", "memory", "stream")
@@ -96,29 +96,17 @@ class TrainOptions:
 
 
 @dataclass(frozen=True)
-class TrainConfig(TrainOptions):
+class TrainConfig(TrainOptions, JobFlags):
     """The ``train`` stage: the training options, plus where the data comes from and the model goes."""
 
     dataset: str
     """Parquet dataset made by ``astrodask convert`` (or ``synth``); its labelled rows (a ``class``) train."""
-    model_dir: str
+    model_dir: str = field(metadata={"flag": "--model", "metavar": "DIR"})
     """Where the model directory goes (model.json, weights.npz, metrics.json, history.json, report/)."""
-    overwrite: bool = False
-    """Replace an existing model directory."""
-    resume: bool = False
-    """Continue an interrupted training from its last checkpoint."""
-    quiet: bool = False
-    """No progress bars."""
-    storage_options: dict = field(default_factory=dict)
-    """fsspec options (credentials, endpoint...) for a dataset or model directory given as a URL."""
 
     def __post_init__(self):
-        super().__post_init__()
-        if self.storage_options is None:
-            object.__setattr__(self, "storage_options", {})
-
-    def __hash__(self):  # the storage options dict makes the generated hash fail
-        return hash((self.dataset, self.model_dir))
+        TrainOptions.__post_init__(self)
+        self.check_flags()
 
     def fingerprint(self, dataset_identity: dict) -> dict:
         """What makes this model: the dataset's identity and every option that changes the model (not the job

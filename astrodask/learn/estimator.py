@@ -26,7 +26,7 @@ from ..console import log as console_log
 from ..dataset import validation_split
 from ..errors import AstrodaskError, ConfigError
 from ..features import FEATURE_SETS, imputed_mask, raw_columns, resolve_feature_set
-from ..model import SoftmaxModel
+from ..model import HISTORY_JSON, ModelInfo, SoftmaxModel
 from ..storage import Location, StagedOutput, read_json, write_json_atomic
 from .backend import InProcess, OnCluster
 from .config import DEFAULT_EPOCHS, TrainOptions
@@ -48,7 +48,8 @@ from .trainer import fit
 
 K = len(schema.CLASSES)
 LABEL = "__astrodask_label__"
-HISTORY_JSON = "history.json"
+_D = TrainOptions()
+"""The training options' defaults: the estimator's parameters of the same name default to them."""
 
 
 def _silent(msg: str) -> None:
@@ -119,9 +120,10 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
         Rows of y without a label (null), left out of training.
     """
 
-    def __init__(self, features="spectroscopic", l2=1e-5, max_iter=400, tol=1e-9, class_weight=None, patience=5,
-                 min_improvement=0.0005, monitor="accuracy", validation_fraction=0.1, sentinels="error", missing="impute", cache="auto",
-                 morphology=True, verbose=False):
+    def __init__(self, features=_D.features, l2=_D.l2, max_iter=DEFAULT_EPOCHS["parallel"], tol=_D.tol,
+                 class_weight=_D.class_weight, patience=_D.patience, min_improvement=_D.min_improvement,
+                 monitor=_D.monitor, validation_fraction=0.1, sentinels="error", missing="impute", cache=_D.cache,
+                 morphology=_D.morphology, verbose=False):
         self.features = features
         self.morphology = morphology
         self.l2 = l2
@@ -141,7 +143,8 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
 
     def _policies(self) -> None:
         if self.sentinels not in SENTINEL_POLICIES:
-            raise ConfigError("sentinels", f"unknown value {self.sentinels!r}", f"use one of {', '.join(SENTINEL_POLICIES)}")
+            raise ConfigError("sentinels", f"unknown value {self.sentinels!r}",
+                              f"use one of {', '.join(SENTINEL_POLICIES)}")
         if self.missing not in MISSING_POLICIES:
             raise ConfigError("missing", f"unknown value {self.missing!r}", f"use one of {', '.join(MISSING_POLICIES)}")
 
@@ -230,8 +233,7 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
     def _set_model(self, model: SoftmaxModel, history: list) -> None:
         spec = model.spec
         self.spec_ = spec
-        self.link_ = model.info.get("link", "softmax")
-        self.info_ = dict(model.info)
+        self.info_ = model.info
         self.classes_ = np.asarray(model.classes_, dtype=object)
         self.coef_ = np.asarray(model.coef, dtype=np.float64)
         self.intercept_ = np.asarray(model.intercept, dtype=np.float64)
@@ -239,15 +241,15 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
         self.n_features_in_ = len(self.feature_names_in_)
         self.expanded_feature_names_ = np.asarray(spec.names, dtype=object)
         self.history_ = list(history)
-        self.n_iter_ = int(model.info.get("epochs_run", len(history)) or 0)
-        self.best_epoch_ = int(model.info.get("best_epoch", self.n_iter_) or 0)
+        self.n_iter_ = model.info.epochs_run or len(history)
+        self.best_epoch_ = model.info.best_epoch or self.n_iter_
 
     @property
     def model_(self) -> SoftmaxModel:
         """The fitted model as data (what ``save`` writes and ``astrodask predict`` scores with)."""
         check_is_fitted(self, "coef_")
         return SoftmaxModel(self.spec_, self.coef_, self.intercept_, tuple(self.classes_),
-                            info={**self.info_, "link": self.link_})
+                            info=self.info_)
 
     # ------------------------------------------------------------------------------------------ prediction
 
@@ -335,7 +337,7 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
         """Write the model directory (``model.json`` + ``weights.npz``, as ``astrodask train`` does, and
         ``history.json``) to ``path`` (a directory or URL), committed whole; returns where it went."""
         model = self.model_
-        model.info = {**self.info_, "link": self.link_, "config": {"estimator": self.get_params()}}
+        model = replace(model, info=replace(self.info_, config={"estimator": self.get_params()}))
         dest = Location.of(path)
         weights = hashlib.sha256(self.coef_.tobytes() + self.intercept_.tobytes()).hexdigest()[:16]
         fp = {"stage": "estimator", "weights": weights, "params": self.get_params()}
@@ -346,7 +348,7 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
         return str(dest)
 
     @classmethod
-    def load(cls, path) -> "SDSSClassifier":
+    def load(cls, path) -> SDSSClassifier:
         """A fitted estimator from a model directory written by ``save`` or by ``astrodask train``."""
         model = SoftmaxModel.load(path)
         est = cls(**_params_from_info(model.info, model.spec.feature_set, cls._get_param_names()))
@@ -382,10 +384,10 @@ def _pandas_labels(y, n: int) -> pd.Series:
     return s
 
 
-def _params_from_info(info: dict, feature_set: str, names) -> dict:
+def _params_from_info(info: ModelInfo, feature_set: str, names) -> dict:
     """Estimator parameters from a model's ``info``: an estimator's own, or mapped from ``astrodask train``'s
     settings; the feature set always from the model's features."""
-    config = info.get("config") if isinstance(info.get("config"), dict) else {}
+    config = info.config
     if isinstance(config.get("estimator"), dict):
         params = {k: v for k, v in config["estimator"].items() if k in names}
     else:

@@ -49,7 +49,7 @@ class Counts:
         return {"by_split": self.by_split.tolist(), "unlabelled": self.unlabelled}
 
     @classmethod
-    def from_json(cls, d: dict) -> "Counts":
+    def from_json(cls, d: dict) -> Counts:
         return cls(np.asarray(d["by_split"], np.int64), int(d.get("unlabelled", 0)))
 
 

@@ -10,7 +10,7 @@ weights and scikit-learn's step counter ``t_``.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd

@@ -54,7 +54,7 @@ class InputReport:
     unknown_labels: Counter = field(default_factory=Counter)
     """Label values that are no class -> count."""
 
-    def __add__(self, other: "InputReport") -> "InputReport":
+    def __add__(self, other: InputReport) -> InputReport:
         return InputReport(self.rows + other.rows, self.missing + other.missing, self.sentinels + other.sentinels,
                            self.rejected + other.rejected, self.imputed_rows + other.imputed_rows,
                            self.unlabelled + other.unlabelled, self.unknown_labels + other.unknown_labels)

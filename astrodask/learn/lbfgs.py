@@ -10,8 +10,8 @@ minimisation continues exactly. A backtracking line search (Armijo) usually acce
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -40,7 +40,7 @@ class LbfgsState:
                 "counters": np.array([self.iteration, self.evaluations, int(self.converged)])}
 
     @classmethod
-    def from_arrays(cls, a) -> "LbfgsState":
+    def from_arrays(cls, a) -> LbfgsState:
         it, ev, conv = (int(v) for v in a["counters"])
         return cls(np.array(a["x"]), float(a["f"]), np.array(a["g"]), list(np.array(a["s"])), list(np.array(a["y"])),
                    it, ev, bool(conv))

@@ -20,8 +20,9 @@ from __future__ import annotations
 import io
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -89,7 +90,7 @@ class EpochRecord:
     """Wall time since training started (across resumes)."""
 
     @classmethod
-    def of(cls, epoch: int, stats: EpochStats, seconds: float) -> "EpochRecord":
+    def of(cls, epoch: int, stats: EpochStats, seconds: float) -> EpochRecord:
         t, v = stats.sums.train, stats.sums.valid
         return cls(epoch, t.mean_loss, t.accuracy, v.mean_loss, v.accuracy,
                    None if stats.objective is None else float(stats.objective), stats.passes, seconds)
@@ -107,7 +108,7 @@ class EpochRecord:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, d: dict) -> "EpochRecord":
+    def from_json(cls, d: dict) -> EpochRecord:
         return cls(**{k: d.get(k) for k in cls.__dataclass_fields__ if k in d})
 
 

@@ -30,10 +30,10 @@ class LossSums:
     """Sum of the weights of the rows whose most probable class is the true one."""
 
     @classmethod
-    def zero(cls, shape) -> "LossSums":
+    def zero(cls, shape) -> LossSums:
         return cls(0.0, np.zeros(shape), 0.0, 0.0)
 
-    def __add__(self, other: "LossSums") -> "LossSums":
+    def __add__(self, other: LossSums) -> LossSums:
         return LossSums(self.loss + other.loss, self.grad + other.grad, self.weight + other.weight,
                         self.correct + other.correct)
 
@@ -53,7 +53,7 @@ class SplitSums:
     train: LossSums
     valid: LossSums
 
-    def __add__(self, other: "SplitSums") -> "SplitSums":
+    def __add__(self, other: SplitSums) -> SplitSums:
         return SplitSums(self.train + other.train, self.valid + other.valid)
 
 

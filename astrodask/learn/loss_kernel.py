@@ -5,7 +5,7 @@ gradient contribution are computed while the row is in cache, so a persisted flo
 epoch (the NumPy version reads it twice through two BLAS calls of width 3, which run far below the memory
 bandwidth). Sums are in float64 whatever the block's precision; its reductions may be reordered (``reassoc``)
 so that they vectorise: results match the NumPy reference to floating-point rounding, not bit for bit
-(tests/test_loss.py). :func:`column_moments` is the scaler's sums.
+(tests/learn/test_loss.py). :func:`column_moments` is the scaler's sums.
 """
 
 from __future__ import annotations

@@ -16,13 +16,14 @@ from dataclasses import asdict, dataclass, replace
 from .. import evaluate, schema
 from ..console import log
 from ..dataset import HOLDOUT, open_dataset
+from ..evaluate import METRICS_JSON, Metrics
 from ..features import raw_columns, resolve_feature_set
+from ..model import HISTORY_JSON
 from ..storage import Location, StagedOutput, read_json, write_json_atomic
 from .backend import OnCluster
 from .config import TrainConfig, digest
+from .loop import EpochRecord
 from .trainer import Workspace, clear, fit
-
-JOB_FLAGS = ("overwrite", "resume", "quiet", "storage_options")
 
 
 @dataclass(frozen=True)
@@ -30,10 +31,14 @@ class TrainResult:
     """What ``run`` made."""
 
     model_dir: str
-    metrics: dict
-    """The holdout metrics (``metrics.json``)."""
-    history: list
-    """One dict per epoch (``history.json``)."""
+    metrics: Metrics
+    """The holdout metrics (``metrics.json``), with the training run in ``metrics.train``."""
+    history: tuple[EpochRecord, ...]
+    """One record per epoch (``history.json``)."""
+
+    def lines(self) -> list[str]:
+        return [f"model: {self.model_dir}", f"holdout: {self.metrics.line()}",
+                f"report: {self.model_dir}/report/index.html"]
 
 
 def run(cfg: TrainConfig, client) -> TrainResult:
@@ -58,7 +63,8 @@ def run(cfg: TrainConfig, client) -> TrainResult:
     with StagedOutput(dest, cfg.overwrite, cfg.resume, kind="model", fingerprint=fingerprint,
                       inputs=(ds.location,)) as out:
         if out.done:
-            return TrainResult(str(dest), read_json(dest / "metrics.json"), read_json(dest / "history.json"))
+            return TrainResult(str(dest), Metrics.from_json(read_json(dest / METRICS_JSON)),
+                               tuple(EpochRecord.from_json(r) for r in read_json(dest / HISTORY_JSON)))
         backend = OnCluster(client, cfg.quiet)
         workspace = Workspace(out.staging, digest(fingerprint), cfg.resume)
 
@@ -69,21 +75,21 @@ def run(cfg: TrainConfig, client) -> TrainResult:
 
         fitted = fit(backend, list(ds.files), ds.n_rows, cfg.options(), HOLDOUT, where=ds.path, workspace=workspace,
                      shuffle=shuffle, quiet=cfg.quiet,
-                     config={k: v for k, v in asdict(cfg).items() if k not in JOB_FLAGS})
+                     config={k: v for k, v in asdict(cfg).items() if k not in cfg.flags()})
         model = fitted.model
-        metrics = evaluate.holdout(client, model, ds.files, quiet=cfg.quiet)
-        metrics["train"] = {"mode": cfg.mode, "features": cfg.features, "epochs": len(fitted.history),
-                            "best_epoch": fitted.best_epoch, "stop": fitted.stop, "seconds": fitted.seconds,
-                            "rows": int(fitted.counts.train.sum()), "unlabelled_rows": fitted.counts.unlabelled}
+        metrics = replace(evaluate.holdout(client, model, ds.files, quiet=cfg.quiet), train={
+            "mode": cfg.mode, "features": cfg.features, "epochs": len(fitted.history), "best_epoch": fitted.best_epoch,
+            "stop": fitted.stop, "seconds": fitted.seconds, "rows": int(fitted.counts.train.sum()),
+            "unlabelled_rows": fitted.counts.unlabelled})
         history = [r.to_json() for r in fitted.history]
         model.save(out.staging)
-        write_json_atomic(out.staging / "metrics.json", metrics)
-        write_json_atomic(out.staging / "history.json", history)
+        write_json_atomic(out.staging / METRICS_JSON, metrics.to_json())
+        write_json_atomic(out.staging / HISTORY_JSON, history)
         if cfg.report:
             from .. import report
 
             report.write(out.staging / "report", metrics, history, title=f"astrodask model: {cfg.features}, {cfg.mode}",
                          rows_label="Holdout rows (the 20 % of rows, by obj_ID hash, never trained on)")
         clear(workspace)
-        out.commit({"dataset": ds.path, "accuracy": metrics["accuracy"]})
-    return TrainResult(str(dest), metrics, history)
+        out.commit({"dataset": ds.path, "accuracy": metrics.accuracy})
+    return TrainResult(str(dest), metrics, tuple(fitted.history))

@@ -8,8 +8,8 @@ this process) and returns the fitted model with its history. The stage (``stage.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -17,7 +17,7 @@ from .. import schema
 from ..console import log as console_log
 from ..dataset import SplitRule
 from ..errors import AstrodaskError, ConfigError
-from ..model import SoftmaxModel
+from ..model import ModelInfo, SoftmaxModel
 from ..storage import Location
 from . import blocks, loop
 from .config import TrainOptions
@@ -129,19 +129,11 @@ def fit(backend, items: list, n_rows: int, opts: TrainOptions, rule: SplitRule, 
     seconds = time.perf_counter() - t0
     del work, opt
     theta = result.theta
-    model = SoftmaxModel(spec, theta[:, :-1], theta[:, -1], schema.CLASSES, info={
-        "link": "softmax" if opts.mode == "parallel" else "ovr",
-        "config": dict(config or {}),
-        "cache": cache,
-        "n_train": int(counts.train.sum()),
-        "n_valid": int(counts.valid.sum()),
-        "n_test": int(counts.test.sum()),
-        "n_unlabelled": int(counts.unlabelled),
-        "train_seconds": seconds,
-        "epochs_run": len(result.history),
-        "best_epoch": result.best_epoch,
-        "stop": result.stop,
-    })
+    model = SoftmaxModel(spec, theta[:, :-1], theta[:, -1], schema.CLASSES, info=ModelInfo(
+        link="softmax" if opts.mode == "parallel" else "ovr", config=dict(config or {}), cache=cache,
+        n_train=int(counts.train.sum()), n_valid=int(counts.valid.sum()), n_test=int(counts.test.sum()),
+        n_unlabelled=int(counts.unlabelled), train_seconds=seconds, epochs_run=len(result.history),
+        best_epoch=result.best_epoch, stop=result.stop))
     return Fitted(model, result.history, counts, cache, result.best_epoch, result.stop, seconds)
 
 

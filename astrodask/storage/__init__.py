@@ -32,17 +32,20 @@ from .output import (
     META,
     STAGING_MARKER,
     SUCCESS,
+    ManifestPart,
     StagedOutput,
     check_overwrite_target,
     incomplete_output,
     is_complete,
+    manifest_parts,
     read_meta,
     require_not_incomplete,
 )
 
 __all__ = [
-    "META", "STAGING_MARKER", "SUCCESS", "Location", "Lock", "ParquetStream", "StagedOutput", "check_overwrite_target",
-    "fingerprint_file", "incomplete_output", "is_complete", "is_s3", "locked", "options_for", "os_error",
+    "META", "STAGING_MARKER", "SUCCESS", "Location", "Lock", "ManifestPart", "ParquetStream", "StagedOutput",
+    "check_overwrite_target", "fingerprint_file", "incomplete_output", "is_complete", "is_s3", "locked",
+    "manifest_parts", "options_for", "os_error",
     "parquet_file", "parquet_rows", "read_json", "read_meta", "read_parquet", "remove_files",
     "require_not_incomplete", "to_json", "write_json_atomic", "write_parquet_atomic",
 ]

@@ -62,7 +62,7 @@ class Location:
     """Storage options (credentials, endpoint...) as canonical JSON: hashable, and never shown by ``repr``."""
 
     @classmethod
-    def of(cls, where, storage_options: dict | None = None) -> "Location":
+    def of(cls, where, storage_options: dict | None = None) -> Location:
         """A Location from a path, URL, ``os.PathLike`` or Location (``storage_options`` apply to URLs)."""
         if isinstance(where, Location):
             if storage_options and where.options_json == "{}" and not where.is_local:
@@ -113,29 +113,29 @@ class Location:
         return posixpath.basename(self.url.rstrip("/")) if not self.is_local else os.path.basename(self.url)
 
     @property
-    def parent(self) -> "Location":
+    def parent(self) -> Location:
         if self.is_local:
             return Location(os.path.dirname(self.url))
         proto, rest = self.url.split("://", 1)
         return Location(f"{proto}://{posixpath.dirname(rest.rstrip('/')) or rest}", self.options_json)
 
-    def __truediv__(self, name: str) -> "Location":
+    def __truediv__(self, name: str) -> Location:
         name = str(name)
         if self.is_local:
             return Location(os.path.join(self.url, name))
         return Location(f"{self.url.rstrip('/')}/{name}", self.options_json)
 
-    def with_name(self, name: str) -> "Location":
+    def with_name(self, name: str) -> Location:
         return self.parent / name
 
-    def relative_to(self, other: "Location") -> str:
+    def relative_to(self, other: Location) -> str:
         """This location's path below ``other`` (POSIX separators)."""
         base = other.url.rstrip("/") + ("/" if not other.is_local else os.sep)
         if not self.url.startswith(base):
             raise ValueError(f"{self.url} is not inside {other.url}")
         return self.url[len(base):].replace(os.sep, "/")
 
-    def is_within(self, other: "Location") -> bool:
+    def is_within(self, other: Location) -> bool:
         """True when this location is ``other`` or inside it."""
         if self.is_local != other.is_local or (not self.is_local and self.protocol != other.protocol):
             return False
@@ -187,7 +187,7 @@ class Location:
     def size(self) -> int:
         return int(self.info()["size"])
 
-    def files(self) -> list["Location"]:
+    def files(self) -> list[Location]:
         """Every file below this directory (recursively), sorted; [] when it does not exist."""
         if self.is_local:
             if not os.path.isdir(self.url):
@@ -200,7 +200,7 @@ class Location:
         return sorted(Location(f"{self.protocol}://{p}", self.options_json) for p in found
                       if p.rstrip("/") != self.path.rstrip("/"))
 
-    def glob(self, pattern: str) -> list["Location"]:
+    def glob(self, pattern: str) -> list[Location]:
         """Direct children whose name matches ``pattern`` (sorted)."""
         if self.is_local:
             if not os.path.isdir(self.url):

@@ -45,8 +45,9 @@ class Lock:
     racing for it exactly one wins, and deleted with a conditional DELETE (``If-Match: <its ETag>``), so a job only
     ever deletes the very lock object it created or judged stale (never one another job made meanwhile). Other
     object stores (and S3-compatible ones answering 501 to conditional requests) fall back to check, write, read
-    back: this narrows the race to about one round trip but does not close it (README, "Object stores"). A lock left by a dead process of this host is taken over; one from
-    another host is reported with how to remove it (its process cannot be checked from here).
+    back: this narrows the race to about one round trip but does not close it (docs/object-stores.md). A lock
+    left by a dead process of this host is taken over; one from another host is reported with how to remove it
+    (its process cannot be checked from here).
     """
 
     def __init__(self, loc: Location, dest):

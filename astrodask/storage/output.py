@@ -44,6 +44,37 @@ META = "_astrodask.json"
 STAGING_MARKER = "_astrodask.staging.json"
 
 
+@dataclass(frozen=True)
+class ManifestPart:
+    """One data file of an output, as its manifest lists it under ``parts``."""
+
+    file: str
+    """Its path below the output (POSIX separators)."""
+    rows: int | None
+    source: str | None = None
+    """The input it was made from (a dataset part: the catalogue file)."""
+
+    def to_json(self) -> dict:
+        doc = {"file": self.file, "rows": self.rows}
+        if self.source is not None:
+            doc["source"] = self.source
+        return doc
+
+    @classmethod
+    def from_json(cls, doc) -> ManifestPart | None:
+        """The part a manifest entry describes, or None when the entry is not one."""
+        if not isinstance(doc, dict) or not isinstance(doc.get("file"), str):
+            return None
+        rows = doc.get("rows")
+        return cls(doc["file"], int(rows) if isinstance(rows, int) else None, doc.get("source"))
+
+
+def manifest_parts(meta: dict) -> list[ManifestPart] | None:
+    """The parts a manifest lists, or None when it lists none (or not in the form astrodask writes)."""
+    parts = [ManifestPart.from_json(x) for x in meta.get("parts") or []] if isinstance(meta.get("parts"), list) else []
+    return parts if parts and all(p is not None for p in parts) else None
+
+
 def is_complete(path) -> bool:
     """True when ``path`` is a committed astrodask output (``_SUCCESS``, and on an object store no staging marker:
     an overwrite that has begun writes the marker before it deletes anything)."""
@@ -185,7 +216,7 @@ class StagedOutput:
 
     # -- entering -----------------------------------------------------------------------------------
 
-    def __enter__(self) -> "StagedOutput":
+    def __enter__(self) -> StagedOutput:
         check_overwrite_target(self.dest, self.inputs)
         if self._check_existing():
             return self
@@ -221,7 +252,7 @@ class StagedOutput:
     def _check_existing(self) -> bool:
         """Checks on what is at ``dest``; True when the output is already complete and matching (resume)."""
         state = self._state()
-        if state == "absent" or state == "incomplete":
+        if state in {"absent", "incomplete"}:
             return False
         if state == "foreign":
             raise AstrodaskError(
@@ -247,7 +278,8 @@ class StagedOutput:
             self.done = True
             from ..console import log
 
-            log(f"resume: {self.kind} {self.dest} already complete, made from the same inputs and options; kept as it is")
+            log(f"resume: {self.kind} {self.dest} already complete, made from the same inputs and options; kept as "
+                "it is")
             return True
         if not self.overwrite:
             raise AstrodaskError(
@@ -340,8 +372,9 @@ class StagedOutput:
     def path(self, name: str) -> Location:
         return self.staging / name
 
-    def commit(self, meta: dict) -> None:
-        """Write the manifest and the success marker, then publish the staging area as ``dest``."""
+    def commit(self, meta: dict, parts: list[ManifestPart] | None = None) -> None:
+        """Write the manifest (``meta``, and the data files ``parts``) and the success marker, then publish the
+        staging area as ``dest``."""
         if self.done:
             return
         # files a killed task left half-written (``.NAME.tmp-*``) are not part of the output
@@ -355,6 +388,8 @@ class StagedOutput:
         doc = {"kind": self.kind, "fingerprint": self.fingerprint, "files": sorted(files),
                "output_id": uuid.uuid4().hex, "committed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "astrodask": _version(), **meta}
+        if parts is not None:
+            doc["parts"] = [p.to_json() for p in parts]
         (self.staging / META).write_text(to_json(doc))
         (self.staging / STAGING_MARKER).remove()
         (self.staging / SUCCESS).write_bytes(b"")

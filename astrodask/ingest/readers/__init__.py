@@ -5,7 +5,7 @@ the first whose ``probe`` accepts it reads it. Files with an unknown extension a
 from __future__ import annotations
 
 from ...storage import Location
-from .base import Block, Chunk, Extent, Probe, Reader, RowRange
+from .base import Block, Chunk, Extent, Probe, Reader, ReaderOptions, RowRange
 from .csv import CsvReader, split_ext
 from .fits import FitsReader
 from .hats import HatsReader
@@ -22,7 +22,7 @@ def get(name: str) -> Reader:
     return BY_NAME[name]
 
 
-def probe(loc: Location, source: str, options=None) -> Probe:
+def probe(loc: Location, source: str, options: ReaderOptions) -> Probe:
     """The first registered reader that recognises the file; its probe (headers only)."""
     ext, _ = split_ext(loc.url)
     candidates = [r for r in READERS if ext in r.extensions] or [BY_NAME[FALLBACK]]
@@ -33,4 +33,5 @@ def probe(loc: Location, source: str, options=None) -> Probe:
     return BY_NAME[FALLBACK].probe(loc, source, options)  # pragma: no cover - the generic readers accept all
 
 
-__all__ = ["Block", "Chunk", "Extent", "Probe", "Reader", "RowRange", "READERS", "EXTENSIONS", "get", "probe"]
+__all__ = ["EXTENSIONS", "READERS", "Block", "Chunk", "Extent", "Probe", "Reader", "ReaderOptions", "RowRange", "get",
+           "probe"]

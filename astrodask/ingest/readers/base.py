@@ -25,6 +25,24 @@ MiB = 1 << 20
 
 
 @dataclass(frozen=True)
+class ReaderOptions:
+    """What a conversion tells the readers: the convert options that decide how a file is read."""
+
+    magnitudes: str | None = None
+    """Which magnitudes fill u..z (``model``, ``psf``, ``cmodel``; None: model, or the one system a file has)."""
+    deredden: bool = False
+    photometry: str | None = None
+    """A specObj file's row-matched photometry (photoPosPlate)."""
+    cuts: bool = True
+    storage_options: dict = field(default_factory=dict, hash=False, compare=False)
+
+    @classmethod
+    def of(cls, cfg) -> ReaderOptions:
+        """The reader options of a ConvertConfig."""
+        return cls(cfg.magnitudes, cfg.deredden, cfg.photometry, cfg.cuts, dict(cfg.storage_options))
+
+
+@dataclass(frozen=True)
 class Extent:
     """Where a block lies in its file; each reader subclasses it with its own fields."""
 
@@ -113,20 +131,19 @@ class Reader(ABC):
     """File name endings this reader is tried on (after a compression suffix is removed)."""
 
     @abstractmethod
-    def probe(self, loc: Location, source: str, options=None) -> Probe | None:
+    def probe(self, loc: Location, source: str, options: ReaderOptions) -> Probe | None:
         """Read the file's header (client side); None when the file is not this reader's layout.
 
-        ``source`` is the name errors show; ``options`` the conversion's reader options (see ingest.config)."""
+        ``source`` is the name errors show."""
 
-    def columns(self, probe: Probe, options=None):
+    def columns(self, probe: Probe, options: ReaderOptions):
         """How the file's columns fill the canonical ones (a ``schema.ColumnMap``); the default resolves the
         names with ``schema.resolve_columns`` and the conversion's ``magnitudes`` / ``deredden`` options."""
         from ... import schema
 
-        return schema.resolve_columns(list(probe.columns), getattr(options, "magnitudes", None),
-                                      getattr(options, "deredden", False))
+        return schema.resolve_columns(list(probe.columns), options.magnitudes, options.deredden)
 
-    def block_options(self, probe: Probe, options=None):
+    def block_options(self, probe: Probe, options: ReaderOptions):
         """Reader-specific options every block of the file carries to the workers (a frozen dataclass)."""
         return None
 

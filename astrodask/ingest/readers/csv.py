@@ -21,7 +21,7 @@ import pyarrow.csv as pacsv
 from ... import schema
 from ...errors import AstrodaskError
 from ...storage import Location
-from .base import Block, Chunk, Extent, MiB, Probe, Reader, one_line, open_input
+from .base import Block, Chunk, Extent, MiB, Probe, Reader, ReaderOptions, one_line, open_input
 
 HEADER_PROBE = 1 << 16
 COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst", ".lz4")
@@ -117,7 +117,7 @@ class CsvReader(Reader):
     name = "csv"
     extensions = (".csv", ".txt", ".tsv", ".dat")
 
-    def probe(self, loc: Location, source: str, options=None) -> Probe:
+    def probe(self, loc: Location, source: str, options: ReaderOptions) -> Probe:
         cols, size, head = read_header(loc, source)
         return Probe(source, loc, self.name, tuple(cols), size, layout="csv", detail=head)
 

@@ -20,7 +20,7 @@ import pyarrow as pa
 from ... import schema
 from ...errors import AstrodaskError
 from ...storage import Location
-from .base import Block, Chunk, Extent, Probe, Reader, RowRange
+from .base import Block, Chunk, Extent, Probe, Reader, ReaderOptions, RowRange
 
 
 def open_fits(loc: Location, path: str):
@@ -150,7 +150,7 @@ class FitsReader(Reader):
     name = "fits"
     extensions = (".fits", ".fit", ".fts")
 
-    def probe(self, loc: Location, source: str, options=None) -> Probe:
+    def probe(self, loc: Location, source: str, options: ReaderOptions) -> Probe:
         cols, nrows, row_bytes, unread = fits_info(loc, source)
         return Probe(source, loc, self.name, tuple(schema.unique_names([c.strip() for c in cols])),
                      nrows * row_bytes, nrows, tuple(unread), layout="fits", detail=FitsTable(row_bytes))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from ... import schema
 from ...errors import AstrodaskError
 from ...storage import Location
-from .base import Probe
+from .base import Probe, ReaderOptions
 from .parquet import ParquetReader
 
 PROPERTIES = "hats.properties"
@@ -44,8 +44,8 @@ def catalogue_root(loc: Location) -> Location | None:
 def read_properties(root: Location) -> dict[str, str]:
     """``hats.properties`` as a mapping (Java properties: ``key=value`` lines, ``#`` comments)."""
     out = {}
-    for line in (root / PROPERTIES).read_text().splitlines():
-        line = line.strip()
+    for raw in (root / PROPERTIES).read_text().splitlines():
+        line = raw.strip()
         if line and not line.startswith(("#", "!")) and "=" in line:
             k, v = line.split("=", 1)
             out[k.strip()] = v.strip()
@@ -56,7 +56,7 @@ class HatsReader(ParquetReader):
     name = "hats"
     extensions = (".parquet",)
 
-    def probe(self, loc: Location, source: str, options=None) -> Probe | None:
+    def probe(self, loc: Location, source: str, options: ReaderOptions) -> Probe | None:
         root = catalogue_root(loc)
         if root is None:
             return None
@@ -68,7 +68,7 @@ class HatsReader(ParquetReader):
         return Probe(p.source, p.location, self.name, p.columns, p.nbytes, p.nrows, layout="hats",
                      detail=HatsInfo(p.detail, ra, dec, props.get("obs_collection", root.name)))
 
-    def columns(self, probe: Probe, options=None):
+    def columns(self, probe: Probe, options: ReaderOptions):
         cmap = super().columns(probe, options)
         info: HatsInfo = probe.detail
         have = {c for _, c in cmap.pairs}

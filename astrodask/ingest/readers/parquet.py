@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from ... import schema
 from ...errors import AstrodaskError
 from ...storage import Location
-from .base import Block, Chunk, Extent, Probe, Reader, one_line, open_input
+from .base import Block, Chunk, Extent, Probe, Reader, ReaderOptions, one_line, open_input
 
 PARQUET_BLOCK_ROWS = 1_000_000
 
@@ -36,7 +36,7 @@ class ParquetReader(Reader):
     name = "parquet"
     extensions = (".parquet", ".pq")
 
-    def probe(self, loc: Location, source: str, options=None) -> Probe:
+    def probe(self, loc: Location, source: str, options: ReaderOptions) -> Probe:
         try:
             with open_input(loc) as fh:
                 pf = pq.ParquetFile(fh)

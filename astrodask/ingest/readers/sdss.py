@@ -33,7 +33,7 @@ import pyarrow as pa
 from ... import schema
 from ...errors import AstrodaskError
 from ...storage import Location
-from .base import Block, Chunk, Extent, Probe, Reader, RowRange
+from .base import Block, Chunk, Extent, Probe, Reader, ReaderOptions, RowRange
 from .fits import fits_info, read_columns
 
 ASINH_B = np.array([1.4e-10, 0.9e-10, 1.2e-10, 1.8e-10, 7.4e-10])
@@ -122,7 +122,7 @@ class SdssReader(Reader):
     name = "sdss"
     extensions = (".fits", ".fit", ".fts")
 
-    def probe(self, loc: Location, source: str, options=None) -> Probe | None:
+    def probe(self, loc: Location, source: str, options: ReaderOptions) -> Probe | None:
         cols, nrows, row_bytes, unread = fits_info(loc, source)
         kind = layout_of(cols)
         if kind is None:
@@ -131,30 +131,30 @@ class SdssReader(Reader):
         return Probe(source, loc, self.name, tuple(cols), nrows * row_bytes, nrows, tuple(unread),
                      layout=f"sdss-{kind}", detail=SdssFile(kind, row_bytes, compressed))
 
-    def columns(self, probe: Probe, options=None):
+    def columns(self, probe: Probe, options: ReaderOptions):
         kind = probe.detail.kind
-        mags = getattr(options, "magnitudes", None) or "model"
+        mags = options.magnitudes or "model"
         cols = set(probe.columns)
-        photometry = getattr(options, "photometry", None)
+        photometry = options.photometry
         if kind == "specobj" and not photometry:
             raise AstrodaskError(f"{probe.source}: a specObj file has no magnitudes; give its row-matched "
                                  "photometry with --photometry photoPosPlate-dr17.fits")
         if kind != "specobj" and not _has_flux(cols, FLUXES[mags]):
             raise AstrodaskError(f"{probe.source}: --magnitudes {mags}: the file has no {FLUXES[mags]}; choose "
                                  "model or psf")
-        if getattr(options, "deredden", False) and kind != "specobj" and not _has_flux(cols, "EXTINCTION"):
+        if options.deredden and kind != "specobj" and not _has_flux(cols, "EXTINCTION"):
             raise AstrodaskError(f"{probe.source}: --deredden needs EXTINCTION, which the file lacks; drop "
                                  "--deredden")
         described = "" if kind == "specobj" else \
-            f"{mags}{', dereddened' if getattr(options, 'deredden', False) else ''} (asinh magnitudes of " \
-            f"{FLUXES[mags]}{' - EXTINCTION' if getattr(options, 'deredden', False) else ''})"
+            f"{mags}{', dereddened' if options.deredden else ''} (asinh magnitudes of " \
+            f"{FLUXES[mags]}{' - EXTINCTION' if options.deredden else ''})"
         return schema.ColumnMap(_derived_pairs(kind, bool(photometry)), described)
 
-    def block_options(self, probe: Probe, options=None) -> SdssOptions:
-        photometry = getattr(options, "photometry", None) if probe.detail.kind == "specobj" else None
+    def block_options(self, probe: Probe, options: ReaderOptions) -> SdssOptions:
+        photometry = options.photometry if probe.detail.kind == "specobj" else None
         loc, cols = None, ()
         if photometry:
-            loc = Location.of(photometry, getattr(options, "storage_options", None))
+            loc = Location.of(photometry, options.storage_options)
             pcols, pn, _, _ = fits_info(loc, photometry)
             if layout_of(pcols) != "photoobj":
                 raise AstrodaskError(f"{photometry}: --photometry must be a photoPosPlate / photoObj-layout file "
@@ -163,8 +163,8 @@ class SdssReader(Reader):
                 raise AstrodaskError(f"{photometry}: {pn:,} rows, but {probe.source} has {probe.nrows:,}; the "
                                      "photometry must be row-matched to the specObj file (same release)")
             cols = tuple(pcols)
-        return SdssOptions(probe.detail.kind, getattr(options, "magnitudes", None) or "model",
-                           bool(getattr(options, "deredden", False)), bool(getattr(options, "cuts", True)),
+        return SdssOptions(probe.detail.kind, options.magnitudes or "model",
+                           options.deredden, options.cuts,
                            loc, photometry or "", cols)
 
     def plan(self, probe: Probe, block_bytes: int) -> list[tuple[Extent, int | None]]:

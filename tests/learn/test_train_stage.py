@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from astrodask import ingest
-from astrodask.learn import TrainConfig, backend, loop, stage
 from astrodask.cluster import ClusterConfig, connect
+from astrodask.learn import TrainConfig, backend, loop, stage
 from astrodask.model import SoftmaxModel
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sdss17.csv"
+REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "sdss17.csv"
 
 
 def _sample_csv(path: Path, rows: int) -> Path:
@@ -38,14 +38,14 @@ def _sample_csv(path: Path, rows: int) -> Path:
 def small_dataset(tmp_path_factory):
     d = tmp_path_factory.mktemp("train")
     src = _sample_csv(d / "sample.csv", 8000)
-    with connect(ClusterConfig(n_workers=2, quiet=True)) as client:
+    with connect(ClusterConfig(n_workers=2), quiet=True) as client:
         ingest.run(ingest.ConvertConfig((str(src),), str(d / "ds"), block_size=64 * 1024, quiet=True), client)
     return d / "ds"
 
 
 def _fit(ds, model_dir, workers=2, **kw):
     cfg = TrainConfig(str(ds), str(model_dir), quiet=True, **kw)
-    with connect(ClusterConfig(n_workers=workers, quiet=True)) as client:
+    with connect(ClusterConfig(n_workers=workers), quiet=True) as client:
         return stage.run(cfg, client)
 
 

@@ -22,7 +22,7 @@ from astrodask.ingest import ConvertConfig
 from astrodask.ingest.ids import FLAG, ROW_BITS, generated_ids, is_generated
 from astrodask.pipeline import default_source
 
-DIRTY = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dirty" / "sdss17_spreadsheet_export.csv"
+DIRTY = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "dirty" / "sdss17_spreadsheet_export.csv"
 
 
 @pytest.fixture(scope="module")

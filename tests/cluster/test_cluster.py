@@ -26,7 +26,7 @@ import pytest
 from astrodask.cluster import CLUSTERS, MIN_WORKER_MEMORY, ClusterConfig
 from astrodask.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "data" / "sdss_sample.csv"
 CLI = [sys.executable, "-m", "astrodask.cli"]
 GUARD = 120  # subprocess timeout: only a guard against a hang, never a measured duration

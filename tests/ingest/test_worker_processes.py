@@ -20,7 +20,7 @@ import pytest
 from astrodask import ingest, schema
 from astrodask.ingest import ConvertConfig
 
-SDSS17 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sdss17.csv"
+SDSS17 = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "sdss17.csv"
 pytestmark = pytest.mark.cluster
 
 
@@ -72,12 +72,11 @@ def test_file_urls_on_a_local_cluster_are_read_by_the_workers(tmp_path, monkeypa
 def _run_with_client_guard(cfg, client, monkeypatch, guard):
     """Run the conversion while the client's copies of the readers raise: the workers are separate (spawned)
     processes, and ``convert_block`` is sent to them by reference, so they use their own, unpatched copies."""
-    import astrodask.ingest.tasks as blocks
     import astrodask.ingest.readers.csv as csv
     import astrodask.ingest.readers.fits as fits
     import astrodask.ingest.readers.parquet as parquet
-
     import astrodask.ingest.readers.sdss as sdss
+    import astrodask.ingest.tasks as blocks
 
     for module, name in ((csv, "_parse"), (csv, "_pieces"), (blocks, "check"), (fits, "read_fits_rows"),
                          (fits, "read_columns"), (sdss, "read_columns")):

@@ -20,7 +20,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -29,119 +28,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from support import ROOT
+from support.cli import CLI, message_lines, ok, run_cli
+from support.processes import Job, wait_until
 
 pytestmark = pytest.mark.cluster
 
-ROOT = Path(__file__).resolve().parents[1]
 JOB = ROOT / "jobs" / "classify_sdss.py"
-CLI = [sys.executable, "-m", "astrodask.cli"]
 EPOCHS = 20  # every training here: --epochs 20 and the job's default patience (parallel L-BFGS, deterministic)
 KILL_AT_EPOCH = 5
 LOCAL = ["--workers", "2", "--threads", "1"]  # the killed job's own LocalCluster (2 worker processes)
 LOCAL_RESUME = ["--workers", "1", "--threads", "1"]  # the rerun: another cluster size, same result
 STAGES = ("dataset", "model", "predictions", "evaluation")
-TIMEOUT = 240
-_PROGRESS = re.compile(r"\r|\d+%\|")
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-
-
-def _env() -> dict:
-    return {k: v for k, v in os.environ.items() if k not in ("ASTRODASK_DEBUG", "DASK_SCHEDULER_ADDRESS")}
-
-
-def run_cli(*args, cwd: Path, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
-    r = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, env=_env(), cwd=cwd, timeout=timeout)
-    assert "Traceback" not in r.stderr, r.stderr
-    return r
-
-
-def ok(r: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert r.returncode == 0, f"exit {r.returncode}:\n{r.stderr}"
-    return r
-
-
-def message_lines(stderr: str) -> list[str]:
-    return [ln for ln in stderr.splitlines() if ln.strip() and not _PROGRESS.search(ln)]
-
-
-@dataclass
-class Job:
-    """A CLI / job-script process in its own process group (so it and its LocalCluster die together)."""
-
-    proc: subprocess.Popen
-    out: Path
-    err: Path
-
-    @classmethod
-    def start(cls, argv: list, cwd: Path, name: str) -> "Job":
-        out, err = cwd / f"{name}.stdout", cwd / f"{name}.stderr"
-        with open(out, "wb") as o, open(err, "wb") as e:
-            proc = subprocess.Popen([str(a) for a in argv], stdout=o, stderr=e, stdin=subprocess.DEVNULL, cwd=cwd,
-                                    env=_env(), start_new_session=True)
-        return cls(proc, out, err)
-
-    @property
-    def stderr(self) -> str:
-        return self.err.read_text(errors="replace")
-
-    @property
-    def stdout(self) -> str:
-        return self.out.read_text(errors="replace")
-
-    def wait(self, timeout: float = TIMEOUT) -> int:
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(f"{self.proc.args} did not finish in {timeout} s:\n{self.stderr}") from None
-
-    def kill(self) -> None:
-        """SIGKILL the whole process group (the job and, if it made one, its LocalCluster) and wait it out."""
-        kill_group(self.proc)
-
-
-def _group_members(pgid: int) -> list[psutil.Process]:
-    alive = []
-    for p in psutil.process_iter(["pid", "status"]):
-        try:
-            if os.getpgid(p.pid) == pgid and p.info["status"] != psutil.STATUS_ZOMBIE:
-                alive.append(p)
-        except (ProcessLookupError, psutil.Error):
-            pass
-    return alive
-
-
-def kill_group(proc: subprocess.Popen, timeout: float = 20.0) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=timeout)
-    deadline = time.monotonic() + timeout
-    while _group_members(proc.pid):
-        assert time.monotonic() < deadline, f"processes of group {proc.pid} outlived SIGKILL"
-        time.sleep(0.05)
-
-
-def wait_until(cond, job: Job, what: str, timeout: float = 180.0, poll: float = 0.002):
-    """Poll ``cond()`` until it returns something truthy (returned); fail if ``job`` ends first."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if job.proc.poll() is not None:
-            raise AssertionError(f"the job ended (exit {job.proc.returncode}) before {what}:\n{job.stderr}")
-        if time.monotonic() > deadline:
-            job.kill()
-            raise AssertionError(f"timed out waiting for {what}:\n{job.stderr}")
-        time.sleep(poll)
 
 
 def staging(dest: Path) -> Path:

@@ -32,7 +32,7 @@ from astrodask.features import (
 )
 from astrodask.model import SoftmaxModel
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SDSS17 = ROOT.parent / "shared" / "data" / "sdss17.csv"
 ATOL = 1e-6  # the contract: the kernel's probabilities equal the reference's to 1e-6
 

@@ -293,7 +293,7 @@ def test_an_estimator_model_scores_with_the_command_line(fitted, cli_model, tmp_
 def dask_client():
     from astrodask.cluster import ClusterConfig, connect
 
-    with connect(ClusterConfig(n_workers=2, threads_per_worker=1, quiet=True)) as client:
+    with connect(ClusterConfig(n_workers=2, threads_per_worker=1), quiet=True) as client:
         yield client
 
 
@@ -388,7 +388,7 @@ def test_sdss17_in_pandas_and_in_dask_agree_on_an_independent_catalogue(shared_d
     sdss = pd.read_csv(shared_data / "sdss17.csv")
     params = {}  # the defaults (this copy of SDSS17 has no sentinel row: the strict default accepts it)
     local = SDSSClassifier(**params).fit(sdss, sdss["class"])
-    with connect(ClusterConfig(n_workers=2, threads_per_worker=1, quiet=True)) as client:
+    with connect(ClusterConfig(n_workers=2, threads_per_worker=1), quiet=True) as client:
         assert len(client.scheduler_info(n_workers=-1)["workers"]) == 2
         ddf = dd.from_pandas(sdss, npartitions=8, sort=False)
         spread = SDSSClassifier(**params).fit(ddf, ddf["class"])

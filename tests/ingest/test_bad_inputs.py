@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-BAD = Path(__file__).resolve().parent / "data" / "bad"
+BAD = Path(__file__).resolve().parents[1] / "data" / "bad"
 EXPECTED_MD = BAD / "EXPECTED.md"
 CLI = [sys.executable, "-m", "astrodask.cli"]
 _PROGRESS = re.compile(r"\r|\d+%\|")

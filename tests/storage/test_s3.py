@@ -50,13 +50,13 @@ pytest.importorskip("s3fs", reason="needs s3fs (pip install 'astrodask[s3]')")
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import s3_server as s3h  # the helper module (the fixture named s3_server is another object)
-from test_reliability import kill_group, wait_until  # the same process-group helpers
+from support import ROOT
+from support import s3_server as s3h  # the helper module (the fixture named s3_server is another object)
+from support.processes import kill_group, wait_until
 
-pytest_plugins = ["s3_fixtures"]
 pytestmark = pytest.mark.cluster
 
-ROOT = Path(__file__).resolve().parents[1]
+
 SDSS17 = ROOT.parent / "shared" / "data" / "sdss17.csv"
 SAMPLE = ROOT / "data" / "sdss_sample.csv"
 SOURCE = SDSS17 if SDSS17.is_file() else SAMPLE

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "notebook.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "notebook.py"
 
 
 def test_the_notebook_runs(tmp_path):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SETUP = ROOT / ".ci" / "slurm-setup.sh"
 SETUP_TIMEOUT = 900  # an apt-get install of slurm-wlm on a fresh machine included
 READY_STATES = ("idle", "mixed", "allocated", "completing")

@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import sdss_fixtures as sf
+from support import sdss_fixtures as sf
 
 from astrodask import ingest, schema
 from astrodask.errors import AstrodaskError
 from astrodask.ingest import ConvertConfig
 
-REAL_SWEEP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sdss" / "calibObj-004510-4-star.fits.gz"
+REAL_SWEEP = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "sdss" / "calibObj-004510-4-star.fits.gz"
 BANDS = list(schema.BANDS)
 PSF = list(schema.PSF_BANDS)
 

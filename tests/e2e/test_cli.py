@@ -9,34 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.cli import one_line_error, run_cli
 
-CLI = [sys.executable, "-m", "astrodask.cli"]
 SMALL = ["--workers", "1", "--quiet"]
 COMMANDS = ("convert", "synth", "train", "predict", "evaluate", "run")
-# tqdm progress bars redraw with carriage returns; such lines are not messages
-_PROGRESS = re.compile(r"\r|\d+%\|")
-
-
-def run_cli(*args, cwd=None, env=None, timeout=180) -> subprocess.CompletedProcess:
-    e = {**os.environ, **(env or {})}
-    e.pop("ASTRODASK_DEBUG", None)
-    e.pop("DASK_SCHEDULER_ADDRESS", None)
-    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=e, timeout=timeout)
-
-
-def message_lines(stderr: str) -> list[str]:
-    """Non-blank stderr lines, without progress-bar redraws."""
-    return [ln for ln in stderr.splitlines() if ln.strip() and not _PROGRESS.search(ln)]
-
-
-def one_line_error(r: subprocess.CompletedProcess) -> str:
-    """Assert the run failed as a user error (exit 1, exactly one 'astrodask: error:' line); return the line."""
-    assert "Traceback" not in r.stderr + r.stdout, r.stderr
-    lines = message_lines(r.stderr)
-    assert len(lines) == 1, f"expected one error line, got {len(lines)}:\n{r.stderr}"
-    assert lines[0].startswith("astrodask: error: "), lines[0]
-    assert r.returncode == 1, (r.returncode, r.stderr)
-    return lines[0]
 
 
 # ------------------------------------------------------------------------------------------------ help

@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from astrodask import ingest, schema
-from astrodask.ingest import ConvertConfig
 from astrodask.errors import AstrodaskError
+from astrodask.ingest import ConvertConfig
 
 HEADER = ["obj_ID", "alpha", "delta", "u", "g", "r", "i", "z", "class", "redshift", "MJD"]
 FLOATS = ["alpha", "delta", "u", "g", "r", "i", "z", "redshift"]

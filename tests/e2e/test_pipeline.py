@@ -18,7 +18,7 @@ from astrodask.learn import TrainOptions
 from astrodask.pipeline import JobConfig
 from astrodask.pipeline import run as run_job
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 JOB = ROOT / "jobs" / "classify_sdss.py"
 CLASSES = {"GALAXY", "QSO", "STAR"}
 PROBS = ["prob_GALAXY", "prob_QSO", "prob_STAR"]
@@ -206,7 +206,7 @@ def test_job_api_on_local_cluster(small_csv_parts, small_sample, tmp_path, monke
     out = tmp_path / "out"
     cfg = JobConfig(sources=tuple(str(s) for s in small_csv_parts), out=str(out), train=TrainOptions(epochs=EPOCHS),
                     quiet=True)
-    with connect(ClusterConfig(n_workers=2, quiet=True)) as client:
+    with connect(ClusterConfig(n_workers=2), quiet=True) as client:
         assert len(client.scheduler_info(n_workers=-1)["workers"]) == 2
         result = run_job(cfg, client)
     assert result["paths"] == {s: str(out.absolute() / s) for s in STAGES}
@@ -225,11 +225,11 @@ def test_local_cluster_memory_is_split_between_workers(monkeypatch):
 
     monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
     for n in (1, 2):
-        with connect(ClusterConfig(n_workers=n, quiet=True)) as client:
+        with connect(ClusterConfig(n_workers=n), quiet=True) as client:
             limits = [w["memory_limit"] for w in client.scheduler_info(n_workers=-1)["workers"].values()]
             assert len(limits) == n
             assert worker_memory(client) == pytest.approx(MEMORY_LIMIT, rel=1e-6)
-    with connect(ClusterConfig(n_workers=1, memory_limit="1GiB", quiet=True)) as client:
+    with connect(ClusterConfig(n_workers=1, memory_limit="1GiB"), quiet=True) as client:
         assert worker_memory(client) == 2**30
 
 
@@ -260,7 +260,7 @@ def test_workers_reuse_heap_memory_for_numpy_temporaries(monkeypatch):
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster, set_as_default=False) as plain:
         untuned = list(plain.run(_page_faults_of_numpy_temporaries).values())[0]
-    with connect(ClusterConfig(n_workers=1, quiet=True)) as client:
+    with connect(ClusterConfig(n_workers=1), quiet=True) as client:
         assert all("astrodask-malloc" in p for p in client.run(lambda dask_worker: list(dask_worker.plugins)).values())
         tuned = list(client.run(_page_faults_of_numpy_temporaries).values())[0]
     assert untuned > 50 * 256  # the problem exists: at least one fresh 1 MiB mapping per round
@@ -298,7 +298,7 @@ def test_workers_give_freed_memory_back_under_a_tight_limit(monkeypatch):
 
     monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
     # a limit the fragmented 200 MiB pushes the worker over TRIM_FRACTION of (as under a tight production limit)
-    with connect(ClusterConfig(n_workers=1, memory_limit="500MiB", quiet=True)) as client:
+    with connect(ClusterConfig(n_workers=1, memory_limit="500MiB"), quiet=True) as client:
         before = list(client.run(_rss).values())[0]
         assert before < TRIM_FRACTION * (500 << 20), f"the worker starts at {before >> 20} MiB: raise the limit"
         assert client.submit(_fragment_heap, pure=False).result() == 200
@@ -339,7 +339,7 @@ def test_real_data_photometric_macro_f1(shared_data, tmp_path, monkeypatch):
     from astrodask.learn import TrainConfig, stage
 
     monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
-    with connect(ClusterConfig(n_workers=2, quiet=True)) as client:
+    with connect(ClusterConfig(n_workers=2), quiet=True) as client:
         ingest.run(ingest.ConvertConfig((str(shared_data / "sdss17.csv"),), str(tmp_path / "ds"), quiet=True), client)
         r = stage.run(TrainConfig(str(tmp_path / "ds"), str(tmp_path / "model"), features="photometric",
                                         quiet=True, report=False), client)

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import sdss_fixtures as sf
 from astropy.io import fits
+from support import sdss_fixtures as sf
 
-REAL_SWEEP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sdss" / "calibObj-004510-4-star.fits.gz"
+REAL_SWEEP = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "sdss" / "calibObj-004510-4-star.fits.gz"
 
 
 def _header_layout(hdu) -> tuple:

@@ -19,10 +19,9 @@ import uuid
 from pathlib import Path
 
 import pytest
+from support.slurm_util import cancel, require_slurm, squeue, wait_until_gone
 
-from slurm_util import cancel, require_slurm, squeue, wait_until_gone
-
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "data" / "sdss_sample.csv"
 SBATCH_SCRIPT = ROOT / "jobs" / "classify_sdss.sbatch"
 CLI = [sys.executable, "-m", "astrodask.cli"]
@@ -107,7 +106,7 @@ def test_connect_workers_are_slurm_jobs(slurm, jobqueue_config, tmp_path, monkey
     monkeypatch.chdir(tmp_path)  # sbatch runs the jobs in the submitting directory
     with dask.config.set({"jobqueue.slurm.name": name, "jobqueue.slurm.log-directory": str(tmp_path),
                           "jobqueue.slurm.scheduler-options": {"host": "127.0.0.1", "dashboard_address": ":0"}}):
-        with connect(ClusterConfig(cluster="slurm", jobs=2, quiet=True)) as client:
+        with connect(ClusterConfig(cluster="slurm", jobs=2), quiet=True) as client:
             queued = {job for job, _, _ in squeue(name=name)}
             client.wait_for_workers(2, timeout=120)
             seen = client.run(lambda: os.environ.get("SLURM_JOB_ID"))

@@ -35,9 +35,7 @@ s3fs = pytest.importorskip("s3fs")
 botocore = pytest.importorskip("botocore")
 
 import fsspec
-import s3_server as s3h  # the helper module (the fixture named s3_server is another object)
-
-pytest_plugins = ["s3_fixtures"]  # fixtures s3_server, s3_bucket, s3_env
+from support import s3_server as s3h  # the helper module (the fixture named s3_server is another object)
 
 MB = 2**20
 PY = sys.executable

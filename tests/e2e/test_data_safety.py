@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from test_cli import CLI, message_lines, run_cli
-from test_cli import one_line_error as _one_line_error
+from support.cli import CLI, message_lines, run_cli
+from support.cli import one_line_error as _one_line_error
 
 EPOCHS = "5"
 

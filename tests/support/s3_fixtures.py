@@ -1,18 +1,9 @@
 """pytest fixtures for a real S3 protocol server (moto) on 127.0.0.1.
 
-Use from a test module (``tests/`` is on ``sys.path`` under pytest's default import mode)::
-
-    pytest.importorskip("moto.server")      # before the import: a checkout without the [test] extra skips
-    pytest.importorskip("s3fs")
-    from s3_fixtures import s3_server, s3_bucket, s3_env  # noqa: F401  (fixtures, used by name)
-
-or for every test module at once, one line in ``tests/conftest.py`` (safe without moto/s3fs: this
-module imports neither; the ``s3_server`` fixture skips the test when they are missing)::
-
-    pytest_plugins = ["s3_fixtures"]
-
-(In a test module that also wants the helpers, ``import s3_server as s3h``: the fixture named
-``s3_server`` would otherwise shadow the module's name.)
+``tests/conftest.py`` loads them for every test module (``pytest_plugins = ["support.s3_fixtures"]``); this
+module imports neither moto nor s3fs, and the ``s3_server`` fixture skips the test when they are missing. In a
+test module that also wants the helpers, ``from support import s3_server as s3h``: the fixture named
+``s3_server`` would otherwise shadow the module's name.
 
 Fixtures:
 
@@ -33,7 +24,8 @@ import warnings
 from dataclasses import dataclass, field
 
 import pytest
-import s3_server as _s3
+
+from . import s3_server as _s3
 
 
 @dataclass

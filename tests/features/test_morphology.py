@@ -10,7 +10,7 @@ import json
 
 import pandas as pd
 import pytest
-from test_cli import one_line_error, run_cli
+from support.cli import one_line_error, run_cli
 
 from astrodask import SDSSClassifier, schema
 from astrodask.synth import synth_partition
