@@ -14,7 +14,7 @@ Steps, in one run:
 ``--repeat N`` reports the fastest of N runs of each method (the machine may be shared).
 
 ``--specobj-bytes 1GB`` instead benchmarks the SDSS bulk layout: a specObj-dr17-layout file of that size is
-streamed to disk (``tests/sdss_fixtures.write_big_specobj``) with a row-matched photoPosPlate-layout file, both in
+streamed to disk (``tests/support/sdss_fixtures.write_big_specobj``) with a row-matched photoPosPlate-layout file, both in
 a child process, then ``astrodask convert specObj.fits DEST --photometry photoPosPlate.fits`` runs on the
 LocalCluster twice: on the big file and on a small one (``--small-bytes``, default 1/20 of it), reporting the
 client's peak RSS of each (flat: it does not grow with the file) and the workers'.
@@ -171,8 +171,8 @@ class Sampler(threading.Thread):
 
 def _warm_up():
     """Import what the tasks use (the baseline's imports are not timed either)."""
-    import pyarrow.compute  # noqa: F401
-    import pyarrow.csv  # noqa: F401
+    import pyarrow.compute
+    import pyarrow.csv
     import pyarrow.parquet  # noqa: F401
 
     import astrodask.ingest  # noqa: F401
@@ -186,7 +186,7 @@ def run_convert(csv: Path, dest: Path, workers: int, block_size: int | None, rep
     os.environ.pop("DASK_SCHEDULER_ADDRESS", None)
     t_start = time.perf_counter()
     best = None
-    with connect(ClusterConfig(n_workers=workers, threads_per_worker=1, quiet=True)) as client:
+    with connect(ClusterConfig(n_workers=workers, threads_per_worker=1), quiet=True) as client:
         client.run(_warm_up)
         startup = time.perf_counter() - t_start
         pids = list(client.run(os.getpid).values())
@@ -200,7 +200,7 @@ def run_convert(csv: Path, dest: Path, workers: int, block_size: int | None, rep
             sampler.stop.set()
             sampler.join()
             meta = json.loads((dest / "_astrodask.json").read_text())
-            r = {"rows": s["read"], "written": s["written"], "quarantined": s["quarantined"], "seconds": seconds,
+            r = {"rows": s.read, "written": s.written, "quarantined": s.quarantined, "seconds": seconds,
                  "startup": startup, "client_peak": sampler.client_peak, "worker_peak": sampler.worker_peak,
                  "workers_sum_peak": sampler.workers_sum_peak, "parts": len(meta["parts"])}
             best = r if best is None or r["seconds"] < best["seconds"] else best
@@ -218,7 +218,7 @@ def generate_specobj_pair(target_bytes: int, spec_path: Path, photo_path: Path) 
     import numpy as np
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    import sdss_fixtures as sf
+    from support import sdss_fixtures as sf
 
     info = sf.write_big_specobj(spec_path, target_bytes)
     step = 20_000
@@ -254,7 +254,7 @@ def run_convert_pair(pairs: list[tuple[Path, Path]], dests: list[Path], workers:
 
     os.environ.pop("DASK_SCHEDULER_ADDRESS", None)
     out = []
-    with connect(ClusterConfig(n_workers=workers, threads_per_worker=1, quiet=True)) as client:
+    with connect(ClusterConfig(n_workers=workers, threads_per_worker=1), quiet=True) as client:
         client.run(_warm_up)
         pids = list(client.run(os.getpid).values())
         for (spec, photo), dest in zip(pairs, dests):
@@ -267,8 +267,8 @@ def run_convert_pair(pairs: list[tuple[Path, Path]], dests: list[Path], workers:
             sampler.stop.set()
             sampler.join()
             meta = json.loads((dest / "_astrodask.json").read_text())
-            out.append({"rows": s["read"], "written": s["written"], "quarantined": s["quarantined"],
-                        "filtered": s["filtered"], "seconds": seconds, "client_peak": sampler.client_peak,
+            out.append({"rows": s.read, "written": s.written, "quarantined": s.quarantined,
+                        "filtered": s.filtered, "seconds": seconds, "client_peak": sampler.client_peak,
                         "worker_peak": sampler.worker_peak, "workers_sum_peak": sampler.workers_sum_peak,
                         "parts": len(meta["parts"])})
     return out

@@ -231,7 +231,7 @@ def make_catalogue(rows: int, partition_rows: int, dest: Path) -> str:
         shutil.rmtree(dest, ignore_errors=True)
     from astrodask.cluster import ClusterConfig, connect
 
-    with connect(ClusterConfig(n_workers=2, memory_limit="3GiB", quiet=True)) as c:
+    with connect(ClusterConfig(n_workers=2, memory_limit="3GiB"), quiet=True) as c:
         tile_real_data(c, rows, partition_rows, dest)
     return f"tiled {REAL.name} with fresh ids"
 

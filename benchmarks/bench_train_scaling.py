@@ -29,8 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
-from common import MiB, label, parse_count  # noqa: E402
+import common
+from common import MiB, label, parse_count
 
 
 def log(msg: str) -> None:
@@ -40,14 +40,13 @@ def log(msg: str) -> None:
 def child(spec: dict) -> dict:
     """One training run (in a fresh process): returns timings and the client's peak RSS."""
     import psutil
-
-    from astrodask.learn import TrainConfig, stage
-    from astrodask.cluster import ClusterConfig, connect
-
     from common import Sampler, dask_workers
 
+    from astrodask.cluster import ClusterConfig, connect
+    from astrodask.learn import TrainConfig, stage
+
     baseline = psutil.Process().memory_info().rss
-    with connect(ClusterConfig(n_workers=spec["workers"], threads_per_worker=1, quiet=True)) as client:
+    with connect(ClusterConfig(n_workers=spec["workers"], threads_per_worker=1), quiet=True) as client:
         s = Sampler(dask_workers(client), interval=0.1)
         s.start()
         after_start = psutil.Process().memory_info().rss
@@ -57,13 +56,13 @@ def child(spec: dict) -> dict:
                       client)
         wall = time.perf_counter() - t0
         peaks = s.stop()
-    m = r.metrics["train"]
+    m = r.metrics.train
     info = json.loads((Path(spec["model"]) / "model.json").read_text())["info"]
-    hist = r.history
+    hist = [e.to_json() for e in r.history]
     return {**spec, "wall_seconds": wall, "train_seconds": m["seconds"], "epochs_run": m["epochs"],
             "train_rows": m["rows"], "epoch_loop_seconds": hist[-1]["seconds"] if hist else None,
             "rows_per_s": spec["rows"] * m["epochs"] / m["seconds"],
-            "accuracy": r.metrics["accuracy"], "cache_used": info.get("cache"),
+            "accuracy": r.metrics.accuracy, "cache_used": info.get("cache"),
             "client_rss_before_mb": baseline / MiB, "client_rss_after_cluster_mb": after_start / MiB, **peaks}
 
 
@@ -121,16 +120,11 @@ def main(argv=None) -> int:
             n_feat = len(json.loads((Path(runs[0]["model"]) / "model.json").read_text())["features"]["names"])
             need = rows * (n_feat + 2) * 4
             avail = psutil.virtual_memory().available
-            # astrodask versions whose Trainer.blocks gathers the persisted blocks (console.track returning
-            # the results) hold a second copy on the client (see benchmarks/README.md)
-            copies = 2 if common.client_gathers_blocks() else 1
-            log(f"{label(rows)} rows x {n_feat} features: ~{need / 2**30:.1f} GiB persisted on the workers"
-                f"{', and as much again gathered by the client' if copies == 2 else ''} "
+            log(f"{label(rows)} rows x {n_feat} features: ~{need / 2**30:.1f} GiB persisted on the workers "
                 f"({avail / 2**30:.1f} GiB available)")
-            if copies * need > 0.85 * avail:
-                raise SystemExit(f"the persisted features (~{copies * need / 2**30:.1f} GiB in all) do not fit in "
-                                 f"the available memory ({avail / 2**30:.1f} GiB); use --cache stream or fewer "
-                                 "--rows")
+            if need > 0.85 * avail:
+                raise SystemExit(f"the persisted features (~{need / 2**30:.1f} GiB) do not fit in the available "
+                                 f"memory ({avail / 2**30:.1f} GiB); use --cache stream or fewer --rows")
         log(f"{label(rows)} rows, {workers} worker(s), {args.epochs} epochs, cache {args.cache} ...")
         res = run_child(spec, work)
         res["measured"] = dt.datetime.now().isoformat(timespec="seconds")

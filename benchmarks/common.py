@@ -140,7 +140,7 @@ class Sampler(threading.Thread):
         super().__init__(daemon=True)
         self.me = psutil.Process()
         self.has_workers = workers is not None
-        self.find_workers = workers or (lambda: [])
+        self.find_workers = workers or (list)
         self.interval = interval
         self.halt = threading.Event()
         self.lock = threading.Lock()
@@ -206,28 +206,6 @@ def child_processes():
             return []
 
     return find
-
-
-def client_gathers_blocks() -> bool:
-    """True for astrodask versions whose ``Trainer.blocks`` gathers the persisted feature blocks to the client
-    (``console.track`` returning every result): the client then needs as much memory as the workers' features.
-    Fixed by waiting with ``track(..., gather=False)``."""
-    import inspect
-
-    try:
-        from astrodask.learn.backend import OnCluster
-
-        src = inspect.getsource(OnCluster.map)
-    except ImportError:  # astrodask versions before the learn package
-        try:
-            from astrodask import train
-
-            src = inspect.getsource(train.Trainer.blocks)
-        except (ImportError, OSError, TypeError, AttributeError):
-            return True
-    except (OSError, TypeError, AttributeError):
-        return True
-    return "gather=False" not in src and "wait(" not in src
 
 
 # ------------------------------------------------------------------------------------------------ machine

@@ -56,26 +56,26 @@ def main() -> None:
 
     from astrodask import ingest, schema
     from astrodask.cluster import ClusterConfig, connect
-    from astrodask.dataset import open_dataset
-    from astrodask.learn import TrainConfig, blocks as wb, stage
+    from astrodask.dataset import HOLDOUT, open_dataset
+    from astrodask.learn import TrainConfig, stage
+    from astrodask.learn import blocks as wb
     from astrodask.learn.backend import OnCluster
-    from astrodask.learn.trainer import parallel_evaluator
-    from astrodask.dataset import HOLDOUT
     from astrodask.learn.feature_stats import class_weights, fit_features
+    from astrodask.learn.trainer import parallel_evaluator
     from astrodask.storage import is_complete
 
     work = ROOT / "benchmarks" / "work" / "optimizer"
     work.mkdir(parents=True, exist_ok=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    with connect(ClusterConfig(n_workers=2, quiet=True)) as client:
+    with connect(ClusterConfig(n_workers=2), quiet=True) as client:
         dataset = Path(args.dataset) if args.dataset else work / "dataset"
         if not args.dataset and not is_complete(dataset):
             ingest.run(ingest.ConvertConfig((args.csv,), str(dataset), overwrite=True, quiet=True), client)
         cfg = TrainConfig(str(dataset), str(work / "lbfgs"), epochs=args.epochs, patience=0, overwrite=True,
                           quiet=True, report=False)
         r = stage.run(cfg, client)
-        curves = {"lbfgs": [(h["seconds"], h["valid_accuracy"]) for h in r.history]}
+        curves = {"lbfgs": [(h.seconds, h.valid_accuracy) for h in r.history]}
 
         # the same features and blocks (persisted as in the memory cache, from the fitted but unscaled
         # spec), driven by averaged per-block SGD

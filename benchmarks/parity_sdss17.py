@@ -57,8 +57,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from astrodask import ingest
-    from astrodask.learn import TrainConfig, TrainOptions, stage
     from astrodask.cluster import ClusterConfig, connect
+    from astrodask.learn import TrainConfig, TrainOptions, stage
     from astrodask.storage import is_complete
 
     work, out = Path(args.work), Path(args.out)
@@ -66,7 +66,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     dataset = work / "dataset"
     rows = []
-    with connect(ClusterConfig(n_workers=args.workers, quiet=True)) as client:
+    with connect(ClusterConfig(n_workers=args.workers), quiet=True) as client:
         if not is_complete(dataset):
             ingest.run(ingest.ConvertConfig((args.csv,), str(dataset), overwrite=True, quiet=True), client)
         for features in ("spectroscopic", "photometric"):
@@ -76,8 +76,8 @@ def main() -> None:
                                   overwrite=True, quiet=True, report=False)
                 t0 = time.perf_counter()
                 r = stage.run(cfg, client)
-                res[mode] = {"accuracy": r.metrics["accuracy"], "macro_f1": r.metrics["macro_f1"],
-                             "log_loss": r.metrics["log_loss"], "brier": r.metrics["brier"],
+                res[mode] = {"accuracy": r.metrics.accuracy, "macro_f1": r.metrics.macro_f1,
+                             "log_loss": r.metrics.log_loss, "brier": r.metrics.brier,
                              "epochs": len(r.history), "seconds": time.perf_counter() - t0}
                 print(features, mode, res[mode], flush=True)
             res["sklearn"] = _sklearn(work / f"{features}-parallel", dataset, TrainOptions().l2)

@@ -12,16 +12,18 @@ import sys
 import time
 
 T0 = time.perf_counter()
-import numpy as np  # noqa: E402
-from distributed import wait  # noqa: E402
+import numpy as np
+from distributed import wait
 
-from astrodask import evaluate, schema  # noqa: E402
-from astrodask.cluster import ClusterConfig, connect  # noqa: E402
-from astrodask.dataset import open_dataset  # noqa: E402
-from astrodask.learn import blocks, feature_stats  # noqa: E402
-from astrodask.learn.backend import OnCluster  # noqa: E402
-from astrodask.dataset import HOLDOUT  # noqa: E402
-from astrodask.model import SoftmaxModel  # noqa: E402
+from astrodask import evaluate, schema
+from astrodask.cluster import ClusterConfig, connect
+from astrodask.dataset import (
+    HOLDOUT,
+    open_dataset,
+)
+from astrodask.learn import blocks, feature_stats
+from astrodask.learn.backend import OnCluster
+from astrodask.model import SoftmaxModel
 
 
 def phase(name: str, t0: float) -> float:
@@ -31,7 +33,7 @@ def phase(name: str, t0: float) -> float:
 
 def main(dataset: str) -> None:
     t = phase("imports", T0)
-    with connect(ClusterConfig(quiet=True)) as client:
+    with connect(ClusterConfig(), quiet=True) as client:
         t = phase("cluster start", t)
         ds = open_dataset(dataset)
         items, be = list(ds.files), OnCluster(client, quiet=True)

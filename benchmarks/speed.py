@@ -150,7 +150,7 @@ def startup() -> dict:
     """Fixed cost of a command: ``astrodask --help`` (imports) and a LocalCluster start and stop."""
     helps = [run([*common.astrodask_cmd(), "--help"]) for _ in range(3)]
     cluster = run([sys.executable, "-c", "from astrodask.cluster import ClusterConfig, connect\n"
-                   "with connect(ClusterConfig(quiet=True)) as c: pass"])
+                   "with connect(ClusterConfig(), quiet=True) as c: pass"])
     return {"help_seconds": min(helps), "local_cluster_seconds": cluster}
 
 

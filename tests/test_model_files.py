@@ -103,10 +103,10 @@ def test_loaded_model_reproduces_the_training_metrics(trained):
     client, ds, model_dir, _ = trained
     saved = json.loads((model_dir / "metrics.json").read_text())
     again = evaluate.holdout(client, SoftmaxModel.load(model_dir), ds.files, quiet=True)
-    assert again["confusion_matrix"] == saved["confusion_matrix"]
-    assert again["accuracy"] == saved["accuracy"] > 0.9
-    assert again["log_loss"] == pytest.approx(saved["log_loss"], rel=1e-12)
-    assert again["brier"] == pytest.approx(saved["brier"], rel=1e-12)
+    assert [list(r) for r in again.confusion_matrix] == saved["confusion_matrix"]
+    assert again.accuracy == saved["accuracy"] > 0.9
+    assert again.log_loss == pytest.approx(saved["log_loss"], rel=1e-12)
+    assert again.brier == pytest.approx(saved["brier"], rel=1e-12)
 
 
 def test_save_load_round_trip_gives_identical_predictions(trained, tmp_path):

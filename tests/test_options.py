@@ -1,92 +1,125 @@
-"""Options are declared once, in each stage's options class (ingest.ConvertOptions, learn.TrainOptions,
-predict.PredictOptions); the stage's command, ``run`` and JobConfig derive from them."""
+"""Every option is declared once, as a field of a config dataclass, and the command line is derived from them:
+the stage options (ConvertOptions, TrainOptions, PredictOptions), the stage configs (which add paths), the job
+flags (JobFlags, inherited by every stage config), ClusterConfig, and the estimator's defaults."""
 
 from __future__ import annotations
 
-from dataclasses import fields
+import inspect
+import subprocess
+import sys
+from dataclasses import MISSING, fields
 
 import click
 import pytest
 
 from astrodask import cli as cli_module
+from astrodask.cluster.config import ClusterConfig
 from astrodask.errors import ConfigError
+from astrodask.evaluate import EvaluateConfig
 from astrodask.ingest import ConvertConfig, ConvertOptions
 from astrodask.learn import TrainConfig, TrainOptions
-from astrodask.options import field_docs, options_of
+from astrodask.learn.config import DEFAULT_EPOCHS
+from astrodask.options import JobFlags, field_docs, options_of
 from astrodask.pipeline import JobConfig
 from astrodask.predict import PredictConfig, PredictOptions
+from astrodask.synth import SynthConfig
 
-TRAINING = options_of(TrainOptions)
-STAGES = {"convert": (ConvertOptions, ConvertConfig), "train": (TrainOptions, TrainConfig),
-          "predict": (PredictOptions, PredictConfig)}
-JOB_FLAGS = ["overwrite", "resume", "quiet", "storage_options"]
-
-
-def _options(command: str) -> dict[str, click.Option]:
-    return {p.name: p for p in cli_module.cli.commands[command].params if isinstance(p, click.Option)}
-
-
-def test_the_training_options_are_every_field_a_user_sets():
-    names = [o.name for o in TRAINING]
-    assert names == [f.name for f in fields(TrainOptions)]
-    for expected in ("features", "mode", "epochs", "l2", "class_weight", "patience", "monitor", "tol", "seed",
-                     "cache", "learning_rate", "eta0", "report"):
-        assert expected in names
-    # a TrainConfig is the options plus where the data is, where the model goes, and the job flags
-    extra = [f.name for f in fields(TrainConfig) if f.name not in names]
-    assert extra == ["dataset", "model_dir", *JOB_FLAGS]
+JOB_FLAGS = [f.name for f in fields(JobFlags)]
+COMMANDS = {  # command -> (the configs its options come from, the fields that are its arguments)
+    "convert": ((ConvertConfig, ClusterConfig), ("sources", "dest")),
+    "synth": ((SynthConfig, ClusterConfig), ("dest",)),
+    "train": ((TrainConfig, ClusterConfig), ("dataset",)),
+    "predict": ((PredictConfig, ClusterConfig), ("dataset", "model_dir", "out")),
+    "evaluate": ((EvaluateConfig, ClusterConfig), ("predictions",)),
+    "run": ((JobConfig, ConvertOptions, TrainOptions, PredictOptions, ClusterConfig),
+            ("sources", "convert", "train", "predict")),
+}
+CONFIGS = (ConvertConfig, TrainConfig, PredictConfig, EvaluateConfig, SynthConfig, JobConfig)
 
 
-@pytest.mark.parametrize("stage", STAGES)
-def test_each_config_is_its_options_plus_paths_and_job_flags(stage):
-    options, config = STAGES[stage]
-    names = {f.name for f in fields(options)}
-    extra = [f.name for f in fields(config) if f.name not in names]
-    assert set(JOB_FLAGS) <= set(extra)
-    assert len(extra) - len(JOB_FLAGS) <= 3, f"{config.__name__} has options outside {options.__name__}: {extra}"
+def _params(command: str) -> dict[str, click.Parameter]:
+    return {p.name: p for p in cli_module.cli.commands[command].params}
 
 
-@pytest.mark.parametrize("stage, command", [(s, c) for s in STAGES for c in (s, "run")])
-def test_every_option_is_on_the_command_with_the_same_default_choices_and_help(stage, command):
-    opts = _options(command)
-    for o in options_of(STAGES[stage][0]):
-        assert o.name in opts, f"astrodask {command} has no {o.flag}"
-        p = opts[o.name]
-        assert o.flag in p.opts
-        assert p.default == o.default, (command, o.name, p.default, o.default)
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_option_of_a_command_is_one_field_with_its_flag_default_choices_and_help(command):
+    classes, arguments = COMMANDS[command]
+    declared = {}
+    for cls in classes:
+        for o in options_of(cls):
+            declared.setdefault(o.name, o)
+    params = _params(command)
+    options = {n: p for n, p in params.items() if isinstance(p, click.Option)}
+    assert set(options) == set(declared) - set(arguments), "an option no config declares, or a field not offered"
+    assert {n for n, p in params.items() if isinstance(p, click.Argument)} <= set(arguments) | {"sources"}
+    ctx = click.Context(cli_module.cli.commands[command])
+    for name, p in options.items():
+        o = declared[name]
+        assert o.flag in p.opts, (command, name, p.opts)
+        assert o.help and p.help == o.help, f"{name}: the help must be the field's docstring"
+        if o.default is MISSING:
+            assert p.required, name
+        elif o.unit != "json":
+            assert p.get_default(ctx) == o.default, (command, name, p.get_default(ctx), o.default)
         if o.choices:
             assert tuple(p.type.choices) == o.choices
-        assert o.help and p.help == o.help, f"{o.name}: help must be the field's docstring"
-    for flag in ("overwrite", "resume", "quiet", "storage_options"):
-        assert flag in opts, f"astrodask {command} has no --{flag.replace('_', '-')}"
-    if command == "train":
-        assert "model_dir" in opts
 
 
-def test_every_command_takes_storage_options():
-    for name, command in cli_module.cli.commands.items():
-        if name != "synth":
-            assert "storage_options" in {p.name for p in command.params}, name
+def test_the_job_flags_are_declared_once_and_inherited_by_every_stage_config():
+    for cls in CONFIGS:
+        assert issubclass(cls, JobFlags), cls
+        names = [f.name for f in fields(cls)]
+        assert all(flag in names for flag in JOB_FLAGS), cls
+        for klass in cls.__mro__:
+            if klass is not JobFlags and "__annotations__" in vars(klass):
+                assert not set(vars(klass)["__annotations__"]) & set(JOB_FLAGS), f"{klass.__name__} re-declares"
+    # the storage options dict is left out of the hash, so every config is hashable
+    cfg = TrainConfig("ds", "m", storage_options={"anon": True})
+    assert hash(cfg) == hash(TrainConfig("ds", "m", storage_options={"anon": False}))
+    assert cfg != TrainConfig("ds", "m", storage_options={"anon": False})
 
 
-def test_no_cuts_and_block_size_on_the_command_line():
-    opts = _options("convert")
-    assert "--no-cuts" in opts["cuts"].secondary_opts
-    assert opts["block_size"].type.convert("64MiB", None, None) == 64 << 20
+def test_each_config_is_its_options_plus_paths_and_job_flags():
+    for options, config in ((ConvertOptions, ConvertConfig), (TrainOptions, TrainConfig),
+                            (PredictOptions, PredictConfig)):
+        extra = [f.name for f in fields(config) if f.name not in {f.name for f in fields(options)}]
+        assert set(JOB_FLAGS) <= set(extra)
+        assert len(extra) - len(JOB_FLAGS) <= 3, f"{config.__name__} has options outside {options.__name__}: {extra}"
+
+
+def test_cluster_config_imports_nothing_of_distributed():
+    code = "import sys, astrodask.cluster.config, astrodask.cli; print('distributed' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert r.stdout.strip() == "False", "the command line loads distributed before a command runs"
+
+
+def test_the_estimator_defaults_are_the_training_options_defaults():
+    from astrodask import SDSSClassifier
+
+    params = inspect.signature(SDSSClassifier.__init__).parameters
+    defaults = TrainOptions()
+    shared = [n for n in params if n in {f.name for f in fields(TrainOptions)}]
+    assert len(shared) >= 8, shared
+    for name in shared:
+        assert params[name].default == getattr(defaults, name), name
+    assert params["max_iter"].default == DEFAULT_EPOCHS["parallel"]
 
 
 def test_job_config_holds_each_stages_options_instead_of_repeating_them():
     job = {f.name for f in fields(JobConfig)}
-    for options, _ in STAGES.values():
+    for options in (ConvertOptions, TrainOptions, PredictOptions):
         assert not job & {f.name for f in fields(options)}, f"JobConfig repeats an option of {options.__name__}"
     assert JobConfig().train == TrainOptions() and JobConfig().convert == ConvertOptions()
-    job = JobConfig(train=TrainOptions(patience=7, seed=3), convert=ConvertOptions(row_ids=True, cuts=False),
+    job = JobConfig(out="o", train=TrainOptions(patience=7, seed=3), convert=ConvertOptions(row_ids=True, cuts=False),
                     predict=PredictOptions(format="hats"), resume=True, storage_options={"anon": True})
-    cfg = job.train_config("ds", "m")
-    assert (cfg.patience, cfg.seed, cfg.resume, cfg.dataset, cfg.model_dir) == (7, 3, True, "ds", "m")
-    conv = job.convert_config("ds")
-    assert (conv.row_ids, conv.cuts, conv.dest, conv.storage_options) == (True, False, "ds", {"anon": True})
-    assert job.predict_config("ds", "m", "p").format == "hats"
+    cfg = job.train_config()
+    assert (cfg.patience, cfg.seed, cfg.resume, cfg.dataset.endswith("dataset"), cfg.model_dir.endswith("model")) == \
+        (7, 3, True, True, True)
+    conv = job.convert_config()
+    assert (conv.row_ids, conv.cuts, conv.storage_options) == (True, False, {"anon": True})
+    assert job.predict_config().format == "hats"
+    ev = job.evaluate_config()
+    assert ev.holdout == cfg.model_dir and ev.predictions == job.predict_config().out
 
 
 @pytest.mark.parametrize("command", ["train", "run"])
@@ -96,31 +129,45 @@ def test_the_options_given_reach_the_stage(command, monkeypatch, tmp_path):
 
     seen = {}
 
-    def fake_train(cfg, client):
+    def fake(cfg, client):
         seen["cfg"] = cfg
         raise SystemExit(0)
 
-    monkeypatch.setattr(cli_module, "_connect", lambda cluster: contextlib.nullcontext(None))
-    monkeypatch.setattr("astrodask.learn.stage.run", fake_train)
+    monkeypatch.setattr("astrodask.cluster.connect", lambda cluster, quiet=False: contextlib.nullcontext(None))
+    monkeypatch.setattr(cli_module, "_stage", lambda module, name="run": fake)
     args = ["--patience", "7", "--monitor", "loss", "--seed", "3", "--tol", "1e-6", "--class-weight", "balanced",
             "--no-report", "--epochs", "12"]
     if command == "train":
         argv = ["train", str(tmp_path / "ds"), "--model", str(tmp_path / "m"), *args]
     else:
-        monkeypatch.setattr("astrodask.ingest.run", lambda cfg, client: {})
         argv = ["run", "--out", str(tmp_path / "out"), *args]
     with pytest.raises(SystemExit):
         cli_module.cli.main(args=argv, standalone_mode=False)
     cfg = seen["cfg"]
-    assert cfg.options() == TrainOptions(patience=7, monitor="loss", seed=3, tol=1e-6, class_weight="balanced",
-                                         report=False, epochs=12)
+    got = cfg.options() if command == "train" else cfg.train
+    assert got == TrainOptions(patience=7, monitor="loss", seed=3, tol=1e-6, class_weight="balanced", report=False,
+                               epochs=12)
+
+
+def test_whole_numbers_accept_scientific_notation_and_refuse_fractions():
+    count = cli_module._Count()
+    assert count.convert("1e7", None, None) == 10_000_000 and count.convert("12", None, None) == 12
+    for bad in ("10.5", "nan", "inf", "1e400", "ten"):
+        with pytest.raises(click.BadParameter):
+            count.convert(bad, None, None)
 
 
 def test_help_text_comes_from_the_field_docstrings():
     docs = field_docs(TrainConfig)
     assert docs["patience"].startswith("Early stopping: stop when the monitored validation score")
     assert docs["dataset"].startswith("Parquet dataset made by")
-    assert "``" not in next(o.help for o in TRAINING if o.name == "features")
+    assert "``" not in next(o.help for o in options_of(TrainOptions) if o.name == "features")
+
+
+def test_no_cuts_and_block_size_on_the_command_line():
+    opts = _params("convert")
+    assert "--no-cuts" in opts["cuts"].secondary_opts
+    assert opts["block_size"].type.convert("64MiB", None, None) == 64 << 20
 
 
 @pytest.mark.parametrize("field, value, words", [

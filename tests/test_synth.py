@@ -186,7 +186,7 @@ def test_run_writes_a_committed_dataset(client, tmp_path):
 
     dest = tmp_path / "synthetic"
     out = synth.run(SynthConfig(rows=5000, dest=str(dest), partitions=3, seed=4, quiet=True), client)
-    assert out == {"dest": str(dest.absolute()), "rows": 5000, "files": 3}
+    assert out == synth.SynthResult(str(dest.absolute()), 5000, 3)
     assert is_complete(dest)
     meta = read_meta(dest)
     assert meta["kind"] == "dataset" and meta["synthetic"] is True and meta["seed"] == 4
@@ -211,7 +211,7 @@ def test_run_writes_a_committed_dataset(client, tmp_path):
 def test_run_csv(client, tmp_path):
     dest = tmp_path / "csv"
     out = synth.run(SynthConfig(rows=300, dest=str(dest), partitions=2, format="csv", quiet=True), client)
-    assert out["files"] == 2
+    assert out.files == 2
     files = sorted(p.name for p in dest.iterdir() if not p.name.startswith("_"))
     assert files == ["part-00000.csv", "part-00001.csv"]
     df = pd.read_csv(dest / "part-00001.csv")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from astrodask.cluster import CLUSTERS, MIN_WORKER_MEMORY, ClusterConfig
+from astrodask.cluster import MIN_WORKER_MEMORY, ClusterConfig
 from astrodask.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -246,25 +246,6 @@ def test_explicit_batch_cluster_ignores_a_scheduler_address_in_the_environment(m
     monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "tcp://10.0.0.5:8786")
     assert ClusterConfig().address == "tcp://10.0.0.5:8786"
     assert ClusterConfig(cluster="slurm").address is None
-
-
-def test_every_cluster_config_field_is_a_cli_option_with_the_same_default():
-    """cluster_options mirrors ClusterConfig: one option per field, same defaults, same --cluster choices."""
-    import click
-
-    from astrodask.cli import cli
-
-    names = {"n_workers": "workers", "threads_per_worker": "threads", "cluster": "cluster_kind"}
-    for command in ("convert", "synth", "train", "predict", "evaluate", "run"):
-        ctx = click.Context(cli.commands[command])
-        params = {p.name: p for p in cli.commands[command].params}
-        for f in dataclasses.fields(ClusterConfig):
-            p = params.get(names.get(f.name, f.name))
-            assert p is not None, f"{command}: no option for ClusterConfig.{f.name}"
-            default = p.get_default(ctx)
-            assert default == f.default, f"{command} --{p.name}: default {default!r} != {f.default!r}"
-        choice = params["cluster_kind"].type
-        assert isinstance(choice, click.Choice) and tuple(choice.choices) == CLUSTERS
 
 
 @pytest.mark.parametrize("args, field", [

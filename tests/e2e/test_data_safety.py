@@ -144,9 +144,13 @@ def test_predict_resume_on_a_finished_output_succeeds_and_changes_nothing(sched,
     assert r.returncode == 0, r.stderr
     assert "already complete" in r.stderr
     assert snapshot(out) == before
-    r = run_cli("evaluate", out / "predictions", "--out", out / "evaluation", "--resume", *sched)
+    # the job's evaluation was made with the model's holdout metrics beside it: the same inputs again
+    r = run_cli("evaluate", out / "predictions", "--out", out / "evaluation", "--holdout", out / "model", "--resume",
+                *sched)
     assert r.returncode == 0, r.stderr
     assert snapshot(out) == before
+    line = one_line_error(run_cli("evaluate", out / "predictions", "--out", out / "evaluation", "--resume", *sched))
+    assert "differ: holdout" in line
 
 
 # ------------------------------------------------------------------------------------------------ 3. imputation

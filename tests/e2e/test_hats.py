@@ -14,11 +14,11 @@ import pytest
 lsdb = pytest.importorskip("lsdb", reason="lsdb is in the astrodask[hats] extra (installed by [test])")
 pytest.importorskip("hats_import", reason="hats-import is in the astrodask[hats] extra (installed by [test])")
 
-from astrodask import schema  # noqa: E402
-from astrodask.ingest import ConvertConfig  # noqa: E402
-from astrodask.ingest import run as convert  # noqa: E402
-from astrodask.predict import PredictConfig  # noqa: E402
-from astrodask.predict import run as predict  # noqa: E402
+from astrodask import schema
+from astrodask.ingest import ConvertConfig
+from astrodask.ingest import run as convert
+from astrodask.predict import PredictConfig
+from astrodask.predict import run as predict
 
 EPOCHS = 8
 
@@ -52,7 +52,7 @@ def test_predictions_as_a_hats_catalogue_open_in_lsdb(client, job, tmp_path):
     out = tmp_path / "pred_hats"
     r = _hats_predictions(client, job, out)
     ds_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in (job / "ds").glob("part-*.parquet"))
-    assert r["rows"] == ds_rows
+    assert r.rows == ds_rows
     assert (out / "_SUCCESS").is_file() and (out / "hats.properties").is_file()
     assert not list(tmp_path.glob(".pred_hats*")), "staging or lock left behind"
 
@@ -87,10 +87,10 @@ def test_predictions_as_a_hats_catalogue_open_in_lsdb(client, job, tmp_path):
     assert (xm[schema.ID].to_numpy() == xm["their_id_other"].to_numpy()).all()
 
     # evaluate reads it through its manifest like any predictions output
-    from astrodask.evaluate import predictions as evaluate_predictions
+    from astrodask import evaluate
 
-    m = evaluate_predictions(client, str(out), quiet=True)
-    assert m["n"] == ds_rows
+    m = evaluate.run(evaluate.EvaluateConfig(str(out), quiet=True), client).metrics
+    assert m.n == ds_rows
 
 
 def test_hats_needs_sky_positions(client, job, small_csv, tmp_path):

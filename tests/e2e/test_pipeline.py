@@ -209,11 +209,12 @@ def test_job_api_on_local_cluster(small_csv_parts, small_sample, tmp_path, monke
     with connect(ClusterConfig(n_workers=2), quiet=True) as client:
         assert len(client.scheduler_info(n_workers=-1)["workers"]) == 2
         result = run_job(cfg, client)
-    assert result["paths"] == {s: str(out.absolute() / s) for s in STAGES}
+    assert [result.dataset.dest, result.model.model_dir, result.predictions.out, result.evaluation.out] == \
+        [str(out.absolute() / s) for s in STAGES]
     metrics = check_job_outputs(out, small_csv_parts, _small_accuracy(small_sample))
-    assert result["holdout"] == metrics["holdout"]
-    assert result["all_rows"] == metrics["all_rows"]
-    assert result["convert"]["written"] == len(input_ids(small_csv_parts))
+    assert result.model.metrics.to_json() == metrics["holdout"]
+    assert result.evaluation.metrics.to_json() == metrics["all_rows"]
+    assert result.dataset.written == len(input_ids(small_csv_parts))
 
 
 @pytest.mark.cluster
@@ -344,7 +345,7 @@ def test_real_data_photometric_macro_f1(shared_data, tmp_path, monkeypatch):
         r = stage.run(TrainConfig(str(tmp_path / "ds"), str(tmp_path / "model"), features="photometric",
                                         quiet=True, report=False), client)
     m = r.metrics
-    print(f"\nSDSS17 photometric holdout: accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}")
-    assert 19_000 < m["n"] < 21_000
+    print(f"\nSDSS17 photometric holdout: accuracy {m.accuracy:.4f}  macro-F1 {m.macro_f1:.4f}")
+    assert 19_000 < m.n < 21_000
     assert "asinh_z" not in json.loads((tmp_path / "model" / "model.json").read_text())["features"]["base"]
-    assert m["macro_f1"] >= 0.84
+    assert m.macro_f1 >= 0.84

@@ -30,7 +30,7 @@ from astrodask.features import (
     imputed_mask,
     raw_columns,
 )
-from astrodask.model import SoftmaxModel
+from astrodask.model import ModelInfo, SoftmaxModel
 
 ROOT = Path(__file__).resolve().parents[2]
 SDSS17 = ROOT.parent / "shared" / "data" / "sdss17.csv"
@@ -55,7 +55,7 @@ def _model(feature_set: str, df: pd.DataFrame, seed: int = 0, link: str | None =
     rng = np.random.default_rng(seed)
     d = spec.n_features
     coef = rng.normal(0.0, 3.0 / np.sqrt(d), (len(schema.CLASSES), d))
-    info = {"link": link} if link else {}
+    info = ModelInfo(link=link) if link else ModelInfo()
     return SoftmaxModel(spec, coef, rng.normal(0.0, 1.0, len(schema.CLASSES)), info=info)
 
 
@@ -165,7 +165,7 @@ def test_empty_frame_and_float32_columns(sample_models, sample):
     model = sample_models["photometric+morphology"]
     p, mask = model.predict_proba_and_mask(sample.iloc[:0])
     assert p.shape == (0, 3) and mask.shape == (0,)
-    as32 = sample.iloc[12000:].astype({c: "float32" for c in raw_columns(model.spec.feature_set)})
+    as32 = sample.iloc[12000:].astype(dict.fromkeys(raw_columns(model.spec.feature_set), "float32"))
     _check(model, as32)  # the Parquet datasets hold float32 magnitudes
 
 
@@ -180,7 +180,7 @@ def test_kernel_arrays_follow_the_weights_and_are_not_pickled(sample_models, sam
     model.coef = model.coef * 0.5  # a new array: the kernel arrays are rebuilt
     np.testing.assert_allclose(model.predict_proba(rows), model.reference_predict_proba(rows), rtol=0, atol=ATOL)
     assert np.abs(model.predict_proba(rows) - before).max() > 1e-3
-    model.info = {"link": "ovr"}
+    model.info = ModelInfo(link="ovr")
     np.testing.assert_allclose(model.predict_proba(rows), model.reference_predict_proba(rows), rtol=0, atol=ATOL)
 
 

@@ -11,7 +11,7 @@ against a real ``dask scheduler`` + 2 workers and must either
   rows read is the number of data rows in the file (nothing dropped silently).
 
 ``CASES`` is the table; ``tests/data/bad/EXPECTED.md`` is the same table for people, regenerated with
-``python tests/test_bad_inputs.py`` (a test checks that it is up to date). The corpus files are made by
+``python tests/ingest/test_bad_inputs.py`` (a test checks that it is up to date). The corpus files are made by
 ``tests/data/bad/make_corpus.py``.
 """
 
@@ -336,7 +336,7 @@ def expected_markdown() -> str:
     lines = [
         "# Bad-input corpus: what each input must give",
         "",
-        "Generated from `CASES` in `tests/test_bad_inputs.py` (`python tests/test_bad_inputs.py` rewrites this",
+        "Generated from `CASES` in `tests/ingest/test_bad_inputs.py` (`python tests/ingest/test_bad_inputs.py` rewrites this",
         "file); the inputs are made by `make_corpus.py`. Data files are converted (`astrodask convert FILE DEST`),",
         "model directories are used to predict (`astrodask predict DATASET MODEL OUT`).",
         "",
@@ -364,7 +364,7 @@ def expected_markdown() -> str:
 
 
 def test_expected_md_is_up_to_date():
-    assert EXPECTED_MD.read_text() == expected_markdown(), "run: python tests/test_bad_inputs.py"
+    assert EXPECTED_MD.read_text() == expected_markdown(), "run: python tests/ingest/test_bad_inputs.py"
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ def test_skyserver_z_columns_resolved_by_their_neighbours(client, tmp_path, head
     df = frame()
     write(tmp_path / "sky.csv", df, header)
     s = convert(client, tmp_path / "sky.csv", tmp_path / "ds")
-    assert s["written"] == len(df) and s["quarantined"] == 0
+    assert s.written == len(df) and s.quarantined == 0
     out = pq.read_table(tmp_path / "ds").to_pandas()
     np.testing.assert_allclose(out["z"], df["z"], rtol=1e-6)
     np.testing.assert_allclose(out["redshift"], df["redshift"], rtol=1e-6)
@@ -98,12 +98,12 @@ def test_magnitude_system_is_chosen_by_rule_and_recorded(client, tmp_path):
     s = convert(client, tmp_path / "a.csv", tmp_path / "a")
     out = pq.read_table(tmp_path / "a").to_pandas()
     np.testing.assert_allclose(out["u"], df["u"] - 0.1, rtol=1e-6)
-    assert s["magnitudes"].startswith("model, dereddened (dered_u..z")
-    assert s["columns_from"]["u"] == "dered_u"
+    assert s.magnitudes.startswith("model, dereddened (dered_u..z")
+    assert s.columns_from["u"] == "dered_u"
     # --magnitudes psf takes the PSF magnitudes instead
     s = convert(client, tmp_path / "a.csv", tmp_path / "b", magnitudes="psf")
     np.testing.assert_allclose(pq.read_table(tmp_path / "b").to_pandas()["u"], df["u"] + 0.3, rtol=1e-6)
-    assert s["magnitudes"] == "psf (psfMag_u..z)" and s["columns_from"]["u"] == "psfMag_u"
+    assert s.magnitudes == "psf (psfMag_u..z)" and s.columns_from["u"] == "psfMag_u"
     # a system the file lacks, asked for explicitly: refused
     with pytest.raises(AstrodaskError, match="--magnitudes cmodel: the file has no cmodel magnitudes"):
         convert(client, tmp_path / "a.csv", tmp_path / "c", magnitudes="cmodel")
@@ -112,7 +112,7 @@ def test_magnitude_system_is_chosen_by_rule_and_recorded(client, tmp_path):
         .to_csv(tmp_path / "d.csv", index=False)
     s = convert(client, tmp_path / "d.csv", tmp_path / "d")
     np.testing.assert_allclose(pq.read_table(tmp_path / "d").to_pandas()["u"], df["u"], rtol=1e-6)
-    assert s["magnitudes"] == "model (u..z)"
+    assert s.magnitudes == "model (u..z)"
     meta = json.loads((tmp_path / "d" / META).read_text())
     assert meta["columns_from"]["u"] == "u" and meta["magnitudes"] == "model (u..z)"
     assert meta["inputs"][0]["columns_from"]["obj_ID"] == "objid"
@@ -129,7 +129,7 @@ def test_null_counts_in_summary_and_metadata(client, tmp_path):
     s = ingest.run(ConvertConfig((str(tmp_path / "n.csv"), str(tmp_path / "m.csv")), str(tmp_path / "ds"),
                                  quiet=True), client)
     # m.csv's rows have no redshift column at all: those nulls are not missing values
-    assert s["nulls"] == {"u": 3, "redshift": 1}
+    assert s.nulls == {"u": 3, "redshift": 1}
     assert json.loads((tmp_path / "ds" / META).read_text())["nulls"] == {"u": 3, "redshift": 1}
 
 

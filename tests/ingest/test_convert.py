@@ -71,7 +71,7 @@ def kaggle_csv(frame, tmp_path_factory) -> Path:
     return p
 
 
-def run(client, sources, dest, **kw) -> dict:
+def run(client, sources, dest, **kw) -> ingest.ConvertResult:
     sources = tuple(str(s) for s in (sources if isinstance(sources, (list, tuple)) else [sources]))
     return ingest.run(ConvertConfig(sources, str(dest), quiet=True, **kw), client)
 
@@ -88,16 +88,16 @@ def read_quarantine(dest: Path) -> pd.DataFrame:
     return pa.concat_tables([pq.read_table(f) for f in files]).to_pandas()
 
 
-def check_accounting(s: dict, dest: Path) -> None:
+def check_accounting(s, dest: Path) -> None:
     """rows read = written + quarantined, in the summary, the metadata and the files themselves."""
-    assert s["read"] == s["written"] + s["quarantined"], s
-    assert sum(s["reasons"].values()) == s["quarantined"], s
+    assert s.read == s.written + s.quarantined, s
+    assert sum(s.reasons.values()) == s.quarantined, s
     meta = json.loads((dest / META).read_text())
-    assert (meta["read"], meta["written"], meta["quarantined"]) == (s["read"], s["written"], s["quarantined"])
-    assert len(read_ds(dest)) == s["written"]
+    assert (meta["read"], meta["written"], meta["quarantined"]) == (s.read, s.written, s.quarantined)
+    assert len(read_ds(dest)) == s.written
     q = read_quarantine(dest)
-    assert len(q) == s["quarantined"]
-    assert q["reason"].value_counts().to_dict() == s["reasons"]
+    assert len(q) == s.quarantined
+    assert q["reason"].value_counts().to_dict() == s.reasons
     assert q["reason"].str.len().min() > 0 if len(q) else True
 
 
@@ -130,7 +130,7 @@ def row_text(d: dict, cols=KAGGLE) -> str:
 def test_kaggle_csv(client, frame, kaggle_csv, tmp_path):
     dest = tmp_path / "ds"
     s = run(client, kaggle_csv, dest, block_size=48 * 1024)
-    assert (s["read"], s["written"], s["quarantined"]) == (len(frame), len(frame), 0)
+    assert (s.read, s.written, s.quarantined) == (len(frame), len(frame), 0)
     check_accounting(s, dest)
     assert_same_values(read_ds(dest), frame)
     # layout: parts in the canonical schema, metadata and the success marker; no leftovers
@@ -167,7 +167,7 @@ def test_skyserver_csv_with_duplicated_z_header(client, frame, tmp_path):
     src.write_text("\n".join(lines) + "\n")
     dest = tmp_path / "ds"
     s = run(client, src, dest)
-    assert s["written"] == n and s["quarantined"] == 0
+    assert s.written == n and s.quarantined == 0
     out = read_ds(dest)
     # everything known is carried (the file has no PSF magnitudes), the unknown column is not
     assert list(out.columns) == [c for c in schema.COLUMNS if c not in schema.PSF_BANDS]
@@ -186,7 +186,7 @@ def test_skyserver_csv_with_table_line_and_prefixed_magnitudes(client, frame, tm
             for r in frame.head(50).itertuples()]
     src.write_text("#Table1\r\n" + head + "\r\n" + "\r\n".join(rows) + "\r\n")
     s = run(client, src, tmp_path / "ds")
-    assert s["written"] == 50 and s["quarantined"] == 0
+    assert s.written == 50 and s.quarantined == 0
     out = read_ds(tmp_path / "ds")
     np.testing.assert_allclose(out["redshift"], frame["redshift"].head(50), rtol=1e-6)
     np.testing.assert_allclose(out["z"], frame["z"].head(50), rtol=1e-6)
@@ -197,7 +197,7 @@ def test_gzip_csv(client, frame, kaggle_csv, tmp_path):
     src.write_bytes(gzip.compress(kaggle_csv.read_bytes()))
     dest = tmp_path / "ds"
     s = run(client, src, dest, block_size=8192)  # decompressed 8 KiB at a time: many chunks, one part
-    assert s["written"] == len(frame) and s["quarantined"] == 0
+    assert s.written == len(frame) and s.quarantined == 0
     check_accounting(s, dest)
     assert_same_values(read_ds(dest), frame)
     assert read_ds(dest)["obj_ID"].tolist() == frame["obj_ID"].tolist()
@@ -214,7 +214,7 @@ def test_parquet_input(client, frame, tmp_path):
     pq.write_table(t, src, row_group_size=200)
     dest = tmp_path / "ds"
     s = run(client, src, dest)
-    assert s["written"] == len(frame) and s["quarantined"] == 0
+    assert s.written == len(frame) and s.quarantined == 0
     out = read_ds(dest)
     assert_same_values(out, frame)
     assert out["MJD"].tolist() == frame["MJD"].tolist()
@@ -252,7 +252,7 @@ def test_fits_input_with_array_columns(client, tmp_path):
         assert h[1].data["MODELMAG"].dtype.byteorder == ">"  # really big-endian on disk
     dest = tmp_path / "ds"
     s = run(client, src, dest, block_size=8192)  # ~100 rows per block
-    assert s["written"] == n and s["quarantined"] == 0
+    assert s.written == n and s.quarantined == 0
     assert len(list(dest.glob("part-*.parquet"))) >= 3
     out = read_ds(dest)
     assert out["obj_ID"].tolist() == ids.astype(np.uint64).tolist()
@@ -275,7 +275,7 @@ def test_fsspec_memory_url_in_process(client, kaggle_csv, frame, tmp_path):
     try:
         dest = tmp_path / "ds"
         s = run(client, "memory://adk-test/*", dest, block_size=64 * 1024)
-        assert s["read"] == len(frame) + 1 and s["quarantined"] == 0
+        assert s.read == len(frame) + 1 and s.quarantined == 0
         meta = json.loads((dest / META).read_text())
         assert [Path(m).name for m in meta["sources"]] == ["a.csv", "b.csv.gz"]
         assert all(m.startswith("memory://") for m in meta["sources"])
@@ -293,7 +293,7 @@ def test_several_files_and_a_directory(client, kaggle_csv, frame, tmp_path):
     pq.write_table(pa.Table.from_pandas(frame.iloc[half:], preserve_index=False), d / "b.parquet")
     (d / "README.md").write_text("not a catalogue")
     s = run(client, d, tmp_path / "ds")
-    assert s["written"] == len(frame) and s["quarantined"] == 0
+    assert s.written == len(frame) and s.quarantined == 0
     assert read_ds(tmp_path / "ds")["obj_ID"].tolist() == frame["obj_ID"].tolist()
 
 
@@ -309,7 +309,7 @@ def test_rules_end_to_end_with_quarantine_records(client, tmp_path):
     src = write_lines(tmp_path / "rules.csv", KAGGLE, rows)
     dest = tmp_path / "ds"
     s = run(client, src, dest)
-    assert s["reasons"] == {"duplicate_id": 1, "out_of_range:alpha": 1, "unknown_class": 1}
+    assert s.reasons == {"duplicate_id": 1, "out_of_range:alpha": 1, "unknown_class": 1}
     check_accounting(s, dest)
     out = read_ds(dest)
     assert sorted(out["obj_ID"]) == [1000, 1001, *range(1005, 1010)]
@@ -339,7 +339,7 @@ def test_duplicates_across_blocks_and_files(client, frame, tmp_path):
     gz.write_bytes(gzip.compress(c.to_csv(index=False).encode()))
     dest = tmp_path / "ds"
     s = run(client, [tmp_path / "a.csv", tmp_path / "b.csv", gz], dest, block_size=32 * 1024)
-    assert s["reasons"] == {"duplicate_id": 1 + 1 + 40 + 1}, s
+    assert s.reasons == {"duplicate_id": 1 + 1 + 40 + 1}, s
     check_accounting(s, dest)
     out = read_ds(dest)
     assert out["obj_ID"].is_unique
@@ -373,8 +373,8 @@ def test_accounting_with_rows_the_parser_rejects(client, tmp_path):
     dest = tmp_path / "ds"
     s = run(client, src, dest, block_size=4096)
     check_accounting(s, dest)
-    assert s["read"] == 11  # 12 lines of which one is empty
-    assert s["reasons"] == {"malformed_row": 4, "invalid_utf8": 2}
+    assert s.read == 11  # 12 lines of which one is empty
+    assert s.reasons == {"malformed_row": 4, "invalid_utf8": 2}
     assert sorted(read_ds(dest)["obj_ID"]) == [1000, 1007, 1008, 1009, 1010]
     q = read_quarantine(dest)
     assert any("extra" in r for r in q["record"])
@@ -395,11 +395,11 @@ def test_quotes_never_join_lines(client, tmp_path):
     src.write_text(header + "\n" + "\n".join(rows) + "\n")
     s = run(client, src, tmp_path / "ds")
     check_accounting(s, tmp_path / "ds")
-    assert s["read"] == 6
+    assert s.read == 6
     out = read_ds(tmp_path / "ds")
     assert out["obj_ID"].tolist() == [1000, 1002, 1005]
     assert out["class"].tolist() == ["STAR", "GALAXY", "GALAXY"] and out["u"].tolist() == [19.5] * 3
-    assert s["reasons"] == {"unknown_class": 2, "malformed_row": 1}
+    assert s.reasons == {"unknown_class": 2, "malformed_row": 1}
 
 
 @pytest.mark.parametrize("delimiter", ["\t", ";"])
@@ -407,7 +407,7 @@ def test_other_delimiters(client, frame, tmp_path, delimiter):
     src = tmp_path / "sdss.tsv"
     frame.head(100).to_csv(src, index=False, sep=delimiter)
     s = run(client, src, tmp_path / "ds")
-    assert s["written"] == 100 and s["quarantined"] == 0
+    assert s.written == 100 and s.quarantined == 0
 
 
 def test_accounting_over_many_small_blocks(client, frame, tmp_path):
@@ -421,7 +421,7 @@ def test_accounting_over_many_small_blocks(client, frame, tmp_path):
     dest = tmp_path / "ds"
     s = run(client, src, dest, block_size=4096)
     check_accounting(s, dest)
-    assert s["read"] == len(frame)
+    assert s.read == len(frame)
     assert len(list(dest.glob("part-*.parquet"))) >= 30
 
 
@@ -444,9 +444,9 @@ def test_row_groups_and_overwrite(client, frame, kaggle_csv, tmp_path):
     with pytest.raises(AstrodaskError, match="other inputs or options.*row_group_size"):
         run(client, kaggle_csv, dest, resume=True)
     s = run(client, kaggle_csv, dest, resume=True, row_group_size=100)
-    assert s["written"] == len(frame) and (dest / SUCCESS).stat().st_mtime_ns == stamp
+    assert s.written == len(frame) and (dest / SUCCESS).stat().st_mtime_ns == stamp
     s = run(client, [kaggle_csv], dest, overwrite=True, block_size=64 * 1024)
-    assert s["written"] == len(frame)
+    assert s.written == len(frame)
     assert (dest / SUCCESS).stat().st_mtime_ns != stamp
     assert len(list(dest.glob("part-*.parquet"))) > 1
     assert not list(tmp_path.glob(".ds.*"))
@@ -479,7 +479,7 @@ def test_resume_skips_converted_blocks(client, frame, kaggle_csv, tmp_path, caps
     stamps = {p.name: p.stat().st_mtime_ns for p in stage.glob("part-*.parquet")}
     s = ingest.run(ConvertConfig((str(kaggle_csv),), str(dest), block_size=32 * 1024, quiet=True, resume=True), client)
     assert f"resume: 2 of {len(bl)} blocks already converted" in capsys.readouterr().err
-    assert s["written"] == len(frame)
+    assert s.written == len(frame)
     assert {n: (dest / n).stat().st_mtime_ns for n in stamps} == stamps
     assert read_ds(dest)["obj_ID"].tolist() == frame["obj_ID"].tolist()
 
@@ -560,7 +560,7 @@ def test_spreadsheet_export_with_float_ids_is_refused(client, tmp_path):
     src = tmp_path / "mixed.csv"
     src.write_text("\n".join([lines[0], ",".join(fixed), *lines[2:200]]) + "\n")
     s = run(client, src, tmp_path / "mixed")
-    assert (s["written"], s["reasons"]) == (1, {"id_float_notation:obj_ID": 198})
+    assert (s.written, s.reasons) == (1, {"id_float_notation:obj_ID": 198})
 
 
 @pytest.mark.realdata
@@ -568,4 +568,4 @@ def test_whole_real_file(client, tmp_path):
     if not SDSS17.is_file():
         pytest.skip(f"real SDSS data not found at {SDSS17} (see ../shared/data/README.md)")
     s = run(client, SDSS17, tmp_path / "ds")
-    assert (s["read"], s["written"], s["quarantined"]) == (99_999, 99_999, 0)
+    assert (s.read, s.written, s.quarantined) == (99_999, 99_999, 0)

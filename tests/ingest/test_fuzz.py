@@ -127,13 +127,13 @@ def test_random_corrupt_rows_are_accounted_for(client, workdir, lines, final_new
             assert not dest.exists()
             return
         s = ingest.run(cfg, client)
-        assert s["read"] == n_rows
-        assert s["read"] == s["written"] + s["quarantined"]
-        assert sum(s["reasons"].values()) == s["quarantined"]
-        assert s["written"] == len(first)
+        assert s.read == n_rows
+        assert s.read == s.written + s.quarantined
+        assert sum(s.reasons.values()) == s.quarantined
+        assert s.written == len(first)
 
         out = pq.read_table(sorted(dest.glob("part-*.parquet"))).to_pandas()
-        assert len(out) == s["written"]
+        assert len(out) == s.written
         ids = [int(x) for x in out["obj_ID"]]
         assert len(set(ids)) == len(ids), "an id was written twice"
         assert set(ids) == set(first), "a valid id is missing from the output"
@@ -143,10 +143,10 @@ def test_random_corrupt_rows_are_accounted_for(client, workdir, lines, final_new
 
         qfiles = sorted((dest / ingest.QUARANTINE_DIR).glob("*.parquet"))
         q = pa.concat_tables([pq.read_table(f) for f in qfiles]).to_pandas() if qfiles else None
-        assert (0 if q is None else len(q)) == s["quarantined"]
+        assert (0 if q is None else len(q)) == s.quarantined
         if q is not None:
             assert q["reason"].str.len().min() > 0
-            assert Counter(q["reason"]) == Counter(s["reasons"])
+            assert Counter(q["reason"]) == Counter(s.reasons)
             # later valid occurrences of an id are the duplicate_id rows, one record each
             dup_ids = Counter(int(str(json.loads(r)["obj_ID"]).strip()) for r in q.loc[q["reason"] == "duplicate_id",
                                                                                             "record"])

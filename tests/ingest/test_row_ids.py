@@ -70,11 +70,11 @@ def test_float_ids_collide_and_are_refused_without_the_flag(client, kaggle_csv, 
 
 def test_row_ids_write_every_row_with_generated_ids_and_keep_the_source_text(client, kaggle_csv, sample, tmp_path):
     s = convert(client, kaggle_csv, tmp_path / "a", block_size=64 * 1024, row_ids=True)
-    assert (s["read"], s["written"], s["quarantined"]) == (len(sample), len(sample), 0)
+    assert (s.read, s.written, s.quarantined) == (len(sample), len(sample), 0)
     out = read(tmp_path / "a")
     assert len(out) == len(sample) and out["obj_ID"].is_unique
     assert is_generated(out["obj_ID"]).all()  # bit 63: never a CAS objID (those leave it 0)
-    tag = s["row_ids"]["files"][str(kaggle_csv)]["tag"]
+    tag = s.row_ids["files"][str(kaggle_csv)]["tag"]
     assert (out["obj_ID"].to_numpy() == generated_ids(tag, np.arange(len(sample)))).all()
     assert out["source_row"].tolist() == list(range(len(sample)))
     raw = pd.read_csv(kaggle_csv, dtype=str)
@@ -86,7 +86,7 @@ def test_row_ids_write_every_row_with_generated_ids_and_keep_the_source_text(cli
     assert meta["row_ids"]["generated"] and "--row-ids" in meta["row_ids"]["why"]
     # stable across reruns and block sizes
     s2 = convert(client, kaggle_csv, tmp_path / "b", row_ids=True)
-    assert s2["row_ids"]["files"] == s["row_ids"]["files"]
+    assert s2.row_ids["files"] == s.row_ids["files"]
     assert read(tmp_path / "b")["obj_ID"].tolist() == out["obj_ID"].tolist()
     assert FLAG | (tag << ROW_BITS) == int(out["obj_ID"].min())
 
@@ -104,7 +104,7 @@ def test_row_numbers_count_every_data_row_whatever_the_blocks(client, tmp_path):
     for bs in (4096, 32 * 1024, None):
         dest = tmp_path / f"ds{bs}"
         s = convert(client, tmp_path / "f.csv", dest, block_size=bs, row_ids=True)
-        assert (s["read"], s["quarantined"]) == (3000, 2)
+        assert (s.read, s.quarantined) == (3000, 2)
         out = read(dest)
         assert out["source_row"].tolist() == [k for k in range(3000) if k not in (10, 20)]
         assert (out["source_obj_ID"] == pd.Series(rows).drop([10, 20]).str.split(",").str[0].tolist()).all()
@@ -117,7 +117,7 @@ def test_spreadsheet_export_converts_with_row_ids(client, tmp_path):
     if not DIRTY.is_file():
         pytest.skip(f"dirty spreadsheet export not found at {DIRTY}")
     s = convert(client, DIRTY, tmp_path / "ds", row_ids=True)
-    assert (s["written"], s["quarantined"]) == (9_999, 0)
+    assert (s.written, s.quarantined) == (9_999, 0)
     out = read(tmp_path / "ds")
     assert out["source_obj_ID"].iloc[0] == pd.read_csv(DIRTY, dtype=str, nrows=1)["obj_ID"].iloc[0]
 
@@ -138,9 +138,9 @@ def test_kaggle_format_whole_job_matches_the_integer_copy_and_joins_back(client,
         cfg = JobConfig(sources=(str(src),), out=str(tmp_path / name), train=TrainOptions(epochs=40), quiet=True,
                         convert=ConvertOptions(row_ids=row_ids))
         res[name] = run(cfg, client)
-    assert res["kaggle"]["convert"]["written"] == len(sample)
-    assert abs(res["kaggle"]["all_rows"]["accuracy"] - res["ints"]["all_rows"]["accuracy"]) < 0.02, res
-    assert abs(res["kaggle"]["holdout"]["accuracy"] - res["ints"]["holdout"]["accuracy"]) < 0.03, res
+    assert res["kaggle"].dataset.written == len(sample)
+    assert abs(res["kaggle"].evaluation.metrics.accuracy - res["ints"].evaluation.metrics.accuracy) < 0.02, res
+    assert abs(res["kaggle"].model.metrics.accuracy - res["ints"].model.metrics.accuracy) < 0.03, res
     # the predictions themselves carry the source's id text and row: the join needs nothing else
     joined = read(tmp_path / "kaggle" / "predictions")
     assert len(joined) == len(sample) and joined["obj_ID"].is_unique and joined["source_row"].is_unique

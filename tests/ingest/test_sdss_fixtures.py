@@ -1,4 +1,4 @@
-"""The SDSS FITS fixtures (tests/sdss_fixtures.py) are valid FITS in the data-model layouts, and their
+"""The SDSS FITS fixtures (tests/support/sdss_fixtures.py) are valid FITS in the data-model layouts, and their
 ground-truth helpers match values published by SDSS.
 
 Fast (a few seconds). The real-sweep comparison skips when ../shared/data is absent; the big

@@ -1,5 +1,5 @@
 """The SDSS release as published (issue #14): the real calibObj sweep, and specObj / photoPosPlate / photoObj /
-sweep fixtures written from the data model (tests/sdss_fixtures.py, whose ground truth is computed without
+sweep fixtures written from the data model (tests/support/sdss_fixtures.py, whose ground truth is computed without
 astrodask): ids, asinh magnitudes, PSF magnitudes, dereddening, the quality cuts (counted), the row-position
 join of a specObj file with its photometry (a mismatched id quarantined), and rows read = written +
 quarantined + filtered."""
@@ -31,7 +31,7 @@ def client():
         yield c
 
 
-def convert(client, src, dest, **kw) -> dict:
+def convert(client, src, dest, **kw) -> ingest.ConvertResult:
     sources = tuple(str(s) for s in (src if isinstance(src, (list, tuple)) else [src]))
     return ingest.run(ConvertConfig(sources, str(dest), quiet=True, **kw), client)
 
@@ -46,7 +46,7 @@ def quarantine(dest):
 
 
 def accounting(s: dict) -> None:
-    assert s["read"] == s["written"] + s["quarantined"] + sum(s["filtered"].values()), s
+    assert s.read == s.written + s.quarantined + sum(s.filtered.values()), s
 
 
 # ------------------------------------------------------------------------------------------------ real sweep
@@ -67,7 +67,7 @@ def test_real_sweep_ids_magnitudes_and_cuts(client, tmp_path):
         primary = sf.survey_primary(d["RESOLVE_STATUS"])
         ra = d["RA"].astype(np.float64)
     s = convert(client, REAL_SWEEP, tmp_path / "all", cuts=False)
-    assert (s["read"], s["written"], s["quarantined"], s["filtered"]) == (5232, 5232, 0, {})
+    assert (s.read, s.written, s.quarantined, s.filtered) == (5232, 5232, 0, {})
     out = read(tmp_path / "all")
     assert out["obj_ID"].tolist() == objid.tolist()
     np.testing.assert_allclose(out[BANDS].to_numpy(), model, atol=2e-5)  # float32 of the asinh magnitudes
@@ -78,7 +78,7 @@ def test_real_sweep_ids_magnitudes_and_cuts(client, tmp_path):
     # the default cut: survey-primary detections only, the rest counted
     s = convert(client, REAL_SWEEP, tmp_path / "cut")
     accounting(s)
-    assert (s["written"], s["filtered"]) == (int(primary.sum()), {"survey_primary": 5232 - int(primary.sum())})
+    assert (s.written, s.filtered) == (int(primary.sum()), {"survey_primary": 5232 - int(primary.sum())})
     assert int(primary.sum()) == 147
     assert read(tmp_path / "cut")["obj_ID"].tolist() == objid[primary].tolist()
     meta = json.loads((tmp_path / "cut" / "_astrodask.json").read_text())
@@ -107,18 +107,18 @@ def test_specobj_with_photoposplate_cuts_and_row_join(client, spec_pair, tmp_pat
     s = convert(client, spec.path, tmp_path / "ds", photometry=str(photo.path), block_size=64 * 1024)
     accounting(s)
     keep = spec.keep
-    assert s["filtered"] == {"spec_primary": int((~spec.primary).sum()),
+    assert s.filtered == {"spec_primary": int((~spec.primary).sum()),
                              "zwarning": int((spec.primary & ~spec.zwarning_ok).sum())}
     no_photo = keep & ~spec.has_photo
     mismatch = np.zeros(spec.n, bool)
     mismatch[photo.rows["mismatch"]] = True
     mismatch &= keep & spec.has_photo
-    assert s["reasons"] == {k: v for k, v in {"no_photometry": int(no_photo.sum()),
+    assert s.reasons == {k: v for k, v in {"no_photometry": int(no_photo.sum()),
                                               "objid_mismatch": int(mismatch.sum())}.items() if v}
     assert mismatch.sum() > 0 and no_photo.sum() > 0
     good = keep & spec.has_photo & ~mismatch
     out = read(tmp_path / "ds")
-    assert len(out) == good.sum() == s["written"]
+    assert len(out) == good.sum() == s.written
     assert out["spec_obj_ID"].tolist() == [v for v, g in zip(spec.specobjid, good) if g]  # > 2**63 exact
     assert out["obj_ID"].tolist() == spec.bestobjid[good].astype(np.uint64).tolist()
     assert out["class"].tolist() == spec.cls[good].tolist()
@@ -131,7 +131,7 @@ def test_specobj_with_photoposplate_cuts_and_row_join(client, spec_pair, tmp_pat
     # --no-cuts: every row, the defective spectra too (still quarantined where the photometry is missing/wrong)
     s = convert(client, spec.path, tmp_path / "all", photometry=str(photo.path), cuts=False)
     accounting(s)
-    assert s["filtered"] == {} and s["written"] + s["quarantined"] == spec.n
+    assert s.filtered == {} and s.written + s.quarantined == spec.n
 
 
 def test_specobj_needs_matching_photometry(client, spec_pair, tmp_path):
@@ -148,13 +148,13 @@ def test_photoobj_string_objids_and_mode(client, tmp_path):
     t = sf.write_photoobj(tmp_path / "photoObj-003704-3-0091.fits", n=300, seed=4)
     s = convert(client, t.path, tmp_path / "ds")
     accounting(s)
-    assert s["filtered"] == {"survey_primary": int((~t.primary).sum())}
+    assert s.filtered == {"survey_primary": int((~t.primary).sum())}
     out = read(tmp_path / "ds")
     assert out["obj_ID"].tolist() == t.objid[t.primary].astype(np.uint64).tolist()
     np.testing.assert_allclose(out[BANDS].to_numpy(), t.modelmag[t.primary], atol=2e-5)
     s = convert(client, t.path, tmp_path / "cm", magnitudes="cmodel", cuts=False)
     np.testing.assert_allclose(read(tmp_path / "cm")[BANDS].to_numpy(), t.cmodelmag, atol=2e-5)
-    assert s["magnitudes"].startswith("cmodel")
+    assert s.magnitudes.startswith("cmodel")
     zero = t.rows["zero_flux"]
     assert np.isfinite(read(tmp_path / "cm")["u"].to_numpy()[zero]).all()
 
@@ -163,7 +163,7 @@ def test_sweeps_star_and_gal_in_blocks(client, tmp_path):
     star = sf.write_sweep(tmp_path / "calibObj-004510-4-star.fits", n=3000, seed=5, kind="star")
     gal = sf.write_sweep(tmp_path / "calibObj-004510-4-gal.fits", n=2000, seed=6, kind="gal", field0=400)
     s = convert(client, [star.path, gal.path], tmp_path / "ds", cuts=False, block_size=256 * 1024)
-    assert (s["read"], s["written"], s["quarantined"]) == (5000, 5000, 0)
+    assert (s.read, s.written, s.quarantined) == (5000, 5000, 0)
     out = read(tmp_path / "ds")
     assert out["obj_ID"].tolist() == [*star.objid.tolist(), *gal.objid.tolist()]
     np.testing.assert_allclose(out[BANDS].to_numpy(), np.vstack([star.modelmag, gal.modelmag]), atol=2e-5)
@@ -179,6 +179,6 @@ def test_unlabelled_rows_are_kept_with_a_null_class(client, tmp_path):
         f"{'0.0001' if k % 4 == 0 else ''}" for k in range(40)]
     (tmp_path / "join.csv").write_text("\n".join(rows) + "\n")
     s = convert(client, tmp_path / "join.csv", tmp_path / "ds")
-    assert (s["written"], s["quarantined"]) == (40, 0)
-    assert s["nulls"] == {"class": 30, "redshift": 30}
+    assert (s.written, s.quarantined) == (40, 0)
+    assert s.nulls == {"class": 30, "redshift": 30}
     assert read(tmp_path / "ds")["class"].isna().sum() == 30

@@ -62,7 +62,7 @@ def test_file_urls_on_a_local_cluster_are_read_by_the_workers(tmp_path, monkeypa
         cfg = ConvertConfig((f"file://{tmp_path}/a.csv", (tmp_path / "b.parquet").as_uri()), str(tmp_path / "ds"),
                             block_size=64 * 1024, quiet=True)
         s = _run_with_client_guard(cfg, client, monkeypatch, no_rows_on_the_client)
-    assert (s["read"], s["written"], s["quarantined"]) == (3000, 3000, 0)
+    assert (s.read, s.written, s.quarantined) == (3000, 3000, 0)
     out = pq.read_table(tmp_path / "ds").to_pandas()
     assert out["obj_ID"].tolist() == df["obj_ID"].tolist()
     meta = json.loads((tmp_path / "ds" / "_astrodask.json").read_text())
@@ -72,11 +72,8 @@ def test_file_urls_on_a_local_cluster_are_read_by_the_workers(tmp_path, monkeypa
 def _run_with_client_guard(cfg, client, monkeypatch, guard):
     """Run the conversion while the client's copies of the readers raise: the workers are separate (spawned)
     processes, and ``convert_block`` is sent to them by reference, so they use their own, unpatched copies."""
-    import astrodask.ingest.readers.csv as csv
-    import astrodask.ingest.readers.fits as fits
-    import astrodask.ingest.readers.parquet as parquet
-    import astrodask.ingest.readers.sdss as sdss
     import astrodask.ingest.tasks as blocks
+    from astrodask.ingest.readers import csv, fits, parquet, sdss
 
     for module, name in ((csv, "_parse"), (csv, "_pieces"), (blocks, "check"), (fits, "read_fits_rows"),
                          (fits, "read_columns"), (sdss, "read_columns")):
@@ -91,8 +88,8 @@ def _run_with_client_guard(cfg, client, monkeypatch, guard):
 
 def test_sdss_pair_is_read_by_the_workers(tmp_path, monkeypatch):
     """A specObj file and its photoPosPlate: the client reads headers only, the workers read the rows."""
-    import sdss_fixtures as sf
     from distributed import Client, LocalCluster
+    from support import sdss_fixtures as sf
 
     spec = sf.write_specobj(tmp_path / "specObj-dr17.fits", n=300, seed=8)
     photo = sf.photopos_for(tmp_path / "photoPosPlate-dr17.fits", spec, seed=8)
@@ -105,7 +102,7 @@ def test_sdss_pair_is_read_by_the_workers(tmp_path, monkeypatch):
         cfg = ConvertConfig((str(spec.path),), str(tmp_path / "ds"), photometry=str(photo.path),
                             block_size=64 * 1024, quiet=True)
         s = _run_with_client_guard(cfg, client, monkeypatch, no_rows_on_the_client)
-    assert s["read"] == 300 and s["read"] == s["written"] + s["quarantined"] + sum(s["filtered"].values())
+    assert s.read == 300 and s.read == s.written + s.quarantined + sum(s.filtered.values())
     assert len(list((tmp_path / "ds").glob("part-*.parquet"))) > 2
 
 

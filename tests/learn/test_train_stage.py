@@ -15,7 +15,7 @@ import pytest
 
 from astrodask import ingest
 from astrodask.cluster import ClusterConfig, connect
-from astrodask.learn import TrainConfig, backend, loop, stage
+from astrodask.learn import TrainConfig, loop, stage
 from astrodask.model import SoftmaxModel
 
 REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "sdss17.csv"
@@ -56,15 +56,15 @@ def test_one_and_two_workers_give_the_same_model(small_dataset, tmp_path):
     assert len(r1.history) == len(r2.history) == 25
     np.testing.assert_allclose(m1.coef, m2.coef, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(m1.intercept, m2.intercept, rtol=1e-9, atol=1e-9)
-    assert r1.metrics["accuracy"] == r2.metrics["accuracy"] > 0.9
+    assert r1.metrics.accuracy == r2.metrics.accuracy > 0.9
 
 
 @pytest.mark.parametrize("memory, expected", [(10**15, "memory"), (1, "stream")])
 def test_auto_cache_follows_the_workers_memory(small_dataset, tmp_path, monkeypatch, memory, expected):
     """--cache auto persists the features when they fit in half the workers' memory, else streams them."""
-    monkeypatch.setattr(backend, "worker_memory", lambda client: memory)
+    monkeypatch.setattr("astrodask.cluster.workers.worker_memory", lambda client: memory)
     _fit(small_dataset, tmp_path / "m", epochs=2, patience=0, report=False)
-    assert SoftmaxModel.load(tmp_path / "m").info["cache"] == expected
+    assert SoftmaxModel.load(tmp_path / "m").info.cache == expected
 
 
 def test_stream_and_memory_cache_give_the_same_model(small_dataset, tmp_path):
@@ -140,10 +140,10 @@ def test_both_modes_keep_the_best_epoch_and_resume_without_resetting_patience(sm
     kw = dict(mode=mode, epochs=40, patience=patience, report=False)
     thetas = _record_epoch_weights(monkeypatch)
     full = _fit(small_dataset, tmp_path / "full", **kw)
-    hist = full.history
+    hist = [h.to_json() for h in full.history]
     scores = [-h["valid_accuracy"] for h in hist]
     best = int(np.argmin(scores)) + 1  # the first epoch with the best score
-    assert full.metrics["train"]["best_epoch"] == best and full.metrics["train"]["stop"] == "early_stop"
+    assert full.metrics.train["best_epoch"] == best and full.metrics.train["stop"] == "early_stop"
     assert len(hist) == best + patience < 40, "the test needs a run that stops early"
     model = SoftmaxModel.load(tmp_path / "full")
     theta = np.column_stack([model.coef, model.intercept])
@@ -164,10 +164,10 @@ def test_both_modes_keep_the_best_epoch_and_resume_without_resetting_patience(sm
     monkeypatch.setattr(loop.Checkpoint, "save", real_save)
     assert not (tmp_path / "cut").exists()
     resumed = _fit(small_dataset, tmp_path / "cut", resume=True, **kw)
-    assert [h["epoch"] for h in resumed.history] == [h["epoch"] for h in hist]
-    assert [h["valid_accuracy"] for h in resumed.history] == pytest.approx([h["valid_accuracy"] for h in hist],
+    assert [h.epoch for h in resumed.history] == [h["epoch"] for h in hist]
+    assert [h.valid_accuracy for h in resumed.history] == pytest.approx([h["valid_accuracy"] for h in hist],
                                                                         rel=1e-12)
-    assert resumed.metrics["train"]["best_epoch"] == best
+    assert resumed.metrics.train["best_epoch"] == best
     a, b = SoftmaxModel.load(tmp_path / "full"), SoftmaxModel.load(tmp_path / "cut")
     np.testing.assert_allclose(a.coef, b.coef, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(a.intercept, b.intercept, rtol=1e-9, atol=1e-9)
@@ -179,7 +179,7 @@ def test_report_and_metrics_files(small_dataset, tmp_path):
     metrics = json.loads((m / "metrics.json").read_text())
     for key in ("accuracy", "macro_f1", "log_loss", "brier", "per_class", "confusion_matrix", "reliability"):
         assert key in metrics
-    assert sum(map(sum, metrics["confusion_matrix"])) == metrics["n"] == r.metrics["n"]
+    assert sum(map(sum, metrics["confusion_matrix"])) == metrics["n"] == r.metrics.n
     assert 0 < metrics["brier"] < 2 and metrics["log_loss"] > 0
     import matplotlib.image as mpimg
 
@@ -195,15 +195,15 @@ def test_incremental_mode_runs_dask_ml(small_dataset, tmp_path):
     r = _fit(small_dataset, tmp_path / "inc", mode="incremental", epochs=3, report=False)
     assert len(r.history) == 3
     model = SoftmaxModel.load(tmp_path / "inc")
-    assert model.info["link"] == "ovr"
-    assert r.metrics["accuracy"] > 0.85
+    assert model.info.link == "ovr"
+    assert r.metrics.accuracy > 0.85
 
 
 def test_balanced_class_weight_raises_qso_recall(small_dataset, tmp_path):
     plain = _fit(small_dataset, tmp_path / "plain", features="photometric", epochs=60, report=False)
     bal = _fit(small_dataset, tmp_path / "bal", features="photometric", epochs=60, class_weight="balanced",
                report=False)
-    rec = lambda r: min(v["recall"] for v in r.metrics["per_class"].values())  # noqa: E731
+    rec = lambda r: min(v.recall for v in r.metrics.per_class.values())
     assert rec(bal) > rec(plain)
 
 

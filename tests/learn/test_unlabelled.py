@@ -81,15 +81,15 @@ def test_unlabelled_rows_change_nothing_in_training_and_are_counted(client, data
     assert ma.spec.to_dict() == mb.spec.to_dict()
     np.testing.assert_array_equal(ma.coef, mb.coef)
     np.testing.assert_array_equal(ma.intercept, mb.intercept)
-    assert mb.info["n_unlabelled"] == n_extra and ma.info["n_unlabelled"] == 0
-    assert mb.info["n_train"] == ma.info["n_train"]
+    assert mb.info.n_unlabelled == n_extra and ma.info.n_unlabelled == 0
+    assert mb.info.n_train == ma.info.n_train
     # the holdout metrics: labelled rows only, the unlabelled holdout rows counted
     n_test_unlabelled = int((HOLDOUT.of(extra_ids) == TEST).sum())
     assert n_test_unlabelled > 0
-    assert b.metrics["n"] == a.metrics["n"] and b.metrics["accuracy"] == a.metrics["accuracy"]
-    assert b.metrics["confusion_matrix"] == a.metrics["confusion_matrix"]
-    assert b.metrics["n_unlabelled"] == n_test_unlabelled
-    assert b.metrics["train"]["unlabelled_rows"] == n_extra
+    assert b.metrics.n == a.metrics.n and b.metrics.accuracy == a.metrics.accuracy
+    assert b.metrics.confusion_matrix == a.metrics.confusion_matrix
+    assert b.metrics.n_unlabelled == n_test_unlabelled
+    assert b.metrics.train["unlabelled_rows"] == n_extra
 
 
 def test_prediction_scores_every_row_and_evaluation_counts_labelled_rows(client, datasets, tmp_path):
@@ -98,14 +98,14 @@ def test_prediction_scores_every_row_and_evaluation_counts_labelled_rows(client,
               client)
     r = predict.run(predict.PredictConfig(str(mixed), str(tmp_path / "m"), str(tmp_path / "p"), quiet=True), client)
     n_all = open_dataset(str(mixed)).n_rows
-    assert r["rows"] == n_all
+    assert r.rows == n_all
     pred = pq.read_table(tmp_path / "p").to_pandas()
     assert set(extra_ids.tolist()) <= set(pred[schema.ID].tolist())
     assert pred["predicted_class"].notna().all()
-    m = evaluate.run(client, str(tmp_path / "p"), tmp_path / "ev", quiet=True)
-    assert m["n"] == n_all - len(extra_ids) and m["n_unlabelled"] == len(extra_ids)
-    assert sum(map(sum, m["confusion_matrix"])) == m["n"]
-    assert sum(m["predicted_counts"].values()) == m["n"]
+    m = evaluate.run(evaluate.EvaluateConfig(str(tmp_path / "p"), out=str(tmp_path / "ev"), quiet=True), client).metrics
+    assert m.n == n_all - len(extra_ids) and m.n_unlabelled == len(extra_ids)
+    assert sum(map(sum, m.confusion_matrix)) == m.n
+    assert sum(m.predicted_counts.values()) == m.n
     assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["n_unlabelled"] == len(extra_ids)
 
 

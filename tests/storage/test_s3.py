@@ -118,7 +118,7 @@ class Job:
     err: Path
 
     @classmethod
-    def start(cls, args, env: dict, cwd: Path, name: str) -> "Job":
+    def start(cls, args, env: dict, cwd: Path, name: str) -> Job:
         err = cwd / f"{name}.stderr"
         with open(err, "wb") as e:
             proc = subprocess.Popen([*CLI, *map(str, args)], stdout=subprocess.DEVNULL, stderr=e,

@@ -2,7 +2,7 @@
 a real S3 protocol server (moto on 127.0.0.1, ``tests/s3_server.py``).
 
 Observed with moto 5.2.5, s3fs/fsspec 2026.9.0, botocore 1.43, pyarrow 26. Where moto differs from AWS the
-docstring says so. Only what the design depends on is kept here (the whole job on S3 is ``tests/test_s3.py``):
+docstring says so. Only what the design depends on is kept here (the whole job on S3 is ``tests/storage/test_s3.py``):
 
 * the endpoint comes from ``AWS_ENDPOINT_URL`` alone, also in a fresh process (LocalCluster workers);
 * conditional create (``If-None-Match: *``): of processes racing for one key exactly one wins -- the lock;

@@ -25,7 +25,7 @@ class Job:
     err: Path
 
     @classmethod
-    def start(cls, argv: list, cwd: Path, name: str) -> "Job":
+    def start(cls, argv: list, cwd: Path, name: str) -> Job:
         out, err = cwd / f"{name}.stdout", cwd / f"{name}.stderr"
         with open(out, "wb") as o, open(err, "wb") as e:
             proc = subprocess.Popen([str(a) for a in argv], stdout=o, stderr=e, stdin=subprocess.DEVNULL, cwd=cwd,

@@ -11,7 +11,7 @@ Plain module (no pytest imports), so tests, fixtures and helper scripts can all 
 What the server is: moto's S3 backend behind werkzeug, in a daemon thread of *this* process, state
 in memory (lost on ``stop``). It speaks the real S3 REST protocol (SigV4, multipart uploads,
 ``If-None-Match``, ACLs, bucket policies), so s3fs / botocore / pyarrow talk to it exactly as to
-AWS. Differences from AWS that matter here (all measured in ``tests/test_s3_server.py``):
+AWS. Differences from AWS that matter here (all measured in ``tests/storage/test_s3_server.py``):
 
 * signatures are not checked: any access key / secret is accepted;
 * anonymous (unsigned) requests are only refused for GET/HEAD of an *existing private object*;

@@ -482,7 +482,7 @@ def _primary_header(cards: Iterable = ()) -> fits.Header:
     hdr = fits.PrimaryHDU().header
     for key, value, comment in cards:
         hdr[key] = (value, comment)
-    hdr.add_comment("Synthetic test fixture written by astrodask tests/sdss_fixtures.py (not SDSS data)")
+    hdr.add_comment("Synthetic test fixture written by astrodask tests/support/sdss_fixtures.py (not SDSS data)")
     return hdr
 
 
@@ -1496,7 +1496,7 @@ def write_big_specobj(path, target_bytes: int, seed: int = 0, *, chunk_rows: int
     nrows = max(1, int(target_bytes) // row_bytes)
     n_plates = -(-nrows // BIG_ROWS_PER_PLATE)
     plates_per_chunk = max(1, chunk_rows // BIG_ROWS_PER_PLATE)
-    stats = {"primary": 0, "zw_ok": 0, "keep": 0, "classes": {c: 0 for c in _CLASSES}}
+    stats = {"primary": 0, "zw_ok": 0, "keep": 0, "classes": dict.fromkeys(_CLASSES, 0)}
 
     def chunks() -> Iterator[np.ndarray]:
         done = 0

@@ -1,4 +1,4 @@
-"""Helpers for the tests that run astrodask through a real SLURM (tests/test_slurm.py).
+"""Helpers for the tests that run astrodask through a real SLURM (tests/cluster/test_slurm.py).
 
 ``require_slurm()`` makes sure the one-node SLURM of ``.ci/slurm-setup.sh`` answers: as root it starts it (the
 script installs and starts what is missing); a user who is not root and has no ``sinfo`` gets a skip with the

@@ -2,7 +2,7 @@
 """(Re)generate the bad-input corpus in this directory: small CSV, Parquet and FITS files and model directories.
 
 Every file is small and made from a few invented, SDSS-like rows (no real survey data is copied here).
-What each input must give is the table in EXPECTED.md, checked by tests/test_bad_inputs.py.
+What each input must give is the table in EXPECTED.md, checked by tests/ingest/test_bad_inputs.py.
 
     python tests/data/bad/make_corpus.py          # rewrite every generated file in place
 
@@ -334,15 +334,15 @@ def make_fits() -> None:
 def make_models() -> None:
     from astrodask import schema
     from astrodask.features import RECIPES, FeatureSpec
-    from astrodask.model import MODEL_JSON, WEIGHTS, SoftmaxModel
+    from astrodask.model import MODEL_JSON, WEIGHTS, ModelInfo, SoftmaxModel
 
     recipe = RECIPES["photometric"]
     spec = FeatureSpec(feature_set="photometric", base=recipe.base,
-                       impute={b: 19.0 for b in schema.BANDS},
+                       impute=dict.fromkeys(schema.BANDS, 19.0),
                        base_mean=np.full(len(recipe.base), 10.0), base_std=np.full(len(recipe.base), 2.0))
     d = spec.n_features
     coef = np.linspace(-1.0, 1.0, 3 * d).reshape(3, d)
-    model = SoftmaxModel(spec, coef, np.array([0.1, -0.2, 0.1]), schema.CLASSES, info={"link": "softmax"})
+    model = SoftmaxModel(spec, coef, np.array([0.1, -0.2, 0.1]), schema.CLASSES, info=ModelInfo())
 
     def fresh(name: str) -> Path:
         p = HERE / name
