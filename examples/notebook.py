@@ -43,7 +43,7 @@ if __name__ == "__main__":  # LocalCluster's worker processes re-import this fil
     # Predictions are lazy, computed partition by partition.
 
     # %%
-    with connect(ClusterConfig(n_workers=2, quiet=True)) as client:
+    with connect(ClusterConfig(n_workers=2), quiet=True) as client:
         ddf = dd.from_pandas(train, npartitions=4)
         dclf = SDSSClassifier(max_iter=60).fit(ddf, ddf["class"])
         lazy = dclf.predict(dd.from_pandas(test, npartitions=2))
