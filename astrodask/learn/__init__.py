@@ -4,12 +4,13 @@
 ``config``         TrainOptions (every training option, declared once), TrainConfig (the stage's settings)
 ``blocks``         worker functions: rows, their split, feature blocks, gradient sums; the cache policy
 ``loss``           the softmax loss and gradient of one block (pure), the regularised objective
-``fitting``        feature fitting from the workers' summaries: knots, medians, scaler, class weights
+``loss_kernel``    the compiled (numba) pass over a block: loss, gradient, the scaler's moments
+``feature_stats``  feature fitting from the workers' summaries: knots, medians, scaler, class weights
 ``backend``        where worker functions run: a Dask cluster, or this process
 ``loop``           the one epoch loop: history, early stopping, best weights, checkpoint, resume
 ``lbfgs``          parallel mode: L-BFGS on summed gradients, serialisable state
 ``incremental``    the dask-ml Incremental(SGDClassifier) baseline
-``fit``            features -> blocks -> optimiser -> loop -> SoftmaxModel (shared by the stage and estimator)
+``trainer``        features -> blocks -> optimiser -> loop -> SoftmaxModel (shared by the stage and estimator)
 ``stage``          ``run(cfg, client)``: dataset -> model directory (what ``astrodask train`` runs)
 ``inputs``         the estimator's input checks (convert's rules)
 ``estimator``      SDSSClassifier
