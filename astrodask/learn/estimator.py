@@ -1,6 +1,6 @@
 """``SDSSClassifier``: the astrodask model as a scikit-learn estimator, on pandas or across a Dask cluster.
 
-It is the ``train`` stage's model, trained by the same code (``fit.fit``: the same feature fitting, blocks,
+It is the ``train`` stage's model, trained by the same code (``trainer.fit``: the same feature fitting, blocks,
 L-BFGS on summed gradients and epoch loop): a pandas frame is trained in this process (the worker functions
 called here), a Dask DataFrame across the current client's workers (the client receives statistics, gradients
 and weights, never the rows). Prediction on a Dask DataFrame is lazy and partition-wise, as dask-ml's
