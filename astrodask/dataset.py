@@ -111,15 +111,21 @@ class Dataset:
                 "convert a catalogue that has them"
             )
 
+    def has_values(self, column: str) -> bool:
+        """False when the footers say the column is entirely null (True when they do not tell)."""
+        n = (self.null_counts or {}).get(column)
+        return not (n is not None and self.n_rows and n >= self.n_rows)
+
     def require_values(self, columns, why: str) -> None:
         """Refuse a column that is entirely null (nothing to learn from or predict with; imputing it would be
         inventing it)."""
         for c in columns:
-            n = (self.null_counts or {}).get(c)
-            if n is not None and self.n_rows and n >= self.n_rows:
+            if not self.has_values(c):
+                fix = "use --features photometric, or" if c == schema.REDSHIFT else \
+                    "use a model trained without morphology (--no-morphology), or" if c in schema.PSF_BANDS else "use"
                 raise AstrodaskError(
                     f"{self.path}: column {c} is empty (all {self.n_rows:,} values null or no-measurement "
-                    f"sentinels), needed {why}; use --features photometric, or a catalogue that has {c}"
+                    f"sentinels), needed {why}; {fix} a catalogue that has {c}"
                 )
 
     def to_dask(self, columns=None):

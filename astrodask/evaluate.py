@@ -18,6 +18,7 @@ from . import labels, schema
 from .console import track
 from .dataset import HOLDOUT, TEST, open_dataset, read_part
 from .errors import AstrodaskError
+from .model import PATHS
 from .options import JobFlags
 from .storage import Location, StagedOutput, parquet_file, read_json, write_json_atomic
 
@@ -57,6 +58,8 @@ class EvalSums:
     """(predicted class, Z_EDGES bin) counts, when the rows have a redshift."""
     sky: np.ndarray | None = None
     """(predicted class, alpha cell, delta cell) counts, when the rows have positions."""
+    by_path: np.ndarray = field(default_factory=lambda: np.zeros((len(PATHS), K, K), np.int64))
+    """(path, true class, predicted class) counts: the rows each path scored (``model.PATHS``)."""
 
     def __add__(self, other: EvalSums) -> EvalSums:
         def add(a, b):
@@ -65,17 +68,22 @@ class EvalSums:
         return EvalSums(self.n + other.n, self.n_unlabelled + other.n_unlabelled, self.confusion + other.confusion,
                         self.log_loss + other.log_loss, self.brier + other.brier,
                         self.reliability + other.reliability, self.pred_counts + other.pred_counts,
-                        add(self.z_hist, other.z_hist), add(self.sky, other.sky))
+                        add(self.z_hist, other.z_hist), add(self.sky, other.sky), self.by_path + other.by_path)
 
 
-def block_stats(y: np.ndarray, proba: np.ndarray, alpha=None, delta=None, redshift=None) -> EvalSums:
+def block_stats(y: np.ndarray, proba: np.ndarray, alpha=None, delta=None, redshift=None,
+                photometric=None) -> EvalSums:
     """The sums of one block's rows: ``y`` true class index (-1 = unlabelled: counted in ``n_unlabelled``,
-    left out of everything else), ``proba`` (n, K)."""
+    left out of everything else), ``proba`` (n, K), ``photometric`` (bool) which path scored each row."""
     known = y >= 0
     y, proba = y[known], proba[known]
     pred = proba.argmax(axis=1)
     conf = np.zeros((K, K), np.int64)
     np.add.at(conf, (y, pred), 1)
+    by_path = np.zeros((len(PATHS), K, K), np.int64)
+    path = np.asarray(photometric, bool)[known].astype(np.int64) if photometric is not None else \
+        np.zeros(len(y), np.int64)
+    np.add.at(by_path, (path, y, pred), 1)
     onehot = np.zeros_like(proba)
     onehot[np.arange(len(y)), y] = 1.0
     rel = _zeros((K, REL_BINS, 3))
@@ -94,7 +102,7 @@ def block_stats(y: np.ndarray, proba: np.ndarray, alpha=None, delta=None, redshi
                         for k in range(K)])
     return EvalSums(int(known.sum()), int((~known).sum()), conf,
                     float(-np.log(np.clip(proba[np.arange(len(y)), y], 1e-15, 1.0)).sum()),
-                    float(((proba - onehot) ** 2).sum()), rel, np.bincount(pred, minlength=K), z_hist, sky)
+                    float(((proba - onehot) ** 2).sum()), rel, np.bincount(pred, minlength=K), z_hist, sky, by_path)
 
 
 # ------------------------------------------------------------------------------------------------ metrics
@@ -114,6 +122,23 @@ class Reliability(NamedTuple):
     count: list
     mean_predicted: list
     fraction_true: list
+
+
+class PathScores(NamedTuple):
+    """The rows one scoring path scored: how many, and how well."""
+
+    n: int
+    accuracy: float | None
+    macro_f1: float | None
+
+
+def _scores(conf: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    """(accuracy, precision, recall, F1 per class) of a confusion matrix (rows: true class)."""
+    tp = np.diag(conf).astype(float)
+    prec = np.divide(tp, conf.sum(axis=0), out=np.zeros(K), where=conf.sum(axis=0) > 0)
+    rec = np.divide(tp, conf.sum(axis=1), out=np.zeros(K), where=conf.sum(axis=1) > 0)
+    f1 = np.divide(2 * prec * rec, prec + rec, out=np.zeros(K), where=(prec + rec) > 0)
+    return float(tp.sum() / max(conf.sum(), 1)), prec, rec, f1
 
 
 class Histogram(NamedTuple):
@@ -145,11 +170,18 @@ class Metrics:
     classes: tuple[str, ...] = schema.CLASSES
     train: dict | None = None
     """The training run the holdout metrics belong to (mode, features, epochs, best epoch, why it stopped...)."""
+    paths: dict[str, PathScores] = field(default_factory=dict)
+    """Per scoring path (``model.PATHS``): the rows it scored and how well (a spectroscopic model scores the
+    rows without a usable redshift with its photometric companion)."""
 
     def line(self) -> str:
-        """The headline, as the command line prints it."""
-        return (f"accuracy {self.accuracy:.4f}  macro-F1 {self.macro_f1:.4f}  log-loss {self.log_loss:.4f}  "
-                f"Brier {self.brier:.4f}  ({self.n:,} rows)")
+        """The headline, as the command line prints it (and each path's, when both scored rows)."""
+        out = (f"accuracy {self.accuracy:.4f}  macro-F1 {self.macro_f1:.4f}  log-loss {self.log_loss:.4f}  "
+               f"Brier {self.brier:.4f}  ({self.n:,} rows)")
+        scored = {k: v for k, v in self.paths.items() if v.n}
+        if len(scored) > 1:
+            out += "; " + "; ".join(f"{k} path accuracy {v.accuracy:.4f} ({v.n:,} rows)" for k, v in scored.items())
+        return out
 
     def to_json(self) -> dict:
         doc = {"n": self.n, "n_unlabelled": self.n_unlabelled, "accuracy": self.accuracy, "macro_f1": self.macro_f1,
@@ -165,6 +197,7 @@ class Metrics:
             doc["sky_hist"] = {"shape": self.sky_hist.edges, "counts": self.sky_hist.counts}
         if self.train is not None:
             doc["train"] = dict(self.train)
+        doc["paths"] = {k: v._asdict() for k, v in self.paths.items()}
         return doc
 
     @classmethod
@@ -179,7 +212,8 @@ class Metrics:
                    {c: int(v) for c, v in d["predicted_counts"].items()},
                    Histogram(z["edges"], z["counts"]) if z else None,
                    Histogram(sky["shape"], sky["counts"]) if sky else None,
-                   tuple(d.get("classes", schema.CLASSES)), d.get("train"))
+                   tuple(d.get("classes", schema.CLASSES)), d.get("train"),
+                   {k: PathScores(**v) for k, v in d.get("paths", {}).items()})
 
 
 def finalize(s: EvalSums) -> Metrics:
@@ -189,17 +223,19 @@ def finalize(s: EvalSums) -> Metrics:
     if n == 0:
         raise AstrodaskError(f"no labelled rows to evaluate ({s.n_unlabelled:,} rows have no class); "
                              "the data needs a class column with labels")
-    tp = np.diag(conf).astype(float)
-    prec = np.divide(tp, conf.sum(axis=0), out=np.zeros(K), where=conf.sum(axis=0) > 0)
-    rec = np.divide(tp, conf.sum(axis=1), out=np.zeros(K), where=conf.sum(axis=1) > 0)
-    f1 = np.divide(2 * prec * rec, prec + rec, out=np.zeros(K), where=(prec + rec) > 0)
+    accuracy, prec, rec, f1 = _scores(conf)
     rel = s.reliability
+    paths = {}
+    for k, name in enumerate(PATHS):
+        m = s.by_path[k]
+        a, _, _, f = _scores(m)
+        paths[name] = PathScores(int(m.sum()), a if m.sum() else None, float(f.mean()) if m.sum() else None)
 
     def ratio(k, j):
         return np.divide(rel[k, :, j], rel[k, :, 0], out=np.full(REL_BINS, np.nan), where=rel[k, :, 0] > 0).tolist()
 
     return Metrics(
-        n=n, n_unlabelled=int(s.n_unlabelled), accuracy=float(tp.sum() / n), macro_f1=float(f1.mean()),
+        n=n, n_unlabelled=int(s.n_unlabelled), accuracy=accuracy, macro_f1=float(f1.mean()),
         log_loss=s.log_loss / n, brier=s.brier / n,
         per_class={c: ClassScores(float(prec[k]), float(rec[k]), float(f1[k]), int(conf[k].sum()))
                    for k, c in enumerate(schema.CLASSES)},
@@ -208,7 +244,7 @@ def finalize(s: EvalSums) -> Metrics:
                      for k, c in enumerate(schema.CLASSES)},
         predicted_counts={c: int(v) for c, v in zip(schema.CLASSES, s.pred_counts)},
         redshift_hist=Histogram(Z_EDGES.tolist(), s.z_hist.tolist()) if s.z_hist is not None else None,
-        sky_hist=Histogram(list(SKY_SHAPE), s.sky.tolist()) if s.sky is not None else None)
+        sky_hist=Histogram(list(SKY_SHAPE), s.sky.tolist()) if s.sky is not None else None, paths=paths)
 
 
 def _labels(df: pd.DataFrame, col: str, where: str) -> np.ndarray:
@@ -221,17 +257,17 @@ def _opt(df, col):
 
 
 def _holdout_task(file: str, model) -> EvalSums:
-    from .features import raw_columns
-
-    cols = list(dict.fromkeys([schema.ID, schema.CLASS, "alpha", "delta", schema.REDSHIFT,
-                               *raw_columns(model.spec.feature_set)]))
+    cols = list(dict.fromkeys([schema.ID, schema.CLASS, "alpha", "delta", schema.REDSHIFT, schema.ZWARNING,
+                               *model.inputs]))
     with parquet_file(file) as pf:
         have = set(pf.schema_arrow.names)
     df = read_part(file, [c for c in cols if c in have])
     df = df[HOLDOUT.of(df[schema.ID].to_numpy()) == TEST]
     y = _labels(df, schema.CLASS, str(file))
     df = df[y >= 0]  # unlabelled holdout rows are not scored: only counted
-    s = block_stats(y[y >= 0], model.predict_proba(df), _opt(df, "alpha"), _opt(df, "delta"), _opt(df, schema.REDSHIFT))
+    scored = model.score(df)
+    s = block_stats(y[y >= 0], scored.proba, _opt(df, "alpha"), _opt(df, "delta"), _opt(df, schema.REDSHIFT),
+                    scored.photometric)
     return replace(s, n_unlabelled=int((y < 0).sum()))
 
 
@@ -247,8 +283,9 @@ def holdout(client, model, files, quiet: bool = False) -> Metrics:
 def _predictions_task(file: str) -> EvalSums:
     df = read_part(file)
     probs = df[list(schema.PROBS)].to_numpy(np.float64)
+    phot = (df[schema.SCORED_BY].astype(str) == "photometric").to_numpy() if schema.SCORED_BY in df.columns else None
     return block_stats(_labels(df, schema.CLASS, str(file)), probs, _opt(df, "alpha"), _opt(df, "delta"),
-                       _opt(df, schema.REDSHIFT))
+                       _opt(df, schema.REDSHIFT), phot)
 
 
 # ------------------------------------------------------------------------------------------------ the stage

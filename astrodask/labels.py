@@ -20,6 +20,9 @@ from .errors import AstrodaskError
 UNLABELLED = -1
 UNKNOWN = -2
 """What :func:`codes` gives a value that is not a class name (never returned by :func:`encode`)."""
+UNUSABLE = -3
+"""A labelled row that a model does not learn from (a spectroscopic model: its redshift is no measurement);
+training code marks such rows, :func:`codes` never gives it."""
 CLASS_INDEX = {c: k for k, c in enumerate(schema.CLASSES)}
 _CLASSES = pa.array(schema.CLASSES, pa.string())
 

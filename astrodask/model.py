@@ -1,31 +1,38 @@
 """The model as data: a multinomial logistic regression over a FeatureSpec, saved as JSON + npz.
 
 ``MODEL_DIR/model.json`` holds the format version, class names, feature definitions with their fitted
-statistics, training settings and library versions; ``MODEL_DIR/weights.npz`` holds ``coef`` (classes x
-features) and ``intercept``, read with ``allow_pickle=False``. Loading parses JSON and numeric arrays only,
-so a model file can never run code.
+statistics, the training domain (where the training rows lay, the training class fractions), training settings,
+library versions and the digest of ``MODEL_DIR/weights.npz``, which holds ``coef`` (classes x features) and
+``intercept``, read with ``allow_pickle=False``. Loading parses JSON and numeric arrays only, so a model file can
+never run code, and weights that are not the ones ``model.json`` was written with are refused.
+
+A spectroscopic model carries a photometric *companion*, trained in the same run on the same rows and saved in
+the same two files (``companion`` in model.json, ``companion_coef``/``companion_intercept`` in the npz): a row
+whose redshift is no measurement (``schema.usable_redshift``) is scored by it, and every prediction says which
+path scored it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zipfile
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from . import __version__, schema
 from .errors import AstrodaskError
-from .features import FeatureSpec
+from .features import FeatureSpec, raw_columns
 from .storage import Location, require_not_incomplete
 
 if TYPE_CHECKING:
     from .features.compiled import KernelParams
 
 FORMAT = "astrodask-softmax"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MODEL_JSON = "model.json"
 WEIGHTS = "weights.npz"
 HISTORY_JSON = "history.json"
@@ -81,6 +88,90 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z
 
 
+DOMAIN_LEVEL = 0.001
+"""The tail of the training rows left outside each input's domain bounds (0.1 % at each end)..."""
+DOMAIN_ROWS = 20
+"""...but at least this many rows beyond each bound, so a bound is never set by a handful of rows (a training
+set of n rows uses the level max(0.001, 20 / n))."""
+
+
+def domain_level(n: int) -> float:
+    """The tail level of an input with ``n`` training values."""
+    return min(0.25, max(DOMAIN_LEVEL, DOMAIN_ROWS / max(int(n), 1)))
+
+
+@dataclass(frozen=True)
+class TrainingDomain:
+    """Where a model's training rows lay: per input, the range holding all but a small tail of its values
+    (``level`` at each end), and the training class fractions (the priors the probabilities assume)."""
+
+    bounds: dict[str, tuple[float, float]]
+    """Model input -> (low, high) bound of its training values."""
+    level: dict[str, float]
+    """Model input -> the tail level the bounds were taken at (``domain_level``)."""
+    priors: tuple[float, ...]
+    """Class fractions of the labelled training rows, in ``schema.CLASSES`` order."""
+    rows: int = 0
+    """Labelled training rows."""
+
+    def mask(self, df: pd.DataFrame) -> np.ndarray:
+        """uint16 per row: bit k set when input ``schema.INPUT_BITS[k]`` is measured and outside its bounds."""
+        out = np.zeros(len(df), np.uint16)
+        for c, (lo, hi) in self.bounds.items():
+            v = df[c].to_numpy(np.float64, na_value=np.nan) if c in df.columns else np.full(len(df), np.nan)
+            with np.errstate(invalid="ignore"):
+                outside = (v < lo) | (v > hi)
+            out |= outside.astype(np.uint16) << np.uint16(schema.INPUT_BITS.index(c))
+        return out
+
+    def to_json(self) -> dict:
+        return {"bounds": {c: [float(lo), float(hi)] for c, (lo, hi) in self.bounds.items()},
+                "level": {c: float(v) for c, v in self.level.items()}, "priors": [float(p) for p in self.priors],
+                "rows": int(self.rows)}
+
+    @classmethod
+    def from_json(cls, doc, inputs) -> TrainingDomain:
+        """The domain of a model file whose inputs are ``inputs``; ValueError naming what is wrong."""
+        if not isinstance(doc, dict):
+            raise ValueError("domain is not a mapping")
+        bounds = {str(c): (float(b[0]), float(b[1])) for c, b in dict(doc["bounds"]).items()}
+        if sorted(bounds) != sorted(inputs):
+            raise ValueError(f"domain bounds are for {', '.join(sorted(bounds))}, not the model's inputs")
+        if not all(np.isfinite(b).all() and b[0] <= b[1] for b in bounds.values()):
+            raise ValueError("a domain bound is not finite or low > high")
+        priors = tuple(float(p) for p in doc["priors"])
+        if len(priors) != len(schema.CLASSES) or not all(0 <= p <= 1 for p in priors) or abs(sum(priors) - 1) > 1e-6:
+            raise ValueError("domain priors are not class fractions that sum to 1")
+        return cls(bounds, {str(c): float(v) for c, v in dict(doc.get("level", {})).items()}, priors,
+                   int(doc.get("rows", 0)))
+
+
+class Scores(NamedTuple):
+    """What scoring a frame gives, per row."""
+
+    proba: np.ndarray
+    """(rows, classes) float64 probabilities (logits with ``logits=True``)."""
+    imputed: np.ndarray
+    """uint16: bit k set when input ``schema.INPUT_BITS[k]`` was missing and imputed with the training median."""
+    out_of_domain: np.ndarray
+    """uint16: bit k set when input ``schema.INPUT_BITS[k]`` lies outside the training domain of the path that
+    scored the row."""
+    photometric: np.ndarray
+    """bool: the row was scored by a photometric model (a spectroscopic model's companion, or a photometric
+    model itself), not from its redshift."""
+
+
+PATHS = ("spectroscopic", "photometric")
+"""The scoring paths, the values of the predictions' ``scored_by`` column (index: ``Scores.photometric``)."""
+
+
+def reweight(proba: np.ndarray, train_priors, target_priors) -> np.ndarray:
+    """Bayes' rule for another class mix: p'(k|x) proportional to p(k|x) * target_k / train_k."""
+    w = np.asarray(target_priors, np.float64) / np.maximum(np.asarray(train_priors, np.float64), 1e-300)
+    p = proba * w
+    return p / np.maximum(p.sum(axis=1, keepdims=True), 1e-300)
+
+
 @dataclass
 class SoftmaxModel:
     """Multinomial logistic regression with the scikit-learn conventions ``classes_``, ``predict_proba``."""
@@ -91,26 +182,89 @@ class SoftmaxModel:
     classes_: tuple[str, ...] = schema.CLASSES
     info: ModelInfo = field(default_factory=ModelInfo)
     """How it was trained; ``info.link`` is how it scores."""
+    domain: TrainingDomain | None = None
+    """Where its training rows lay (None: not recorded, e.g. a model built by hand; nothing is flagged)."""
+    companion: SoftmaxModel | None = None
+    """A spectroscopic model's photometric companion: scores the rows without a usable redshift."""
     _kernel: tuple | None = field(default=None, init=False, repr=False, compare=False)
     """((spec, coef, intercept), link, KernelParams): the kernel arrays and what they were built from."""
 
-    def decision_function(self, df: pd.DataFrame) -> np.ndarray:
-        """Class scores before the link (rows x classes), by the compiled kernel
-        (:mod:`astrodask.features.compiled`)."""
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """Every catalogue column the model reads (its own and its companion's)."""
+        own = raw_columns(self.spec.feature_set)
+        more = self.companion.inputs if self.companion is not None else ()
+        return tuple(dict.fromkeys([*own, *more]))
+
+    @property
+    def routes(self) -> bool:
+        """True for a spectroscopic model with a companion: rows without a usable redshift go to the companion."""
+        return self.spec.feature_set == "spectroscopic" and self.companion is not None
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        """The columns a catalogue must have to be scored (a routing model scores a catalogue without redshift
+        with its companion alone)."""
+        return tuple(c for c in self.inputs if not (self.routes and c == schema.REDSHIFT))
+
+    @property
+    def optional(self) -> tuple[str, ...]:
+        """Inputs read where a catalogue has them (a routing model's redshift)."""
+        return tuple(c for c in self.inputs if c not in self.required)
+
+    def columns_for(self, columns) -> tuple[str, ...]:
+        """The inputs to read from a catalogue with ``columns``: the required ones, and the redshift when there."""
+        return tuple(c for c in self.inputs if c in self.required or c in columns)
+
+    def score(self, df: pd.DataFrame, logits: bool = False) -> Scores:
+        """Probabilities (or logits), the imputed and out-of-domain masks, and the path of every row, in one
+        compiled pass per path (:mod:`astrodask.features.compiled`)."""
         from .features import compiled
 
-        return compiled.score(self.kernel_params(), df, logits=True)[0]
+        n = len(df)
+        spectroscopic = self.spec.feature_set == "spectroscopic"
+        if not spectroscopic or self.companion is None:
+            p, imp = compiled.score(self.kernel_params(), df, logits=logits)
+            ood = self.domain.mask(df) if self.domain is not None else np.zeros(n, np.uint16)
+            return Scores(p, imp, ood, np.full(n, not spectroscopic))
+        zw = df[schema.ZWARNING] if schema.ZWARNING in df.columns else None
+        z = df[schema.REDSHIFT].to_numpy(np.float64, na_value=np.nan) if schema.REDSHIFT in df.columns else \
+            np.full(n, np.nan)
+        phot = ~schema.usable_redshift(z, zw)
+        p = np.empty((n, len(self.classes_)))
+        imp = np.zeros(n, np.uint16)
+        ood = np.zeros(n, np.uint16)
+        for rows, scorer in ((~phot, None), (phot, self.companion)):
+            if not rows.any():
+                continue
+            part = df[rows] if not rows.all() else df
+            if scorer is None:
+                p[rows], imp[rows] = compiled.score(self.kernel_params(), part, logits=logits)
+                if self.domain is not None:
+                    ood[rows] = self.domain.mask(part)
+            else:
+                s = scorer.score(part, logits=logits)
+                p[rows], imp[rows], ood[rows] = s.proba, s.imputed, s.out_of_domain
+        return Scores(p, imp, ood, phot)
+
+    def path_priors(self) -> tuple[np.ndarray, np.ndarray]:
+        """The training class fractions of the spectroscopic and of the photometric path."""
+        return self.priors_of(np.array([False])).ravel(), self.priors_of(np.array([True])).ravel()
+
+    def priors_of(self, photometric: np.ndarray) -> np.ndarray:
+        """(rows, classes): the training class fractions of the path that scored each row."""
+        own = np.asarray(self.domain.priors if self.domain is not None else _even(self.classes_))
+        other = own if self.companion is None or self.companion.domain is None else \
+            np.asarray(self.companion.domain.priors)
+        return np.where(np.asarray(photometric)[:, None] & (self.spec.feature_set == "spectroscopic"), other, own)
+
+    def decision_function(self, df: pd.DataFrame) -> np.ndarray:
+        """Class scores before the link (rows x classes), of the path that scores each row."""
+        return self.score(df, logits=True).proba
 
     def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
-        """Class probabilities (rows x classes), by the compiled kernel (:mod:`astrodask.features.compiled`)."""
-        return self.predict_proba_and_mask(df)[0]
-
-    def predict_proba_and_mask(self, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """(class probabilities, the imputed bit mask of each row as ``features.imputed_mask`` gives it) in one
-        compiled pass over the rows."""
-        from .features import compiled
-
-        return compiled.score(self.kernel_params(), df)
+        """Class probabilities (rows x classes), of the path that scores each row."""
+        return self.score(df).proba
 
     def kernel_params(self) -> KernelParams:
         """The model as the compiled kernel's arrays, built on first use and kept until ``spec``, ``coef``,
@@ -129,11 +283,12 @@ class SoftmaxModel:
         return {k: v for k, v in self.__dict__.items() if k != "_kernel"}
 
     def reference_decision_function(self, df: pd.DataFrame) -> np.ndarray:
-        """:meth:`decision_function` by the NumPy implementation (``FeatureSpec.linear``): the reference."""
+        """The logits of this model (no routing) by the NumPy implementation (``FeatureSpec.linear``): the
+        reference the kernel is tested against."""
         return self.spec.linear(df, self.coef, self.intercept)
 
     def reference_predict_proba(self, df: pd.DataFrame) -> np.ndarray:
-        """:meth:`predict_proba` by the NumPy implementation: the reference the kernel is tested against."""
+        """The probabilities of this model (no routing) by the NumPy implementation: the kernel's reference."""
         return self.proba_from_logits(self.reference_decision_function(df))
 
     def proba_from_logits(self, logits: np.ndarray) -> np.ndarray:
@@ -149,28 +304,30 @@ class SoftmaxModel:
 
     # ------------------------------------------------------------------------------------------ files
 
+    def _doc(self) -> dict:
+        return {"features": self.spec.to_dict(), "info": self.info.to_json(),
+                "domain": None if self.domain is None else self.domain.to_json()}
+
     def save(self, directory) -> None:
         import io
 
         d = Location.of(directory)
         d.mkdir()
+        arrays = {"coef": self.coef.astype(np.float64), "intercept": self.intercept.astype(np.float64)}
+        if self.companion is not None:
+            arrays |= {"companion_coef": self.companion.coef.astype(np.float64),
+                       "companion_intercept": self.companion.intercept.astype(np.float64)}
         buf = io.BytesIO()
-        np.savez(buf, coef=self.coef.astype(np.float64), intercept=self.intercept.astype(np.float64))
-        (d / WEIGHTS).write_bytes(buf.getvalue())
-        doc = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "classes": list(self.classes_),
-            "features": self.spec.to_dict(),
-            "info": self.info.to_json(),
-            "versions": _versions(),
-        }
+        np.savez(buf, **arrays)
+        weights = buf.getvalue()
+        (d / WEIGHTS).write_bytes(weights)
+        doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "classes": list(self.classes_), **self._doc(),
+               "companion": None if self.companion is None else self.companion._doc(),
+               "weights_digest": weights_digest(weights), "versions": _versions()}
         (d / MODEL_JSON).write_text(json.dumps(doc, indent=1, default=_np_default))
 
     @classmethod
     def load(cls, directory) -> SoftmaxModel:
-        import io
-
         d = Location.of(directory)
         where = f"model {d}"
         if d.is_local and not d.is_dir():
@@ -192,41 +349,79 @@ class SoftmaxModel:
                 f"{where}: model format version {doc.get('format_version')!r}, this astrodask reads version "
                 f"{FORMAT_VERSION}; retrain the model with this version"
             )
-        missing = [k for k in ("classes", "features") if k not in doc]
+        missing = [k for k in ("classes", "features", "weights_digest") if k not in doc]
         if missing:
             raise AstrodaskError(f"{where}: {MODEL_JSON} lacks field(s) {', '.join(missing)}; retrain the model")
-        try:
-            spec = FeatureSpec.from_dict(doc["features"])
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as exc:
-            what = f"missing field {exc}" if isinstance(exc, KeyError) else f"{exc!s:.80}"
-            raise AstrodaskError(f"{where}: bad feature definition ({what}); retrain the model") from None
-        try:
-            with np.load(io.BytesIO((d / WEIGHTS).read_bytes()), allow_pickle=False) as w:
-                coef, intercept = np.asarray(w["coef"], np.float64), np.asarray(w["intercept"], np.float64)
-        except FileNotFoundError:
-            raise AstrodaskError(f"{where}: no {WEIGHTS}; retrain the model") from None
-        except (ValueError, KeyError, OSError, zipfile.BadZipFile, EOFError) as exc:
-            raise AstrodaskError(
-                f"{where}: {WEIGHTS} is not a numeric weights file ({type(exc).__name__}; pickles are refused); "
-                "retrain the model"
-            ) from None
         if not isinstance(doc["classes"], list) or tuple(doc["classes"]) != schema.CLASSES:
             raise AstrodaskError(f"{where}: classes {doc['classes']!r:.60} are not {', '.join(schema.CLASSES)}; "
                                  "retrain the model")
-        if not isinstance(doc.get("info", {}), dict):
-            raise AstrodaskError(f"{where}: field info is not a mapping; retrain the model")
         try:
-            info = ModelInfo.from_json(doc.get("info", {}))
-        except (TypeError, ValueError) as exc:
-            raise AstrodaskError(f"{where}: {exc}; retrain the model") from None
+            weights = (d / WEIGHTS).read_bytes()
+        except FileNotFoundError:
+            raise AstrodaskError(f"{where}: no {WEIGHTS}; retrain the model") from None
+        if weights_digest(weights) != doc["weights_digest"]:
+            raise AstrodaskError(f"{where}: {WEIGHTS} is not the weights file {MODEL_JSON} was written with (its "
+                                 "digest differs: replaced or damaged); copy the whole model directory again, or "
+                                 "retrain the model")
+        arrays = _read_weights(weights, where)
         classes = tuple(str(c) for c in doc["classes"])
-        if coef.shape != (len(classes), spec.n_features) or intercept.shape != (len(classes),):
-            raise AstrodaskError(
-                f"{where}: weights have shape {coef.shape}, expected {(len(classes), spec.n_features)}; retrain"
-            )
-        if not (np.isfinite(coef).all() and np.isfinite(intercept).all()):
-            raise AstrodaskError(f"{where}: weights hold NaN or infinity; retrain the model")
-        return cls(spec, coef, intercept, classes, info)
+        model = _model_of(doc, arrays.get("coef"), arrays.get("intercept"), classes, where, "")
+        comp = doc.get("companion")
+        if comp is not None:
+            if model.spec.feature_set != "spectroscopic":
+                raise AstrodaskError(f"{where}: only a spectroscopic model has a companion; retrain the model")
+            model.companion = _model_of(comp, arrays.get("companion_coef"), arrays.get("companion_intercept"),
+                                        classes, where, "companion ")
+            if model.companion.spec.feature_set == "spectroscopic":
+                raise AstrodaskError(f"{where}: the companion is not a photometric model; retrain the model")
+        return model
+
+
+def weights_digest(data: bytes) -> str:
+    """The content digest of a weights file (BLAKE2b, 128 bits, hex)."""
+    return "blake2b:" + hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _read_weights(data: bytes, where: str) -> dict:
+    import io
+
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as w:
+            return {k: np.asarray(w[k], np.float64) for k in w.files}
+    except (ValueError, KeyError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise AstrodaskError(f"{where}: {WEIGHTS} is not a numeric weights file ({type(exc).__name__}; pickles are "
+                             "refused); retrain the model") from None
+
+
+def _model_of(doc, coef, intercept, classes, where: str, which: str) -> SoftmaxModel:
+    """One model (the main one, or the companion) from its part of model.json and its weights, validated."""
+    if not isinstance(doc, dict) or "features" not in doc:
+        raise AstrodaskError(f"{where}: the {which}model lacks its features; retrain the model")
+    try:
+        spec = FeatureSpec.from_dict(doc["features"])
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as exc:
+        what = f"missing field {exc}" if isinstance(exc, KeyError) else f"{exc!s:.80}"
+        raise AstrodaskError(f"{where}: bad {which}feature definition ({what}); retrain the model") from None
+    if not isinstance(doc.get("info", {}), dict):
+        raise AstrodaskError(f"{where}: field {which}info is not a mapping; retrain the model")
+    try:
+        info = ModelInfo.from_json(doc.get("info", {}))
+        domain = None if doc.get("domain") is None else TrainingDomain.from_json(doc["domain"],
+                                                                                  raw_columns(spec.feature_set))
+    except (TypeError, ValueError, KeyError, IndexError) as exc:
+        raise AstrodaskError(f"{where}: {which}{exc}; retrain the model") from None
+    if coef is None or intercept is None:
+        raise AstrodaskError(f"{where}: {WEIGHTS} lacks the {which}weights; retrain the model")
+    if coef.shape != (len(classes), spec.n_features) or intercept.shape != (len(classes),):
+        raise AstrodaskError(f"{where}: {which}weights have shape {coef.shape}, expected "
+                             f"{(len(classes), spec.n_features)}; retrain the model")
+    if not (np.isfinite(coef).all() and np.isfinite(intercept).all()):
+        raise AstrodaskError(f"{where}: {which}weights hold NaN or infinity; retrain the model")
+    return SoftmaxModel(spec, coef, intercept, classes, info, domain)
+
+
+def _even(classes) -> tuple[float, ...]:
+    return tuple(1.0 / len(classes) for _ in classes)
 
 
 def _versions() -> dict:

@@ -96,7 +96,7 @@ class JobResult:
     def lines(self) -> list[str]:
         return [f"dataset:     {self.dataset.dest}",
                 f"model:       {self.model.model_dir}  (report: {self.model.model_dir}/report/index.html)",
-                f"predictions: {self.predictions.out}",
+                *self.predictions.lines(),
                 f"evaluation:  {self.evaluation.out}",
                 f"holdout:     {self.model.metrics.line()}",
                 f"all rows:    {self.evaluation.metrics.line()}"]

@@ -1,11 +1,15 @@
 """Stage 5: score a dataset with a model, one output file per input partition, on the workers.
 
-Output columns: ``obj_ID``, ``predicted_class``, ``prob_GALAXY``, ``prob_QSO``, ``prob_STAR``, ``imputed`` and,
-when the input has them, the ``CARRY`` columns (true ``class``, ``alpha``, ``delta``, ``redshift``, and the source
-ids and row of a ``--row-ids`` conversion).
-Every input row gets exactly one output row. A missing input value is imputed with the training median, and
-the row says so: bit k of ``imputed`` is set when input ``schema.INPUT_BITS[k]`` (u, g, r, i, z, redshift, psf_u ..
-psf_z; only the model's own inputs) was missing, so 0 means every input was measured.
+Output columns: ``obj_ID``, ``predicted_class``, ``prob_GALAXY``, ``prob_QSO``, ``prob_STAR``, ``imputed``,
+``scored_by``, ``out_of_domain`` and, when the input has them, the ``CARRY`` columns (true ``class``, ``alpha``,
+``delta``, ``redshift``, ``zwarning``, and the source ids and row of a ``--row-ids`` conversion).
+
+Every input row gets exactly one output row, and says how far to trust it: bit k of ``imputed`` is set when input
+``schema.INPUT_BITS[k]`` (u, g, r, i, z, redshift, psf_u .. psf_z; only the model's own inputs) was missing and
+imputed with the training median; bit k of ``out_of_domain`` when it lies outside the range of the training rows
+(the model's ``TrainingDomain``: the prediction extrapolates); ``scored_by`` is ``photometric`` for a row a
+spectroscopic model scored with its photometric companion (its redshift is no measurement). ``--priors``
+re-weights the probabilities to another class mix (``astrodask.priors``). The manifest counts the rows of each.
 """
 
 from __future__ import annotations
@@ -16,12 +20,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute
 
-from . import hats_output, schema
+from . import hats_output, priors, schema
+from .cluster.backend import OnCluster
 from .console import log, track
 from .dataset import open_dataset
 from .errors import AstrodaskError, ConfigError
-from .features import raw_columns
-from .model import SoftmaxModel
+from .model import PATHS, SoftmaxModel
 from .options import JobFlags, check_choices
 from .storage import (
     Location,
@@ -34,7 +38,8 @@ from .storage import (
     write_parquet_atomic,
 )
 
-CARRY = (schema.CLASS, "alpha", "delta", schema.REDSHIFT, schema.SOURCE_ID, schema.SOURCE_SPEC_ID, schema.SOURCE_ROW)
+CARRY = (schema.CLASS, "alpha", "delta", schema.REDSHIFT, schema.ZWARNING, schema.SOURCE_ID, schema.SOURCE_SPEC_ID,
+         schema.SOURCE_ROW)
 """Columns copied from the dataset when it has them: labels and positions for evaluation and maps, and the
 source's own id text and row position (``convert --row-ids``) so every prediction joins back to its input row."""
 FORMATS = ("parquet", "hats")
@@ -51,9 +56,15 @@ class PredictOptions:
     """parquet: one file per input partition, the same rows in the same order; hats: a HATS catalogue
     (HEALPix-partitioned Parquet that lsdb.open_catalog opens, for cone searches and crossmatches), built by
     hats-import on the same workers; needs alpha and delta and the astrodask[hats] extra."""
+    priors: str | None = field(default=None, metadata={"metavar": "GALAXY=F,QSO=F,STAR=F|estimate"})
+    """The class mix of the rows to classify: class fractions (e.g. GALAXY=0.55,QSO=0.15,STAR=0.30) re-weight the
+    probabilities to it by Bayes' rule (the model's assume its training rows' mix, stored in the model);
+    ``estimate`` estimates the mix on the rows themselves by EM across the workers first (Saerens et al. 2002),
+    and reports it. Default: the training mix."""
 
     def __post_init__(self):
         check_choices(self)
+        priors.parse(self.priors)  # refused here, in one line, before any work
 
     def options(self) -> PredictOptions:
         """Just the predict options (a PredictConfig without its paths and job flags)."""
@@ -88,53 +99,129 @@ class PredictResult:
     imputed_rows: int
     """Rows with at least one input imputed (their ``imputed`` column is not 0)."""
     format: str = "parquet"
+    scored_by: dict = field(default_factory=dict)
+    """Path (``spectroscopic``, ``photometric``) -> rows it scored."""
+    out_of_domain_rows: int = 0
+    """Rows with at least one input outside the training domain (their ``out_of_domain`` column is not 0)."""
+    out_of_domain: dict = field(default_factory=dict)
+    """Input -> rows where it lies outside the training domain."""
+    priors: dict | None = None
+    """The class mix the probabilities were re-weighted to (``target``), and for ``--priors estimate`` how it was
+    estimated (``iterations``, ``converged``); None: the training mix."""
 
     @classmethod
     def of_manifest(cls, out: str, meta: dict) -> PredictResult:
         return cls(out, int(meta.get("rows") or 0), len(meta.get("parts") or []), int(meta.get("imputed_rows") or 0),
-                   meta.get("format", "parquet"))
+                   meta.get("format", "parquet"), dict(meta.get("scored_by") or {}),
+                   int(meta.get("out_of_domain_rows") or 0), dict(meta.get("out_of_domain") or {}),
+                   meta.get("priors"))
+
+    def summary(self) -> dict:
+        """What the manifest records of the rows."""
+        return {"rows": self.rows, "imputed_rows": self.imputed_rows, "scored_by": self.scored_by,
+                "out_of_domain_rows": self.out_of_domain_rows, "out_of_domain": self.out_of_domain,
+                "priors": self.priors}
 
     def lines(self) -> list[str]:
-        return [f"predictions: {self.out} ({self.rows:,} rows in {self.files} files)"]
+        out = [f"predictions: {self.out} ({self.rows:,} rows in {self.files} files)"]
+        if self.scored_by:
+            out.append("scored by: " + ", ".join(f"{k} {v:,}" for k, v in self.scored_by.items()))
+        share = self.out_of_domain_rows / self.rows if self.rows else 0.0
+        out.append(f"outside the training domain: {self.out_of_domain_rows:,} rows ({share:.1%})"
+                   + (" - " + ", ".join(f"{c} {n:,}" for c, n in self.out_of_domain.items() if n)
+                      if self.out_of_domain_rows else ""))
+        if self.priors:
+            target = ", ".join(f"{c} {p:.3f}" for c, p in zip(schema.CLASSES, self.priors["target"]))
+            how = (f"estimated by EM in {self.priors['iterations']} iterations" if self.priors.get("estimated")
+                   else "given")
+            out.append(f"class priors ({how}): {target}")
+        return out
+
+
+@dataclass(frozen=True)
+class RowCounts:
+    """What a written predictions file holds, counted on a worker; mergeable (``+``)."""
+
+    rows: int = 0
+    imputed: int = 0
+    by_path: tuple[int, ...] = (0, 0)
+    """Rows scored by each path (``model.PATHS``)."""
+    out_of_domain: int = 0
+    by_input: tuple[int, ...] = (0,) * len(schema.INPUT_BITS)
+    """Rows with each input (``schema.INPUT_BITS``) outside the training domain."""
+
+    def __add__(self, other: RowCounts) -> RowCounts:
+        return RowCounts(self.rows + other.rows, self.imputed + other.imputed,
+                         tuple(a + b for a, b in zip(self.by_path, other.by_path)),
+                         self.out_of_domain + other.out_of_domain,
+                         tuple(a + b for a, b in zip(self.by_input, other.by_input)))
+
+
+_PATHS = pa.array(PATHS, pa.string())
 
 
 def output_schema(carry: list[str]) -> pa.Schema:
     fields = [pa.field(schema.ID, pa.uint64(), nullable=False), pa.field(schema.PRED, pa.string())]
     fields += [pa.field(p, pa.float32()) for p in schema.PROBS]
-    fields += [pa.field(schema.IMPUTED, pa.uint16(), nullable=False)]
+    fields += [pa.field(schema.IMPUTED, pa.uint16(), nullable=False),
+               pa.field(schema.SCORED_BY, pa.dictionary(pa.int8(), pa.string()), nullable=False),
+               pa.field(schema.OUT_OF_DOMAIN, pa.uint16(), nullable=False)]
     fields += [pa.field(c, schema.TYPES[c]) for c in carry]
     return pa.schema(fields)
 
 
-def predict_file(src: Location, dst: Location, model: SoftmaxModel, carry: list[str]) -> tuple[int, int]:
-    """Worker task: score one partition in batches of rows and write it; return (rows, rows with an imputed
-    input)."""
+def _frames(src: Location, model: SoftmaxModel, carry: list[str]):
+    """(batch, its model inputs as pandas) of a dataset file, BATCH_ROWS rows at a time."""
+    with parquet_file(src) as pf:
+        have = set(pf.schema_arrow.names)
+        inputs = [schema.ID, *model.columns_for(have), *([schema.ZWARNING] if schema.ZWARNING in have else [])]
+        need = list(dict.fromkeys([*inputs, *carry]))
+        for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=need):
+            yield batch, batch.select(inputs).to_pandas()  # carried columns stay Arrow: no string conversion
+
+
+def predict_file(src: Location, dst: Location, model: SoftmaxModel, carry: list[str], target=None) -> int:
+    """Worker task: score one partition in batches of rows and write it (probabilities re-weighted to the class
+    mix ``target`` when given); return its rows."""
     # imported here: numba loads in the processes that score, not in every command
     from .features import compiled
 
     compiled.warm_up()  # compile the scoring kernel (or load it from numba's cache), once per process
-    inputs = [schema.ID, *raw_columns(model.spec.feature_set)]
-    need = list(dict.fromkeys([*inputs, *carry]))
     out_schema = output_schema(carry)
     tables = []
     classes = pa.array(model.classes_, pa.string())
-    n_imputed = 0
-    with parquet_file(src) as pf:
-        for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=need):
-            df = batch.select(inputs).to_pandas()  # carried columns stay Arrow: no string conversion
-            p, imp = model.predict_proba_and_mask(df)  # one compiled pass over the rows (astrodask.features.compiled)
-            n_imputed += int(np.count_nonzero(imp))
-            cols = {schema.ID: pa.array(df[schema.ID].to_numpy(np.uint64), pa.uint64()),
-                    schema.PRED: classes.take(p.argmax(axis=1))}
-            for k, c in enumerate(model.classes_):
-                cols[schema.PROB_PREFIX + c] = pa.array(p[:, k].astype(np.float32))
-            cols[schema.IMPUTED] = pa.array(imp, pa.uint16())
-            for c in carry:
-                cols[c] = batch.column(c).cast(schema.TYPES[c])
-            tables.append(pa.table(cols, schema=out_schema))
+    for batch, df in _frames(src, model, carry):
+        s = model.score(df)  # one compiled pass per path (astrodask.features.compiled)
+        p = s.proba if target is None else priors.apply(s.proba, model.priors_of(s.photometric), target)
+        cols = {schema.ID: pa.array(df[schema.ID].to_numpy(np.uint64), pa.uint64()),
+                schema.PRED: classes.take(p.argmax(axis=1))}
+        for k, c in enumerate(model.classes_):
+            cols[schema.PROB_PREFIX + c] = pa.array(p[:, k].astype(np.float32))
+        cols[schema.IMPUTED] = pa.array(s.imputed, pa.uint16())
+        cols[schema.SCORED_BY] = pa.DictionaryArray.from_arrays(pa.array(s.photometric.astype(np.int8)), _PATHS)
+        cols[schema.OUT_OF_DOMAIN] = pa.array(s.out_of_domain, pa.uint16())
+        for c in carry:
+            cols[c] = batch.column(c).cast(schema.TYPES[c])
+        tables.append(pa.table(cols, schema=out_schema))
     table = pa.concat_tables(tables) if tables else out_schema.empty_table()
     write_parquet_atomic(table, dst)
-    return table.num_rows, n_imputed
+    return table.num_rows
+
+
+def prior_sums_file(src: Location, model: SoftmaxModel) -> priors.PriorSums:
+    """Worker task: the histogram of one partition's probabilities, for the EM estimate of the priors."""
+    from .features import compiled
+
+    compiled.warm_up()
+    out = priors.PriorSums()
+    for _, df in _frames(src, model, []):
+        s = model.score(df)
+        out = out + priors.sums_of(s.proba, s.photometric)
+    return out
+
+
+def _add(*parts):
+    return sum(parts[1:], parts[0])
 
 
 def _identity(x):
@@ -157,11 +244,14 @@ def run(cfg: PredictConfig, client) -> PredictResult:
     model_dir = Location.of(cfg.model_dir, so)
     model = SoftmaxModel.load(model_dir)
     ds = open_dataset(Location.of(cfg.dataset, so))
-    inputs = raw_columns(model.spec.feature_set)
-    why = (f"by this {model.spec.feature_set} model (use a model trained with --features photometric for "
-           "catalogues without redshift)")
+    inputs = model.required
+    comp = f" and its {model.companion.spec.feature_set} companion" if model.companion is not None else ""
+    why = f"by this model ({model.spec.feature_set}{comp}: it reads {', '.join(model.inputs)})"
     ds.require(inputs, why)
     ds.require_values(inputs, why)
+    if model.routes and (schema.REDSHIFT not in ds.columns or not ds.has_values(schema.REDSHIFT)):
+        log(f"{ds.path} has no redshift: the model's photometric companion ({model.companion.spec.feature_set}) "
+            "scores every row (their scored_by says so)")
     if cfg.format == "hats":
         ds.require(["alpha", "delta"], "to write a HATS catalogue (sky positions)")
         hats_output.require_hats_import()
@@ -182,32 +272,63 @@ def run(cfg: PredictConfig, client) -> PredictResult:
             log(f"resume: {len(ds.files) - len(todo)} of {len(ds.files)} partitions already scored")
         # the model as a task, not scattered data: if every worker holding it dies, the scheduler can make it again
         model_f = client.submit(_identity, model, pure=False)
-        futs = [client.submit(predict_file, s, d, model_f, carry, pure=False) for s, d in todo]
+        target, prior_info = _target_priors(cfg, client, model, model_f, ds)
+        futs = [client.submit(predict_file, s, d, model_f, carry, target, pure=False) for s, d in todo]
         track(futs, "predict", cfg.quiet)
         written = [parquet_rows(where / n) for n in names]
         if written != list(ds.rows):
             raise AstrodaskError("predictions do not match the input row counts; rerun with --resume")
-        imputed = _count_imputed(client, [where / n for n in names], cfg.quiet)
-        if imputed:
-            log(f"{imputed:,} of {sum(written):,} rows had a missing input imputed with the training median "
+        counts = _count(client, [where / n for n in names], cfg.quiet)
+        if counts.imputed:
+            log(f"{counts.imputed:,} of {counts.rows:,} rows had a missing input imputed with the training median "
                 f"(see their '{schema.IMPUTED}' column)")
         if cfg.format == "hats":
             parts = hats_output.write_catalogue(client, out.staging, [where / n for n in names], sum(written),
                                                 cfg.quiet, cfg.resume)
         else:
             parts = [ManifestPart(n, r) for n, r in zip(names, written)]
-        out.commit({"dataset": ds.path, "model": str(model_dir), "format": cfg.format, "rows": sum(written),
-                    "classes": list(model.classes_), "imputed_rows": imputed,
-                    "imputed_bits": list(schema.INPUT_BITS)}, parts)
-    return PredictResult(str(dest), sum(written), len(parts), imputed, cfg.format)
+        result = PredictResult(str(dest), counts.rows, len(parts), counts.imputed, cfg.format,
+                               dict(zip(PATHS, counts.by_path)), counts.out_of_domain,
+                               {c: n for c, n in zip(schema.INPUT_BITS, counts.by_input) if c in model.inputs},
+                               prior_info)
+        out.commit({"dataset": ds.path, "model": str(model_dir), "format": cfg.format,
+                    "classes": list(model.classes_), "imputed_bits": list(schema.INPUT_BITS),
+                    "out_of_domain_bits": list(schema.INPUT_BITS), **result.summary()}, parts)
+    return result
 
 
-def _imputed_in(path: Location) -> int:
+def _target_priors(cfg: PredictConfig, client, model: SoftmaxModel, model_f, ds) -> tuple:
+    """(the class mix to re-weight to or None, what the manifest records of it)."""
+    target = priors.parse(cfg.priors)
+    if target is None:
+        return None, None
+    if target != priors.ESTIMATE:
+        return target, {"target": list(target), "estimated": False}
+    parts = [client.submit(prior_sums_file, f, model_f, pure=False) for f in ds.files]
+    track(parts, "priors: EM sums", cfg.quiet, gather=False)
+    sums = OnCluster(client, cfg.quiet).tree_sum(_add, parts)  # added on the workers: one histogram comes back
+    est = priors.estimate(sums, model.path_priors())
+    note = "" if est.converged else f" (not converged after {est.iterations} iterations)"
+    log("class priors estimated by EM on the rows to classify: "
+        + ", ".join(f"{c} {p:.3f}" for c, p in zip(schema.CLASSES, est.priors)) + note
+        + " (the model was trained on "
+        + ", ".join(f"{c} {p:.3f}" for c, p in zip(schema.CLASSES, model.path_priors()[0])) + ")")
+    return est.priors, {"target": list(est.priors), "estimated": True, "iterations": est.iterations,
+                        "converged": est.converged, "rows": est.rows}
+
+
+def counts_in(path: Location) -> RowCounts:
+    """Worker task: what a written predictions file holds (imputed rows, rows per path, out-of-domain rows)."""
     with parquet_file(path) as pf:
-        col = pf.read(columns=[schema.IMPUTED]).column(0)
-    return int(pa.compute.sum(pa.compute.not_equal(col, 0)).as_py() or 0)
+        t = pf.read(columns=[schema.IMPUTED, schema.SCORED_BY, schema.OUT_OF_DOMAIN])
+    imp = t.column(0).to_numpy()
+    phot = (t.column(1).combine_chunks().indices.to_numpy() if t.num_rows else np.zeros(0, np.int8)).astype(bool)
+    ood = t.column(2).to_numpy()
+    by_input = tuple(int(np.count_nonzero(ood & np.uint16(1 << k))) for k in range(len(schema.INPUT_BITS)))
+    return RowCounts(t.num_rows, int(np.count_nonzero(imp)), (int((~phot).sum()), int(phot.sum())),
+                     int(np.count_nonzero(ood)), by_input)
 
 
-def _count_imputed(client, paths: list, quiet: bool) -> int:
-    """Rows with an imputed input, counted from the written files (resumed partitions included)."""
-    return sum(track(client.map(_imputed_in, paths, pure=False), "count imputed", quiet))
+def _count(client, paths: list, quiet: bool) -> RowCounts:
+    """The counts of the written files (resumed partitions included)."""
+    return sum(track(client.map(counts_in, paths, pure=False), "count", quiet), RowCounts())

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 
 from .errors import AstrodaskError
@@ -17,6 +18,8 @@ ID = "obj_ID"
 BANDS = ("u", "g", "r", "i", "z")
 CLASS = "class"
 REDSHIFT = "redshift"
+ZWARNING = "zwarning"
+"""SDSS's redshift-fit warning bits (specObj ZWARNING; 0 = no warning), carried when the source has it."""
 CLASSES = ("GALAXY", "QSO", "STAR")  # sorted: the model's class order
 
 # Canonical columns in file order. Only ID and BANDS are required; the rest are carried when present.
@@ -33,6 +36,7 @@ FIELDS: tuple[pa.Field, ...] = (
     pa.field("spec_obj_ID", pa.uint64()),
     pa.field(CLASS, pa.string()),
     pa.field(REDSHIFT, pa.float32()),
+    pa.field(ZWARNING, pa.uint32()),
     pa.field("plate", pa.uint32()),
     pa.field("MJD", pa.uint32()),
     pa.field("fiber_ID", pa.uint32()),
@@ -69,7 +73,13 @@ PROBS = tuple(PROB_PREFIX + c for c in CLASSES)
 """One probability column per class, in the model's class order."""
 IMPUTED = "imputed"
 """uint16 bit mask: bit k set when the model's input ``INPUT_BITS[k]`` was missing and imputed."""
-PREDICTION_COLUMNS = (PRED, *PROBS, IMPUTED)
+SCORED_BY = "scored_by"
+"""Which model scored the row: ``spectroscopic`` (from its redshift) or ``photometric`` (a photometric model, or a
+spectroscopic model's photometric companion for a row whose redshift is no measurement)."""
+OUT_OF_DOMAIN = "out_of_domain"
+"""uint16 bit mask: bit k set when input ``INPUT_BITS[k]`` lies outside the range of the training rows of the
+model that scored the row (0: every input inside): the prediction is an extrapolation there."""
+PREDICTION_COLUMNS = (PRED, *PROBS, IMPUTED, SCORED_BY, OUT_OF_DOMAIN)
 
 # Values that SDSS and its exports use for "no measurement"; they become null.
 SENTINELS = (-9999.0, -999.0, 9999.0)
@@ -77,6 +87,17 @@ SENTINELS = (-9999.0, -999.0, 9999.0)
 INT_SENTINELS = (-9999, -999)
 # Text that means "no value" in a CSV cell (compared after trimming, case-insensitively).
 NULL_TOKENS = ("", "nan", "-nan", "+nan", "null", "none", "na", "n/a", "#n/a", "nil")
+
+def usable_redshift(redshift, zwarning=None) -> np.ndarray:
+    """True where a redshift is a measurement: finite, not exactly 0.0 (what SDSS writes where the fit failed or
+    was not run) and, where the file has SDSS's quality bits, not flagged (ZWARNING 0 or unknown)."""
+    z = np.asarray(redshift, np.float64)
+    ok = np.isfinite(z) & (z != 0.0)
+    if zwarning is not None:
+        w = np.asarray(zwarning, np.float64)  # nulls as NaN: no flag recorded
+        ok &= ~(np.isfinite(w) & (w != 0))
+    return ok
+
 
 # Physically possible values; anything outside is quarantined as ``out_of_range:COLUMN``.
 # Magnitudes: SDSS catalogue magnitudes are asinh magnitudes (Lupton et al. 1999), finite for zero and negative
@@ -114,7 +135,10 @@ ALIASES: dict[str, str] = {
     "class": CLASS,
     "redshift": REDSHIFT,
     "z_spec": REDSHIFT,
+    "spec_z": REDSHIFT,
     "specz": REDSHIFT,
+    "zwarn": ZWARNING,
+    "z_warning": ZWARNING,
     "plug_ra": "alpha",
     "plug_dec": "delta",
 }
@@ -280,7 +304,7 @@ def _choose_magnitudes(names, lows, band_z: str | None, magnitudes: str | None,
 
 
 def resolve_columns(columns: list[str] | tuple[str, ...], magnitudes: str | None = None,
-                    deredden: bool = False) -> ColumnMap:
+                    deredden: bool = False, overrides: tuple[tuple[str, str], ...] = ()) -> ColumnMap:
     """Map source column names to canonical ones; unknown columns are left out (they are not carried).
 
     Names are first made unique with :func:`unique_names` (the pairs name those unique names).
@@ -297,8 +321,16 @@ def resolve_columns(columns: list[str] | tuple[str, ...], magnitudes: str | None
       system the file lacks is refused. ``deredden`` takes ``dered_u..z`` (model only).
     * everything else through ``ALIASES``; where several columns map to one canonical column, the best-ranked
       alias wins (the canonical name first).
+    * ``overrides`` (``convert --columns``: (source, canonical) pairs) come before every rule: that source fills
+      that canonical column, and no other source does.
+
+    A header naming one column twice (other than ``z``, resolved by meaning) where that column would fill a
+    canonical one is refused, unless ``overrides`` say which fills it.
     """
-    names = unique_names([c.strip() for c in columns])
+    stripped = [c.strip() for c in columns]
+    names = unique_names(stripped)
+    overrides = _check_overrides(names, overrides, stripped)
+    _refuse_repeated_names(stripped, names, overrides)
     lows = [c.lower() for c in names]
     band_z, redshift_z = _resolve_z(names, lows)
     bands, described = _choose_magnitudes(names, lows, band_z, magnitudes, deredden)
@@ -318,10 +350,84 @@ def resolve_columns(columns: list[str] | tuple[str, ...], magnitudes: str | None
     psf = _system_columns(names, lows, MAGNITUDE_PREFIXES["psf"])
     if psf:
         pairs += [(col, f"psf_{b}") for b, col in psf.items() if f"psf_{b}" not in best]
+    if overrides:
+        taken = {canon for _, canon in overrides}
+        given = {src for src, _ in overrides}
+        pairs = [(src, canon) for src, canon in pairs if canon not in taken and src not in given] + list(overrides)
+        if taken & set(BANDS):
+            cols = {canon: src for src, canon in overrides}
+            described = f"given by --columns ({', '.join(f'{cols[b]}={b}' for b in BANDS if b in cols)})"
     order = {c: k for k, c in enumerate(names)}
     canon_order = {c: k for k, c in enumerate(COLUMNS)}
     pairs.sort(key=lambda p: (order[p[0]], canon_order.get(p[1], len(canon_order))))
     return ColumnMap(tuple(pairs), described)
+
+
+def parse_overrides(text: str | None) -> tuple[tuple[str, str], ...]:
+    """``"mag_u=psf_u,mag_g=psf_g"`` -> (("mag_u", "psf_u"), ("mag_g", "psf_g")); ColumnError when unreadable,
+    when the target is not a canonical column, or when two sources fill one target."""
+    if not text:
+        return ()
+    out, seen = [], {}
+    for item in str(text).split(","):
+        src, sep, canon = (x.strip() for x in item.partition("="))
+        if not sep or not src or not canon:
+            raise ColumnError(f"--columns: cannot read {item.strip()!r}; give SOURCE=CANONICAL pairs, e.g. "
+                              "'mag_u=psf_u,mag_g=psf_g'")
+        if canon not in COLUMNS:
+            raise ColumnError(f"--columns {src}={canon}: {canon} is not a column astrodask knows (one of "
+                              f"{', '.join(COLUMNS)})")
+        if canon in seen:
+            raise ColumnError(f"--columns: {canon} is given twice ({seen[canon]} and {src}); give one source per "
+                              "column")
+        seen[canon] = src
+        out.append((src, canon))
+    return tuple(out)
+
+
+def _check_overrides(names: list[str], overrides, stripped: list[str]) -> tuple[tuple[str, str], ...]:
+    """The overrides with each source matched to the header's (unique) names; ColumnError for a source the file
+    lacks, a source given twice, or a target the file has a column of that very name for (it is taken). The
+    override wins over a column the rules would have taken by alias or prefix (that one is then not read)."""
+    by_low = {n.lower(): n for n in names}
+    out = []
+    for src, canon in overrides:
+        hit = src if src in names else by_low.get(src.lower())
+        if hit is None:
+            shown = ", ".join(names[:12]) + (" ..." if len(names) > 12 else "")
+            raise ColumnError(f"--columns {src}={canon}: the file has no column {src} (it has: {shown})")
+        out.append((hit, canon))
+    sources = [hit for hit, _ in out]
+    for hit, canon in out:
+        if sources.count(hit) > 1:
+            raise ColumnError(f"--columns: {hit} is given {sources.count(hit)} times; one source fills one column")
+        holder = by_low.get(canon.lower())
+        repeat = stripped[names.index(hit)].lower() == canon.lower()  # picks one of a name the header repeats
+        if holder is not None and holder != hit and holder not in sources and not repeat:
+            raise ColumnError(f"--columns {hit}={canon}: the file's own column {holder} is {canon}; map {holder} "
+                              f"to another column too (e.g. '{holder}=...') or rename it, so that no value is "
+                              "silently replaced")
+    return tuple(out)
+
+
+def _refuse_repeated_names(stripped: list[str], names: list[str], overrides) -> None:
+    """ColumnError for a name the header gives twice when that name fills a canonical column by the rules and
+    ``overrides`` do not say which of them does (``z`` is resolved by meaning instead)."""
+    given = {src for src, _ in overrides}
+    counts: dict[str, list[int]] = {}
+    for k, c in enumerate(stripped):
+        counts.setdefault(c.lower(), []).append(k)
+    for low, where in counts.items():
+        if len(where) < 2 or _is_z(low):
+            continue
+        canon = ALIASES.get(low) or (low if low in BANDS else None) or next(
+            (f"{b}" for sys, pre in MAGNITUDE_PREFIXES.items() for b in BANDS if low == f"{pre}{b}"), None)
+        if canon is None or any(names[k] in given for k in where):
+            continue
+        shown = " and ".join(f"{names[k]} (column {k + 1})" for k in where)
+        raise ColumnError(f"the header names {stripped[where[0]]} {len(where)} times ({shown}); astrodask never "
+                          f"picks one silently: say which fills it with --columns '{names[where[0]]}=...' (or "
+                          f"'{names[where[1]]}=...'), or rename one")
 
 
 def canonical_names(columns: list[str] | tuple[str, ...], magnitudes: str | None = None) -> dict[str, str]:

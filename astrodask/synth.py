@@ -55,7 +55,9 @@ _LOW50 = (1 << 50) - 1
 _MIX = 0x9E3779B97F4A7C15 & _LOW50 | 1  # odd: multiplying by it permutes the integers mod 2**50
 
 FORMATS = ("parquet", "csv")
-ARROW_SCHEMA = schema.arrow_schema(schema.COLUMNS)
+COLUMNS = tuple(c for c in schema.COLUMNS if c != schema.ZWARNING)
+"""The canonical columns but the redshift-fit warnings (a synthetic redshift is a measurement)."""
+ARROW_SCHEMA = schema.arrow_schema(COLUMNS)
 CSV_DECIMALS = {"alpha": 7, "delta": 7, **dict.fromkeys(schema.BANDS, 5), **dict.fromkeys(schema.PSF_BANDS, 4)}
 CSV_SIGNIFICANT = {schema.REDSHIFT: 7}
 
@@ -168,7 +170,8 @@ def psf_magnitudes(rng: np.random.Generator, mags: dict, classes: np.ndarray) ->
 def synth_partition(index: int, n: int, seed: int = 0) -> pd.DataFrame:
     """Partition ``index`` of a synthetic catalogue: ``n`` rows, a pure function of ``(seed, index, n)``.
 
-    Columns are ``schema.COLUMNS`` in order with the dtypes of ``schema.TYPES`` (``class`` as ``str``).
+    Columns are ``COLUMNS`` (the canonical ones but ``zwarning``) in order with the dtypes of ``schema.TYPES``
+    (``class`` as ``str``).
     ``obj_ID`` is ``OBJ_ID_BASE + index * 2**32 + row`` and ``spec_obj_ID`` is unique over all partitions
     of one catalogue (``index < 2**18``, ``n <= 2**32``).
     """
@@ -234,7 +237,7 @@ def synth_partition(index: int, n: int, seed: int = 0) -> pd.DataFrame:
         "MJD": mjd.astype(np.uint32),
         "fiber_ID": rng.integers(FIBER_ID[0], FIBER_ID[1] + 1, n).astype(np.uint32),
     }
-    return pd.DataFrame({c: cols[c] for c in schema.COLUMNS})
+    return pd.DataFrame({c: cols[c] for c in COLUMNS})
 
 
 # ------------------------------------------------------------------------------------------------ writing
@@ -364,7 +367,7 @@ def run(cfg: SynthConfig, client) -> SynthResult:
                              seed=int(cfg.seed), fmt=cfg.format, pure=False)
         parts = track(futures, "synth", cfg.quiet)
         written = sum(p.rows for p in parts)
-        out.commit({"schema_version": schema.SCHEMA_VERSION, "columns": list(schema.COLUMNS), "synthetic": True,
+        out.commit({"schema_version": schema.SCHEMA_VERSION, "columns": list(COLUMNS), "synthetic": True,
                     "seed": int(cfg.seed), "rows": written, "format": cfg.format, "read": written,
                     "written": written, "quarantined": 0, "reasons": {}}, parts)
     return SynthResult(str(dest), written, len(parts))

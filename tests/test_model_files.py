@@ -17,7 +17,7 @@ from astrodask import evaluate, ingest
 from astrodask.dataset import open_dataset
 from astrodask.errors import AstrodaskError
 from astrodask.learn import TrainConfig, stage
-from astrodask.model import FORMAT_VERSION, MODEL_JSON, WEIGHTS, SoftmaxModel
+from astrodask.model import FORMAT_VERSION, MODEL_JSON, WEIGHTS, SoftmaxModel, weights_digest
 
 EPOCHS = 30
 
@@ -72,6 +72,14 @@ def _write_doc(model_dir: Path, doc: dict) -> None:
     (model_dir / MODEL_JSON).write_text(json.dumps(doc))
 
 
+def _seal(model_dir: Path) -> None:
+    """Record the digest of the (tampered) weights in model.json, as a tamperer who edits both files would: the
+    checks after the digest's must hold on their own."""
+    doc = _doc(model_dir)
+    doc["weights_digest"] = weights_digest((model_dir / WEIGHTS).read_bytes())
+    _write_doc(model_dir, doc)
+
+
 def _refused(model_dir: Path, *words: str) -> str:
     with pytest.raises(AstrodaskError) as info:
         SoftmaxModel.load(model_dir)
@@ -94,8 +102,21 @@ def test_model_directory_contents(trained):
     assert doc["classes"] == ["GALAXY", "QSO", "STAR"]
     assert doc["info"]["epochs_run"] == EPOCHS
     with np.load(model_dir / WEIGHTS, allow_pickle=False) as w:
-        assert sorted(w.files) == ["coef", "intercept"]
+        assert sorted(w.files) == ["coef", "companion_coef", "companion_intercept", "intercept"]
         assert w["coef"].shape == (3, len(doc["features"]["names"]))
+        assert w["companion_coef"].shape == (3, len(doc["companion"]["features"]["names"]))
+    assert doc["companion"]["features"]["feature_set"] in ("photometric", "photometric+morphology")
+    assert doc["weights_digest"] == weights_digest((model_dir / WEIGHTS).read_bytes())
+
+
+def test_weights_of_another_model_of_the_same_shape_are_refused(trained, model_copy):
+    """A weights.npz copied in from another model (every shape right, every value finite) is not the file
+    model.json was written with: refused by its digest, whatever the numbers."""
+    _, _, model_dir, _ = trained
+    with np.load(model_dir / WEIGHTS) as w:
+        arrays = {k: w[k][::-1].copy() for k in w.files}
+    np.savez(model_copy / WEIGHTS, **arrays)
+    _refused(model_copy, WEIGHTS, "digest differs")
 
 
 def test_loaded_model_reproduces_the_training_metrics(trained):
@@ -222,6 +243,8 @@ def test_the_payload_really_runs_code_when_unpickled(tmp_path):
 def test_weights_pickle_is_refused_without_running_it(model_copy, tmp_path, protocol):
     marker = tmp_path / "pwned"
     (model_copy / WEIGHTS).write_bytes(_hostile_pickle(marker, protocol))
+    _refused(model_copy, WEIGHTS, "digest differs")  # not the file model.json was written with
+    _seal(model_copy)
     _refused(model_copy, WEIGHTS, "not a numeric weights file")
     assert not marker.exists(), "loading a model executed code from weights.npz"
 
@@ -233,6 +256,7 @@ def test_npz_with_pickled_object_array_is_refused_without_running_it(model_copy,
     with np.load(model_copy / WEIGHTS) as w:
         intercept = w["intercept"]
     np.savez(model_copy / WEIGHTS, coef=coef, intercept=intercept)
+    _seal(model_copy)
     _refused(model_copy, WEIGHTS)
     assert not marker.exists(), "loading a model executed code from an object array"
 
@@ -247,9 +271,10 @@ def test_model_json_pickle_is_refused_without_running_it(model_copy, tmp_path, p
 
 def _rewrite_weights(model_dir: Path, fn) -> None:
     with np.load(model_dir / WEIGHTS) as w:
-        coef, intercept = w["coef"].copy(), w["intercept"].copy()
-    coef, intercept = fn(coef, intercept)
-    np.savez(model_dir / WEIGHTS, coef=coef, intercept=intercept)
+        arrays = {k: w[k].copy() for k in w.files}
+    arrays["coef"], arrays["intercept"] = fn(arrays["coef"], arrays["intercept"])
+    np.savez(model_dir / WEIGHTS, **arrays)
+    _seal(model_dir)
 
 
 def _nan_coef(c, i):
@@ -286,6 +311,7 @@ def test_weights_without_intercept_are_refused(model_copy):
     with np.load(model_copy / WEIGHTS) as w:
         coef = w["coef"].copy()
     np.savez(model_copy / WEIGHTS, coef=coef)
+    _seal(model_copy)
     _refused(model_copy, WEIGHTS)
 
 
@@ -294,6 +320,7 @@ def test_weights_without_intercept_are_refused(model_copy):
 
 def _damage_pickle(model_dir: Path, marker: Path) -> str:
     (model_dir / WEIGHTS).write_bytes(_hostile_pickle(marker))
+    _seal(model_dir)
     return "pickles are refused"
 
 

@@ -39,23 +39,23 @@ def test_other_index_or_seed_gives_other_rows():
 
 def test_columns_and_dtypes_follow_the_schema():
     df = synth_partition(0, 500)
-    assert list(df.columns) == list(schema.COLUMNS)
-    for name, typ in ((c, schema.TYPES[c]) for c in schema.COLUMNS):  # not the provenance columns of --row-ids
+    assert list(df.columns) == list(synth.COLUMNS)
+    for name, typ in ((c, schema.TYPES[c]) for c in synth.COLUMNS):  # not the provenance columns of --row-ids
         if pa.types.is_string(typ):
             assert pd.api.types.is_string_dtype(df[name].dtype), name
         else:
             assert df[name].dtype == np.dtype(typ.to_pandas_dtype()), (name, df[name].dtype, typ)
     table = pa.Table.from_pandas(df, preserve_index=False)
-    for name, typ in ((c, schema.TYPES[c]) for c in schema.COLUMNS):
+    for name, typ in ((c, schema.TYPES[c]) for c in synth.COLUMNS):
         got = table.schema.field(name).type
         assert got == typ or (pa.types.is_string(typ) and pa.types.is_large_string(got)), (name, got, typ)
-    assert pa.Table.from_pandas(df, schema=schema.arrow_schema(schema.COLUMNS), preserve_index=False).num_rows == 500
+    assert pa.Table.from_pandas(df, schema=schema.arrow_schema(synth.COLUMNS), preserve_index=False).num_rows == 500
     assert not df.isna().any().any()
 
 
 def test_empty_partition():
     df = synth_partition(0, 0)
-    assert list(df.columns) == list(schema.COLUMNS) and len(df) == 0
+    assert list(df.columns) == list(synth.COLUMNS) and len(df) == 0
 
 
 def test_ids_unique_across_partitions():
@@ -146,7 +146,7 @@ def test_config_partitions():
 def test_write_sample_csv(tmp_path):
     path = synth.write_sample_csv(tmp_path / "s.csv", rows=1000, seed=0)
     header = path.read_text().splitlines()[0].split(",")
-    assert header == list(schema.COLUMNS)  # Kaggle SDSS17 names are the canonical ones
+    assert header == list(synth.COLUMNS)  # Kaggle SDSS17 names are the canonical ones
     back = pd.read_csv(path, dtype={schema.ID: "uint64", "spec_obj_ID": "uint64"})
     df = synth_partition(0, 1000, seed=0)
     assert (back[schema.ID].to_numpy() == df[schema.ID].to_numpy()).all()
@@ -167,7 +167,7 @@ def test_embedded_sample_is_current():
         pytest.skip(f"{sample} not present; run python data/make_sample.py")
     assert sample.stat().st_size < 4 * 2**20
     df = pd.read_csv(sample, dtype={schema.ID: "uint64"})
-    assert list(df.columns) == list(schema.COLUMNS)
+    assert list(df.columns) == list(synth.COLUMNS)
     head = synth_partition(0, len(df), seed=0).head(50)
     np.testing.assert_allclose(df["r"].head(50), head["r"], atol=1e-5)
 
@@ -191,11 +191,11 @@ def test_run_writes_a_committed_dataset(client, tmp_path):
     meta = read_meta(dest)
     assert meta["kind"] == "dataset" and meta["synthetic"] is True and meta["seed"] == 4
     assert meta["rows"] == meta["read"] == meta["written"] == 5000 and meta["quarantined"] == 0
-    assert meta["columns"] == list(schema.COLUMNS) and meta["schema_version"] == schema.SCHEMA_VERSION
+    assert meta["columns"] == list(synth.COLUMNS) and meta["schema_version"] == schema.SCHEMA_VERSION
     assert [p["file"] for p in meta["parts"]] == [f"part-{k:05d}.parquet" for k in range(3)]
     assert [p["rows"] for p in meta["parts"]] == [1667, 1667, 1666]
     table = pq.read_table(dest / "part-00001.parquet")
-    assert table.schema.equals(schema.arrow_schema(schema.COLUMNS), check_metadata=False)
+    assert table.schema.equals(schema.arrow_schema(synth.COLUMNS), check_metadata=False)
     pd.testing.assert_frame_equal(table.to_pandas()[["obj_ID", "u", "class"]].astype({"class": "str"}),
                                   synth_partition(1, 1667, seed=4)[["obj_ID", "u", "class"]])
     ds = open_dataset(str(dest))
@@ -215,7 +215,7 @@ def test_run_csv(client, tmp_path):
     files = sorted(p.name for p in dest.iterdir() if not p.name.startswith("_"))
     assert files == ["part-00000.csv", "part-00001.csv"]
     df = pd.read_csv(dest / "part-00001.csv")
-    assert list(df.columns) == list(schema.COLUMNS) and len(df) == 150
+    assert list(df.columns) == list(synth.COLUMNS) and len(df) == 150
     assert json.loads((dest / "_astrodask.json").read_text())["format"] == "csv"
 
 

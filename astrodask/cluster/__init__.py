@@ -6,7 +6,8 @@ bounded and ends in one ``AstrodaskError`` line: the scheduler must answer as a 
 ``timeout`` and at least one worker must join within ``worker_timeout``.
 
 ``config`` (ClusterConfig; no distributed import), ``address`` (a running scheduler), ``local`` (LocalCluster),
-``jobqueue`` (batch queues), ``workers`` (waits, the allocator plugin, memory).
+``jobqueue`` (batch queues), ``workers`` (waits, the allocator plugin, memory), ``backend`` (where worker
+functions run: ``OnCluster`` or ``InProcess``, with the fixed-order ``tree_sum``).
 """
 
 from __future__ import annotations

@@ -27,8 +27,8 @@ from .recipes import (
     resolve_feature_set,
 )
 from .spec import REDSHIFT_SCALE, FeatureSpec, base_matrix, imputed_mask, spec_from_quantiles
-from .splines import DEGREE, QUANTILE_LEVELS, merge_quantiles, quantile_summary
+from .splines import DEGREE, QUANTILE_LEVELS, TAIL_LEVELS, merge_quantiles, quantile_summary
 
 __all__ = ["COLOURS", "DEGREE", "FEATURE_SETS", "MORPHOLOGY", "QUANTILE_LEVELS", "RECIPES", "REDSHIFT_SCALE",
-           "FeatureRecipe", "FeatureSpec", "base_matrix", "check_feature_set", "imputed_mask", "merge_quantiles",
-           "quantile_summary", "raw_columns", "resolve_feature_set", "spec_from_quantiles"]
+           "TAIL_LEVELS", "FeatureRecipe", "FeatureSpec", "base_matrix", "check_feature_set", "imputed_mask",
+           "merge_quantiles", "quantile_summary", "raw_columns", "resolve_feature_set", "spec_from_quantiles"]

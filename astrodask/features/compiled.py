@@ -6,8 +6,8 @@ reference the kernel is tested against):
 
 1. read the model's raw inputs, replacing a missing one (NaN) with the training median and setting its bit of
    the ``imputed`` mask (``schema.INPUT_BITS``);
-2. the base features as ``spec.base_matrix`` makes them (bands, colours, ``asinh(z / REDSHIFT_SCALE)``,
-   ``z_is_zero``) and their standardised values;
+2. the base features as ``spec.base_matrix`` makes them (bands, colours, ``asinh(z / REDSHIFT_SCALE)``) and
+   their standardised values;
 3. the non-zero values of each distinct B-spline basis (``splines.basis_parts``'s Cox-de Boor recursion, its
    denominators -- knot differences -- as reciprocals computed once per model);
 4. the dot product with the weights, the scaler folded into them, block by block: standardised base features,
@@ -41,7 +41,7 @@ from .spec import REDSHIFT_SCALE
 from .splines import DEGREE
 
 # base feature kinds (column ``op[k, 0]``; ``op[k, 1]``, ``op[k, 2]`` are raw input indices)
-RAW, DIFF, ASINH_Z, Z_IS_ZERO = 0, 1, 2, 3
+RAW, DIFF, ASINH_Z = 0, 1, 2
 # links
 LOGITS, SOFTMAX, OVR = 0, 1, 2
 _DEGREE = 3
@@ -74,10 +74,8 @@ def _row_bases(x, row, impute, bits, op, base_mean, base_std, basis_feat, knots,
             xb[j] = raw[op[j, 1]]
         elif kind == DIFF:
             xb[j] = raw[op[j, 1]] - raw[op[j, 2]]
-        elif kind == ASINH_Z:
+        else:  # ASINH_Z
             xb[j] = math.asinh(raw[op[j, 1]] / redshift_scale)
-        else:
-            xb[j] = 1.0 if raw[op[j, 1]] == 0.0 else 0.0
         zb[j] = (xb[j] - base_mean[j]) / base_std[j]
     # the non-zero B-spline values of every distinct basis (splines.basis_parts, one row)
     for q in range(n_bases):
@@ -282,8 +280,6 @@ def kernel_params(spec, coef: np.ndarray, intercept: np.ndarray, link: str | Non
             op[k, :2] = RAW, ridx[name]
         elif name == "asinh_z":
             op[k, :2] = ASINH_Z, ridx[schema.REDSHIFT]
-        elif name == "z_is_zero":
-            op[k, :2] = Z_IS_ZERO, ridx[schema.REDSHIFT]
         else:
             a, b = name.split("-")
             op[k] = DIFF, ridx[a], ridx[b]

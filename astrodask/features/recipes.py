@@ -23,24 +23,31 @@ class FeatureRecipe:
     """Which features a feature set expands to (the choice; the fitted numbers live in FeatureSpec)."""
 
     base: tuple[str, ...]
-    """Base features, each also used linearly: band names, colours ``"a-b"``, ``"asinh_z"`` (asinh of
-    redshift / 1e-3) and ``"z_is_zero"`` (redshift exactly 0: the SDSS pipeline's value when the redshift fit
-    failed; 412 rows of SDSS17, all galaxies)."""
+    """Base features, each also used linearly: band names, colours ``"a-b"`` and ``"asinh_z"`` (asinh of
+    redshift / 1e-3). No feature keys on an exact value: a redshift of exactly 0 (what SDSS writes when the fit
+    failed or was not run) is no measurement, and such rows are scored by the photometric companion."""
     splines: dict
     """Base feature -> number of knots (boundaries included) of its cubic B-spline basis."""
     tensors: tuple[tuple[str, str, int], ...] = ()
     """(feature a, feature b, knots): products of every pair of the two coarse spline bases."""
     interactions: tuple[tuple[str, str], ...] = ()
     """Pairs of base features whose standardised product is a feature."""
+    knots_by: str = "rows"
+    """``rows``: spline knots at quantiles of the training rows; ``class``: at quantiles of the class-balanced
+    mixture (each class's distribution weighted equally), so a class that is rare in the training sample still
+    gets knots where it lies."""
 
 
-_PHOTOMETRIC_TENSORS = tuple((a, b, 6 if (a, b) in _FINE_PAIRS else 5)
+_PHOTOMETRIC_TENSORS = tuple((a, b, 10 if (a, b) in _FINE_PAIRS else 7)
                              for k, a in enumerate(("r", *COLOURS)) for b in ("r", *COLOURS)[k + 1:])
+_COLOUR_TENSORS = tuple((a, b, 6 if (a, b) in _FINE_PAIRS else 5)
+                        for k, a in enumerate(COLOURS) for b in COLOURS[k + 1:])
 
-# Chosen on the validation split of SDSS17 (holdout untouched); see README "Features".
+# Chosen on validation splits only (the test splits untouched): SDSS17's for spectroscopic and photometric, the
+# shared SpecPhoto sample's for photometric+morphology (docs/model.md, "Features").
 RECIPES: dict[str, FeatureRecipe] = {
     "spectroscopic": FeatureRecipe(
-        base=(*schema.BANDS, *COLOURS, *_MORE_COLOURS, "asinh_z", "z_is_zero"),
+        base=(*schema.BANDS, *COLOURS, *_MORE_COLOURS, "asinh_z"),
         splines=dict.fromkeys((*schema.BANDS, *COLOURS, "asinh_z"), 10),
         tensors=tuple(("asinh_z", c, 5) for c in COLOURS),
     ),
@@ -53,8 +60,11 @@ RECIPES: dict[str, FeatureRecipe] = {
     "photometric+morphology": FeatureRecipe(
         base=(*schema.BANDS, *COLOURS, *_MORE_COLOURS, *MORPHOLOGY),
         splines=dict.fromkeys((*schema.BANDS, *COLOURS, *_MORE_COLOURS, *MORPHOLOGY), 10),
-        # the separation between point sources and extended objects shrinks towards faint magnitudes
-        tensors=(*_PHOTOMETRIC_TENSORS, ("r", "psf_r-r", 6), ("g-r", "psf_r-r", 5)),
+        # colour-colour diagrams and morphology against colour; no r tensors: a labelled sample with PSF
+        # magnitudes is bright (SpecPhoto: r < 20.5), so they would learn nothing that holds at faint r
+        tensors=(*_COLOUR_TENSORS, ("g-r", "psf_r-r", 5)),
+        # its samples are rarely the sky's mix (SpecPhoto: 83 % QSO): knots where every class lies
+        knots_by="class",
     ),
 }
 

@@ -33,8 +33,6 @@ def base_matrix(df: pd.DataFrame, names: tuple[str, ...], impute: dict[str, floa
             out[:, k] = cols[name]
         elif name == "asinh_z":
             out[:, k] = np.arcsinh(cols[schema.REDSHIFT] / REDSHIFT_SCALE)
-        elif name == "z_is_zero":
-            out[:, k] = np.where(np.isnan(cols[schema.REDSHIFT]), np.nan, cols[schema.REDSHIFT] == 0.0)
         else:
             a, b = name.split("-")
             out[:, k] = cols[a] - cols[b]
@@ -212,10 +210,10 @@ class FeatureSpec:
         check_feature_set(spec.feature_set)
         raw = raw_columns(spec.feature_set)
         for name in spec.base:
-            if name in ("asinh_z", "z_is_zero") and schema.REDSHIFT not in raw:
+            if name == "asinh_z" and schema.REDSHIFT not in raw:
                 raise ValueError(f"base feature {name} needs the redshift, which a {spec.feature_set} model "
                                  "does not read")
-            if name not in schema.BANDS and name not in ("asinh_z", "z_is_zero") and not (
+            if name not in schema.BANDS and name != "asinh_z" and not (
                 "-" in name and all(p in raw for p in name.split("-"))
             ):
                 raise ValueError(f"unknown base feature {name!r}")

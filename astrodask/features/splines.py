@@ -7,30 +7,37 @@ import numpy as np
 
 QUANTILE_LEVELS = np.linspace(0.0, 1.0, 201)
 DEGREE = 3
+_TAILS = np.array([1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2])
+TAIL_LEVELS = np.unique(np.concatenate([QUANTILE_LEVELS, _TAILS, 1.0 - _TAILS]))
+"""QUANTILE_LEVELS plus finer steps in both tails (down to 0.01 %), so that merged summaries give the 0.1 %
+quantiles of the training rows (the domain bounds) to within a small interpolation error."""
 
-def quantile_summary(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-column (quantiles at QUANTILE_LEVELS, non-null counts): a fixed-size summary of a partition."""
-    q = np.full((len(QUANTILE_LEVELS), x.shape[1]), np.nan)
+
+def quantile_summary(x: np.ndarray, levels: np.ndarray = QUANTILE_LEVELS) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column (quantiles at ``levels``, non-null counts): a fixed-size summary of a partition."""
+    q = np.full((len(levels), x.shape[1]), np.nan)
     n = np.zeros(x.shape[1], dtype=np.int64)
     for k in range(x.shape[1]):
         v = x[:, k][np.isfinite(x[:, k])]
         n[k] = v.size
         if v.size:
-            q[:, k] = np.quantile(v, QUANTILE_LEVELS)
+            q[:, k] = np.quantile(v, levels)
     return q, n
 
 
-def merge_quantiles(summaries: list[tuple[np.ndarray, np.ndarray]], levels: np.ndarray) -> np.ndarray:
-    """Approximate global quantiles at ``levels`` from per-partition summaries (count-weighted mixture of CDFs)."""
+def merge_quantiles(summaries: list[tuple[np.ndarray, np.ndarray]], levels: np.ndarray,
+                    summary_levels: np.ndarray = QUANTILE_LEVELS, equal: bool = False) -> np.ndarray:
+    """Approximate global quantiles at ``levels`` from summaries at ``summary_levels``: the mixture of their
+    CDFs, weighted by their counts (``equal``: every summary with a value weighs the same, e.g. one per class)."""
     n_cols = summaries[0][0].shape[1]
     out = np.full((len(levels), n_cols), np.nan)
     for k in range(n_cols):
-        parts = [(q[:, k], n[k]) for q, n in summaries if n[k] > 0]
+        parts = [(q[:, k], 1 if equal else n[k]) for q, n in summaries if n[k] > 0]
         if not parts:
             continue
         grid = np.unique(np.concatenate([q for q, _ in parts]))
         total = sum(n for _, n in parts)
-        cdf = sum(n * np.interp(grid, q, QUANTILE_LEVELS, left=0.0, right=1.0) for q, n in parts) / total
+        cdf = sum(n * np.interp(grid, q, summary_levels, left=0.0, right=1.0) for q, n in parts) / total
         cdf = np.maximum.accumulate(cdf)
         out[:, k] = np.interp(levels, cdf, grid)
     return out

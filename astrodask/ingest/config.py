@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from ..errors import ConfigError
 from ..options import JobFlags, check_choices
-from ..schema import MAGNITUDE_SYSTEMS
+from ..schema import MAGNITUDE_SYSTEMS, ColumnError, parse_overrides
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,9 +36,20 @@ class ConvertOptions:
     (1 MiB to 256 MiB)."""
     row_group_size: int = 131072
     """Minimum rows per Parquet row group (a block is written as at most a few row groups)."""
+    columns: str | None = field(default=None, metadata={"metavar": "SRC=COL,..."})
+    """Which input column fills which canonical column, over the name rules, e.g. mag_u=psf_u,mag_g=psf_g,...
+    for an export whose query named the PSF magnitudes mag_u..mag_z (recorded in the manifest). Refused when a
+    target is not a canonical column or is given twice, or the input lacks a source."""
 
     def __post_init__(self):
         check_choices(self)
+        if isinstance(self.columns, dict):  # from Python: {"mag_u": "psf_u", ...}
+            object.__setattr__(self, "columns", ",".join(f"{k}={v}" for k, v in self.columns.items()) or None)
+        try:
+            parse_overrides(self.columns)
+        except ColumnError as exc:
+            raise ConfigError("columns", str(exc).removeprefix("--columns").lstrip(": "),
+                              "give SOURCE=CANONICAL pairs, e.g. mag_u=psf_u") from None
         if self.block_size is not None and self.block_size < 4096:
             raise ConfigError("block_size", f"{self.block_size} bytes is too small", "use at least 4096 (e.g. 64MiB)")
         if self.row_group_size < 1:

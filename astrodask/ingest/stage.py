@@ -117,6 +117,8 @@ class ConvertResult:
     """Per input: file, layout, magnitudes, columns_from."""
     row_ids: dict | None = None
     """With ``--row-ids``: how the ids were generated."""
+    columns: dict = field(default_factory=dict)
+    """``--columns``: source column -> the canonical column it was told to fill."""
 
     @classmethod
     def of(cls, dest: str, doc: dict) -> ConvertResult:
@@ -138,6 +140,8 @@ class ConvertResult:
         if self.magnitudes:
             mags = self.magnitudes
             out.append(f"magnitudes u..z: {mags if isinstance(mags, str) else '; '.join(mags)}")
+        if self.columns:
+            out.append("columns given: " + ", ".join(f"{src}={canon}" for src, canon in self.columns.items()))
         if self.row_ids:
             out.append(f"ids: generated ({self.row_ids['why']})")
         if self.nulls:
@@ -179,7 +183,7 @@ def fingerprint(cfg: ConvertConfig, files: list[str]) -> dict:
             "sources": {f: fingerprint_file(Location.of(f, cfg.storage_options)) for f in files},
             "options": {"block_size": cfg.block_size, "row_group_size": cfg.row_group_size,
                         "magnitudes": cfg.magnitudes, "deredden": cfg.deredden, "row_ids": cfg.row_ids,
-                        "photometry": cfg.photometry, "cuts": cfg.cuts,
+                        "photometry": cfg.photometry, "cuts": cfg.cuts, "columns": cfg.columns,
                         "photometry_file": fingerprint_file(Location.of(cfg.photometry, cfg.storage_options))
                         if cfg.photometry else None}}
 
@@ -290,6 +294,7 @@ def run(cfg: ConvertConfig, client) -> ConvertResult:
         t.update(provenance(planned))
         if ids_info:
             t["row_ids"] = ids_info
+        t["columns"] = dict(schema.parse_overrides(cfg.columns))
         result = ConvertResult.of(str(dest), t)
         out.commit({"schema_version": schema.SCHEMA_VERSION, "columns": list(blocks[0].out_columns),
                     "sources": files, **result.summary()}, parts)

@@ -6,7 +6,6 @@
 ``loss``           the softmax loss and gradient of one block (pure), the regularised objective
 ``loss_kernel``    the compiled (numba) pass over a block: loss, gradient, the scaler's moments
 ``feature_stats``  feature fitting from the workers' summaries: knots, medians, scaler, class weights
-``backend``        where worker functions run: a Dask cluster, or this process
 ``loop``           the one epoch loop: history, early stopping, best weights, checkpoint, resume
 ``lbfgs``          parallel mode: L-BFGS on summed gradients, serialisable state
 ``incremental``    the dask-ml Incremental(SGDClassifier) baseline

@@ -7,7 +7,8 @@ dataset file (a Location, read on the worker), a :class:`Rows` (rows already in 
 
 Rows are split by a :class:`dataset.SplitRule` on a key (``obj_ID``, or a hash of the row's values): the
 ``train`` stage's ``dataset.HOLDOUT``, or the estimator's ``dataset.validation_split``. Unlabelled rows (no
-class) are counted and left out of everything.
+class) are counted and left out of everything; so are, for a spectroscopic model, labelled rows whose redshift is
+no measurement (``schema.usable_redshift``: its photometric companion learns from them).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pandas as pd
 
 from .. import labels, schema
 from ..dataset import N_BUCKETS, TEST, TRAIN, VALID, SplitRule, read_part
-from ..features import FeatureSpec, base_matrix, quantile_summary, raw_columns
+from ..features import TAIL_LEVELS, FeatureSpec, base_matrix, quantile_summary, raw_columns
 from .loss import SplitSums, block_sums
 
 K = len(schema.CLASSES)
@@ -35,26 +36,51 @@ class Rows(NamedTuple):
     frame: pd.DataFrame
     """The raw columns the feature set reads (``features.raw_columns``), float, NaN where missing."""
     labels: np.ndarray
-    """Class index of each row (int8), ``labels.UNLABELLED`` (-1) when the row has no class."""
+    """Class index of each row (int8), ``labels.UNLABELLED`` (-1) when the row has no class, ``labels.UNUSABLE``
+    (-3) when the model does not learn from it (no usable redshift for a spectroscopic model)."""
     keys: np.ndarray
     """uint64 key of each row for the split (``obj_ID``, or a hash of the row's values)."""
+    zwarning: np.ndarray | None = None
+    """SDSS's redshift-fit warning bits of each row (float, NaN: none recorded), when the source has them."""
+
+
+def usable(labels_: np.ndarray, frame: pd.DataFrame, feature_set: str, zwarning=None) -> np.ndarray:
+    """``labels_`` with the labelled rows the feature set cannot learn from marked ``labels.UNUSABLE``: for the
+    spectroscopic set, rows whose redshift is no measurement (``schema.usable_redshift``)."""
+    if feature_set != "spectroscopic":
+        return labels_
+    ok = schema.usable_redshift(frame[schema.REDSHIFT].to_numpy(np.float64, na_value=np.nan), zwarning)
+    return np.where((labels_ >= 0) & ~ok, labels.UNUSABLE, labels_).astype(np.int8)
 
 
 def rows_from_frame(df: pd.DataFrame, feature_set: str, where: str = "a partition") -> Rows:
-    """Rows of a frame in the dataset's columns (``obj_ID``, ``class`` when present, the raw inputs)."""
+    """Rows of a frame in the dataset's columns (``obj_ID``, ``class`` and ``zwarning`` when present, the raw
+    inputs)."""
     y = labels.encode(df[schema.CLASS], where=f"{where}: column {schema.CLASS}") if schema.CLASS in df.columns \
         else np.full(len(df), labels.UNLABELLED, np.int8)
-    return Rows(df[list(raw_columns(feature_set))], y, df[schema.ID].to_numpy(np.uint64))
+    frame = df[list(raw_columns(feature_set))]
+    zw = df[schema.ZWARNING].to_numpy(np.float64, na_value=np.nan) if schema.ZWARNING in df.columns else None
+    return Rows(frame, usable(y, frame, feature_set, zw), df[schema.ID].to_numpy(np.uint64), zw)
 
 
 def read_rows(file, feature_set: str) -> Rows:
     """One dataset file's rows (on a worker)."""
-    cols = [schema.ID, schema.CLASS, *raw_columns(feature_set)]
+    from ..storage import parquet_file
+
+    with parquet_file(file) as pf:
+        have = set(pf.schema_arrow.names)
+    cols = [c for c in (schema.ID, schema.CLASS, schema.ZWARNING) if c in have] + list(raw_columns(feature_set))
     return rows_from_frame(read_part(file, columns=list(dict.fromkeys(cols))), feature_set, where=str(file))
 
 
 def rows_of(item, feature_set: str) -> Rows:
-    return item if isinstance(item, Rows) else read_rows(item, feature_set)
+    """An item's rows as ``feature_set`` reads them: its raw columns, and labels marked where it cannot learn
+    (in-memory rows may hold the columns of several feature sets: a spectroscopic model and its companion)."""
+    if not isinstance(item, Rows):
+        return read_rows(item, feature_set)
+    cols = list(raw_columns(feature_set))
+    frame = item.frame if list(item.frame.columns) == cols else item.frame[cols]
+    return Rows(frame, usable(item.labels, item.frame, feature_set, item.zwarning), item.keys, item.zwarning)
 
 
 # ------------------------------------------------------------------------------------------------ pass 1
@@ -64,9 +90,12 @@ class Summary(NamedTuple):
     """Pass 1 over one partition: fixed-size statistics of its labelled training rows, and counts."""
 
     raw: tuple
-    """Quantile summary (``features.quantile_summary``) of the raw inputs."""
+    """Quantile summary (``features.quantile_summary``) of the raw inputs at ``features.TAIL_LEVELS``: medians
+    and the training domain's bounds."""
     base: tuple
     """Quantile summary of the base features."""
+    base_by_class: tuple | None
+    """One quantile summary of the base features per class (class-balanced knots), or None."""
     n: np.ndarray
     """Finite values of each base feature."""
     sum: np.ndarray
@@ -75,21 +104,31 @@ class Summary(NamedTuple):
     """(split, class) labelled rows: row TRAIN, VALID, TEST."""
     unlabelled: int
     """Rows without a class (in every split), left out."""
+    unusable: int = 0
+    """Labelled rows the feature set cannot learn from (no usable redshift), left out."""
 
 
-def summarise(item, feature_set: str, base_names: tuple[str, ...], rule: SplitRule) -> Summary:
-    """Quantile summaries of the raw inputs and base features, their moments and the class counts."""
+def summarise(item, feature_set: str, base_names: tuple[str, ...], rule: SplitRule,
+              by_class: bool = False) -> Summary:
+    """Quantile summaries of the raw inputs and base features (also per class with ``by_class``), their moments
+    and the class counts."""
     rows = rows_of(item, feature_set)
     split = rule.of(rows.keys)
     known = rows.labels >= 0
-    tr = rows.frame[(split == TRAIN) & known]
+    train = (split == TRAIN) & known
+    tr = rows.frame[train]
     raw = tr[list(raw_columns(feature_set))].to_numpy(dtype="float64", na_value=np.nan)
     base = base_matrix(tr, base_names, None)
     finite = np.isfinite(base)
     b0 = np.where(finite, base, 0.0)
     counts = np.stack([np.bincount(rows.labels[(split == s) & known], minlength=K) for s in SPLITS])
-    return Summary(quantile_summary(raw), quantile_summary(base), finite.sum(axis=0), b0.sum(axis=0),
-                   (b0 * b0).sum(axis=0), counts, int((~known).sum()))
+    per_class = None
+    if by_class:
+        y = rows.labels[train]
+        per_class = tuple(quantile_summary(base[y == k]) for k in range(K))
+    return Summary(quantile_summary(raw, TAIL_LEVELS), quantile_summary(base), per_class, finite.sum(axis=0),
+                   b0.sum(axis=0), (b0 * b0).sum(axis=0), counts, int((rows.labels == labels.UNLABELLED).sum()),
+                   int((rows.labels == labels.UNUSABLE).sum()))
 
 
 # ------------------------------------------------------------------------------------------------ blocks

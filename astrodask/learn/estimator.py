@@ -22,13 +22,13 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
 from .. import labels, schema
+from ..cluster.backend import InProcess, OnCluster
 from ..console import log as console_log
 from ..dataset import validation_split
 from ..errors import AstrodaskError, ConfigError
-from ..features import FEATURE_SETS, imputed_mask, raw_columns, resolve_feature_set
+from ..features import FEATURE_SETS, resolve_feature_set
 from ..model import HISTORY_JSON, ModelInfo, SoftmaxModel
 from ..storage import Location, StagedOutput, read_json, write_json_atomic
-from .backend import InProcess, OnCluster
 from .config import DEFAULT_EPOCHS, TrainOptions
 from .inputs import (
     MISSING_POLICIES,
@@ -36,6 +36,7 @@ from .inputs import (
     InputReport,
     catalog_frame,
     checked_frame,
+    inputs_of,
     is_dask_frame,
     is_dask_series,
     prepare,
@@ -63,8 +64,11 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
     Parameters
     ----------
     features : {"spectroscopic", "photometric", "photometric+morphology"}
-        Feature set. ``spectroscopic`` reads ``u, g, r, i, z, redshift``; ``photometric`` only the bands (and,
-        with ``morphology``, ``psf_u..psf_z`` when X has them); ``photometric+morphology`` needs the PSF bands.
+        Feature set. ``spectroscopic`` reads ``u, g, r, i, z, redshift`` (and ``zwarning`` when X has it), and
+        trains a photometric companion on the same rows that scores every row whose redshift is no measurement
+        (null, exactly 0, or flagged by a non-zero ``zwarning``): ``scored_by`` says which; ``photometric`` reads
+        only the bands (and, with ``morphology``, ``psf_u..psf_z`` when X has them); ``photometric+morphology``
+        needs the PSF bands.
     morphology : bool
         With ``features="photometric"``: add the PSF - model magnitude differences when X has ``psf_u..psf_z``.
     l2 : float
@@ -96,6 +100,10 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
     cache : {"auto", "memory", "stream"}
         Dask input: persist the expanded features on the workers (``memory``), or expand them from the
         persisted rows every pass (``stream``); ``auto`` persists them when they fit in half the workers' memory.
+    priors : None, "estimate", or class fractions
+        The class mix of the rows to classify: None keeps the training rows' mix; fractions (a mapping, or
+        ``"GALAXY=0.55,QSO=0.15,STAR=0.30"``) re-weight the probabilities to it by Bayes' rule; ``"estimate"``
+        estimates it on X itself by EM (Saerens et al. 2002; ``priors_estimate_``) and re-weights to that.
     verbose : bool
         Log the training steps and show progress bars.
 
@@ -118,12 +126,19 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
         Training rows with at least one input imputed with the training median.
     n_unlabelled_ : int
         Rows of y without a label (null), left out of training.
+    domain_ : TrainingDomain
+        Where the training rows lay (per input, the bounds beyond which ``out_of_domain`` flags a row) and the
+        training class fractions (``domain_.priors``).
+    companion_ : SoftmaxModel or None
+        A spectroscopic model's photometric companion.
+    priors_estimate_ : priors.Estimate
+        After a prediction with ``priors="estimate"``: the estimated class fractions, EM iterations, rows.
     """
 
     def __init__(self, features=_D.features, l2=_D.l2, max_iter=DEFAULT_EPOCHS["parallel"], tol=_D.tol,
                  class_weight=_D.class_weight, patience=_D.patience, min_improvement=_D.min_improvement,
                  monitor=_D.monitor, validation_fraction=0.1, sentinels="error", missing="impute", cache=_D.cache,
-                 morphology=_D.morphology, verbose=False):
+                 morphology=_D.morphology, priors=None, verbose=False):
         self.features = features
         self.morphology = morphology
         self.l2 = l2
@@ -137,6 +152,7 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
         self.sentinels = sentinels
         self.missing = missing
         self.cache = cache
+        self.priors = priors
         self.verbose = verbose
 
     # ------------------------------------------------------------------------------------------ parameters
@@ -181,15 +197,17 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
         Returns self."""
         opts = self._options()
         opts = replace(opts, features=self._feature_set(X, opts.features))
+        companion = self._feature_set(X, "photometric") if opts.features == "spectroscopic" else None
+        need = inputs_of(opts.features, companion)
         log = console_log if self.verbose else _silent
         if is_dask_frame(X):
             backend = OnCluster(_current_client(), quiet=not self.verbose)
-            items, report = self._dask_rows(X, y, backend, opts.features)
+            items, report = self._dask_rows(X, y, backend, need)
         else:
-            require_columns(X, opts.features, "X")
+            require_columns(X, need, "X")
             y = _pandas_labels(y, len(X))
             backend = InProcess()
-            prepared = prepare(X, y, opts.features, where="X")
+            prepared = prepare(X, y, need, where="X")
             items, report = [prepared.rows], prepared.report
         report.check(self.sentinels, self.missing, "X")
         if report.rows == 0:
@@ -198,7 +216,7 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
             warnings.warn(f"{report.unlabelled:,} of {report.rows:,} rows have no label (null in y): left out of "
                           "training", UserWarning, stacklevel=2)
         fitted = fit(backend, items, report.rows, opts, validation_split(self.validation_fraction), where="X",
-                     config={"estimator": self.get_params()}, quiet=not self.verbose, log=log)
+                     config={"estimator": self.get_params()}, quiet=not self.verbose, log=log, companion=companion)
         self._set_model(fitted.model, [r.to_json() for r in fitted.history])
         self.n_imputed_ = int(report.imputed_rows)
         self.n_unlabelled_ = int(report.unlabelled)
@@ -210,20 +228,20 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
         empty = [] if is_dask_frame(X) else [c for c in schema.PSF_BANDS if c in cols and X[c].isna().all()]
         return resolve_feature_set(features, cols, empty, bool(self.morphology))
 
-    def _dask_rows(self, X, y, backend, features: str) -> tuple[list, InputReport]:
+    def _dask_rows(self, X, y, backend, need: tuple[str, ...]) -> tuple[list, InputReport]:
         """Check the partitions of X and y on the workers; the checked rows stay there (futures)."""
-        require_columns(X, features, "X")
+        require_columns(X, need, "X")
         if not is_dask_series(y):
             raise AstrodaskError(f"y is a {type(y).__name__}: with a Dask DataFrame X, give y as a Dask Series from "
                                  "the same frame (e.g. y = ddf['class'])")
-        cols = [c for c in (schema.ID,) if c in X.columns] + list(raw_columns(features))
+        cols = [c for c in (schema.ID, schema.ZWARNING) if c in X.columns] + list(need)
         try:
             frame = X[cols].assign(**{LABEL: y})
         except Exception as exc:  # noqa: BLE001 - dask's alignment errors have no common type
             raise AstrodaskError(f"y is not partitioned like X ({str(exc).splitlines()[0][:80]}); take X and y from "
                                  "one Dask DataFrame") from None
         parts = backend.client.compute(frame.to_delayed())
-        prepared = backend.map(prepare_partition, parts, "check X", feature_set=features, label=LABEL)
+        prepared = backend.map(prepare_partition, parts, "check X", need=need, label=LABEL)
         del parts
         report = sum(backend.gather(backend.map(report_of, prepared)), InputReport())
         if report.rejected or report.unknown_labels:
@@ -234,10 +252,12 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
         spec = model.spec
         self.spec_ = spec
         self.info_ = model.info
+        self.domain_ = model.domain
+        self.companion_ = model.companion
         self.classes_ = np.asarray(model.classes_, dtype=object)
         self.coef_ = np.asarray(model.coef, dtype=np.float64)
         self.intercept_ = np.asarray(model.intercept, dtype=np.float64)
-        self.feature_names_in_ = np.asarray(raw_columns(spec.feature_set), dtype=object)
+        self.feature_names_in_ = np.asarray(model.inputs, dtype=object)
         self.n_features_in_ = len(self.feature_names_in_)
         self.expanded_feature_names_ = np.asarray(spec.names, dtype=object)
         self.history_ = list(history)
@@ -248,19 +268,44 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
     def model_(self) -> SoftmaxModel:
         """The fitted model as data (what ``save`` writes and ``astrodask predict`` scores with)."""
         check_is_fitted(self, "coef_")
-        return SoftmaxModel(self.spec_, self.coef_, self.intercept_, tuple(self.classes_),
-                            info=self.info_)
+        return SoftmaxModel(self.spec_, self.coef_, self.intercept_, tuple(self.classes_), info=self.info_,
+                            domain=self.domain_, companion=self.companion_)
 
     # ------------------------------------------------------------------------------------------ prediction
 
     def _frame(self, X) -> pd.DataFrame:
         self._policies()
-        return checked_frame(X, self.spec_.feature_set, self.sentinels, self.missing, "X")
+        model = self.model_
+        require_columns(X, model.required, "X", model.optional)
+        return checked_frame(X, model.columns_for(X.columns), self.sentinels, self.missing, "X")
 
-    def _lazy(self, X, fn, meta):
+    def _lazy(self, X, fn, meta, *args):
         self._policies()
-        require_columns(X, self.spec_.feature_set, "X")
-        return X.map_partitions(fn, self.model_, self.sentinels, self.missing, meta=meta)
+        model = self.model_
+        require_columns(X, model.required, "X", model.optional)
+        return X.map_partitions(fn, model, self.sentinels, self.missing, *args, meta=meta)
+
+    def _target_priors(self, X):
+        """The priors the probabilities are re-weighted to: None (the training ones), the given fractions, or
+        their EM estimate on X itself (``priors="estimate"``: summed on the workers for a Dask X)."""
+        from .. import priors
+
+        target = priors.parse(self.priors)
+        if target != priors.ESTIMATE:
+            return target
+        model = self.model_
+        if is_dask_frame(X):
+            from dask import delayed
+
+            self._policies()
+            require_columns(X, model.required, "X", model.optional)
+            parts = [delayed(_prior_sums_partition)(p, model, self.sentinels, self.missing) for p in X.to_delayed()]
+            sums = sum(_current_client().compute(parts, sync=True), priors.PriorSums())
+        else:
+            scored = model.score(self._frame(X))
+            sums = priors.sums_of(scored.proba, scored.photometric)
+        self.priors_estimate_ = priors.estimate(sums, model.path_priors())
+        return self.priors_estimate_.priors
 
     def decision_function(self, X):
         """Class scores (n, 3) before the link (softmax): NumPy for pandas, a lazy Dask array for Dask."""
@@ -276,17 +321,19 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
         by convert's rules; ``astrodask.lsdb.classify`` returns the catalogue with the predictions instead)."""
         X = catalog_frame(X)
         model = self.model_
+        target = self._target_priors(X)
         if is_dask_frame(X):
-            return self._lazy(X, _proba_partition, np.empty((0, K)))
-        return model.predict_proba(self._frame(X))
+            return self._lazy(X, _proba_partition, np.empty((0, K)), target)
+        return _proba(model, self._frame(X), target)
 
     def predict(self, X):
         """The most probable class name of each row (NumPy, or a lazy Dask array)."""
         X = catalog_frame(X)
         model = self.model_
+        target = self._target_priors(X)
         if is_dask_frame(X):
-            return self._lazy(X, _predict_partition, np.empty((0,), dtype=object))
-        return self.classes_[model.predict_proba(self._frame(X)).argmax(axis=1)]
+            return self._lazy(X, _predict_partition, np.empty((0,), dtype=object), target)
+        return self.classes_[_proba(model, self._frame(X), target).argmax(axis=1)]
 
     def expanded_features(self, X) -> np.ndarray:
         """The model's input matrix of a pandas X: the expanded, standardised features (columns
@@ -299,13 +346,29 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
         return self.spec_.expand(self._frame(X)).astype(np.float64)
 
     def imputed_mask(self, X):
-        """Which inputs of each row are missing and imputed with the training median: a uint8 bit mask (bit k:
-        ``schema.INPUT_BITS[k]``, i.e. u, g, r, i, z, redshift), as the ``imputed`` column of
+        """Which inputs of each row are missing and imputed with the training median: a uint16 bit mask (bit k:
+        ``schema.INPUT_BITS[k]``: u, g, r, i, z, redshift, psf_u..psf_z), as the ``imputed`` column of
         ``astrodask predict``; 0 means every input was measured."""
+        return self._mask(X, "imputed")
+
+    def out_of_domain(self, X):
+        """Which inputs of each row lie outside the range of the training rows of the model that scores it: a
+        uint16 bit mask in the order of ``imputed_mask``, as the ``out_of_domain`` column of ``astrodask
+        predict``; 0 means every input is inside (the prediction is no extrapolation)."""
+        return self._mask(X, "out_of_domain")
+
+    def scored_by(self, X):
+        """Which model scores each row: ``spectroscopic``, or ``photometric`` (a photometric model, or a
+        spectroscopic model's companion for a row whose redshift is no measurement)."""
+        return self._mask(X, "scored_by")
+
+    def _mask(self, X, what: str):
         check_is_fitted(self, "coef_")
+        X = catalog_frame(X)
+        dtype = object if what == "scored_by" else np.uint16
         if is_dask_frame(X):
-            return self._lazy(X, _imputed_partition, np.empty((0,), dtype=np.uint8))
-        return imputed_mask(self._frame(X), self.spec_.feature_set)
+            return self._lazy(X, _mask_partition, np.empty((0,), dtype=dtype), what)
+        return _mask_of(self.model_.score(self._frame(X)), what)
 
     def score(self, X, y, sample_weight=None):
         """Accuracy on the labelled rows of y (labels in any case; null labels are left out)."""
@@ -316,8 +379,9 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
             if not is_dask_series(y):
                 raise AstrodaskError(f"y is a {type(y).__name__}: with a Dask DataFrame X, give y as a Dask Series")
             self._policies()
-            require_columns(X, self.spec_.feature_set, "X")
-            frame = X[list(raw_columns(self.spec_.feature_set))].assign(**{LABEL: y})
+            require_columns(X, model.required, "X", model.optional)
+            cols = [*model.columns_for(X.columns), *[c for c in (schema.ZWARNING,) if c in X.columns]]
+            frame = X[cols].assign(**{LABEL: y})
             sums = frame.map_partitions(_score_partition, model, self.sentinels, self.missing,
                                         meta=np.empty((0, 2))).sum(axis=0).compute()
             correct, n = float(sums[0]), float(sums[1])
@@ -400,22 +464,49 @@ def _params_from_info(info: ModelInfo, feature_set: str, names) -> dict:
     return params
 
 
+def _checked(df, model, sentinels, missing):
+    return checked_frame(df, model.columns_for(df.columns), sentinels, missing, "a partition of X")
+
+
+def _proba(model: SoftmaxModel, frame: pd.DataFrame, target) -> np.ndarray:
+    from .. import priors
+
+    scored = model.score(frame)
+    if target is None:
+        return scored.proba
+    return priors.apply(scored.proba, model.priors_of(scored.photometric), target)
+
+
+def _mask_of(scored, what: str) -> np.ndarray:
+    from ..model import PATHS
+
+    if what == "scored_by":
+        return np.asarray(PATHS, dtype=object)[scored.photometric.astype(int)]
+    return getattr(scored, what)
+
+
 def _decision_partition(df, model, sentinels, missing):
-    return model.decision_function(checked_frame(df, model.spec.feature_set, sentinels, missing, "a partition of X"))
+    return model.decision_function(_checked(df, model, sentinels, missing))
 
 
-def _proba_partition(df, model, sentinels, missing):
-    return model.predict_proba(checked_frame(df, model.spec.feature_set, sentinels, missing, "a partition of X"))
+def _proba_partition(df, model, sentinels, missing, target=None):
+    return _proba(model, _checked(df, model, sentinels, missing), target)
 
 
-def _predict_partition(df, model, sentinels, missing):
-    p = _proba_partition(df, model, sentinels, missing)
+def _predict_partition(df, model, sentinels, missing, target=None):
+    p = _proba_partition(df, model, sentinels, missing, target)
     return np.asarray(model.classes_, dtype=object)[p.argmax(axis=1)]
 
 
-def _imputed_partition(df, model, sentinels, missing):
-    fs = model.spec.feature_set
-    return imputed_mask(checked_frame(df, fs, sentinels, missing, "a partition of X"), fs)
+def _mask_partition(df, model, sentinels, missing, what):
+    return _mask_of(model.score(_checked(df, model, sentinels, missing)), what)
+
+
+def _prior_sums_partition(df, model, sentinels, missing):
+    from .. import priors
+
+    scored = model.score(_checked(df, model, sentinels, missing))
+    return priors.sums_of(scored.proba, scored.photometric)
 
 
 def _score_partition(df, model, sentinels, missing):

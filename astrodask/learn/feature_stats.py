@@ -15,7 +15,16 @@ import numpy as np
 from .. import schema
 from ..dataset import TEST, TRAIN, VALID, SplitRule
 from ..errors import AstrodaskError
-from ..features import QUANTILE_LEVELS, RECIPES, FeatureSpec, merge_quantiles, raw_columns, spec_from_quantiles
+from ..features import (
+    QUANTILE_LEVELS,
+    RECIPES,
+    TAIL_LEVELS,
+    FeatureSpec,
+    merge_quantiles,
+    raw_columns,
+    spec_from_quantiles,
+)
+from ..model import TrainingDomain, domain_level
 from ..storage import Location, read_json, write_json_atomic
 from . import blocks
 from .blocks import Moments, Summary
@@ -27,11 +36,13 @@ FEATURES_JSON = "features.json"
 
 @dataclass(frozen=True)
 class Counts:
-    """Labelled rows by split and class, and the unlabelled rows left out."""
+    """Labelled rows by split and class, and the rows left out: unlabelled, and labelled but unusable (a
+    spectroscopic model's rows without a usable redshift)."""
 
     by_split: np.ndarray
     """(split, class): rows TRAIN, VALID, TEST (``dataset`` constants)."""
     unlabelled: int = 0
+    unusable: int = 0
 
     @property
     def train(self) -> np.ndarray:
@@ -46,32 +57,59 @@ class Counts:
         return self.by_split[TEST]
 
     def to_json(self) -> dict:
-        return {"by_split": self.by_split.tolist(), "unlabelled": self.unlabelled}
+        return {"by_split": self.by_split.tolist(), "unlabelled": self.unlabelled, "unusable": self.unusable}
 
     @classmethod
     def from_json(cls, d: dict) -> Counts:
-        return cls(np.asarray(d["by_split"], np.int64), int(d.get("unlabelled", 0)))
+        return cls(np.asarray(d["by_split"], np.int64), int(d.get("unlabelled", 0)), int(d.get("unusable", 0)))
 
 
-def features_from_summaries(summaries: list[Summary], feature_set: str, where: str) -> tuple[FeatureSpec, Counts]:
-    """The unscaled FeatureSpec and the counts, from every partition's summary."""
+@dataclass(frozen=True)
+class FittedFeatures:
+    """What pass 1 gives: the (unscaled) feature spec, the counts and the training domain."""
+
+    spec: FeatureSpec
+    counts: Counts
+    domain: TrainingDomain
+
+
+def features_from_summaries(summaries: list[Summary], feature_set: str, where: str) -> FittedFeatures:
+    """The unscaled FeatureSpec, the counts and the training domain, from every partition's summary."""
     recipe = RECIPES[feature_set]
-    counts = Counts(sum(s.counts for s in summaries), sum(s.unlabelled for s in summaries))
+    counts = Counts(sum(s.counts for s in summaries), sum(s.unlabelled for s in summaries),
+                    sum(s.unusable for s in summaries))
     if counts.train.sum() == 0:
         why = f" ({counts.unlabelled:,} rows have no class)" if counts.unlabelled else ""
+        if counts.unusable:
+            why += f" ({counts.unusable:,} labelled rows have no usable redshift)"
         raise AstrodaskError(f"{where}: no labelled training rows{why}; train on a catalogue with classes")
     n = sum(s.n for s in summaries)
     mean = sum(s.sum for s in summaries) / np.maximum(n, 1)
     std = np.sqrt(np.maximum(sum(s.sumsq for s in summaries) / np.maximum(n, 1) - mean**2, 0.0))
-    raw_q = merge_quantiles([s.raw for s in summaries], QUANTILE_LEVELS)
-    base_q = merge_quantiles([s.base for s in summaries], QUANTILE_LEVELS)
+    raws = [s.raw for s in summaries]
+    raw_q = merge_quantiles(raws, QUANTILE_LEVELS, TAIL_LEVELS)
+    if recipe.knots_by == "class":  # each class's distribution weighs the same, whatever its share of the rows
+        per_class = [(merge_quantiles([s.base_by_class[k] for s in summaries], QUANTILE_LEVELS),
+                      sum(s.base_by_class[k][1] for s in summaries)) for k in range(K)]
+        base_q = merge_quantiles(per_class, QUANTILE_LEVELS, equal=True)
+    else:
+        base_q = merge_quantiles([s.base for s in summaries], QUANTILE_LEVELS)
+    raw = raw_columns(feature_set)
     if np.isnan(raw_q).any():
-        empty = [c for k, c in enumerate(raw_columns(feature_set)) if np.isnan(raw_q[:, k]).all()]
+        empty = [c for k, c in enumerate(raw) if np.isnan(raw_q[:, k]).all()]
         raise AstrodaskError(
             f"{where}: column(s) {', '.join(empty)} have no values in the labelled training rows; "
             "use the photometric features if the catalogue has no redshift"
         )
-    return spec_from_quantiles(feature_set, recipe, raw_q, base_q, mean, std), counts
+    values = sum(r[1] for r in raws)
+    bounds, levels = {}, {}
+    for k, c in enumerate(raw):
+        levels[c] = domain_level(values[k])
+        lo, hi = merge_quantiles(raws, np.array([levels[c], 1.0 - levels[c]]), TAIL_LEVELS)[:, k]
+        bounds[c] = (float(lo), float(hi))
+    train = counts.train.astype(np.float64)
+    domain = TrainingDomain(bounds, levels, tuple(train / train.sum()), int(train.sum()))
+    return FittedFeatures(spec_from_quantiles(feature_set, recipe, raw_q, base_q, mean, std), counts, domain)
 
 
 def scaler_from_moments(moments: list[Moments], spec: FeatureSpec) -> FeatureSpec:
@@ -90,10 +128,11 @@ def class_weights(counts: Counts, class_weight: str | None) -> np.ndarray:
     return np.where(c > 0, c.sum() / (K * np.maximum(c, 1)), 0.0)
 
 
-def fit_features(backend, items, feature_set: str, rule: SplitRule, where: str) -> tuple[FeatureSpec, Counts]:
-    """Pass 1 on the workers: the unscaled spec and the counts."""
+def fit_features(backend, items, feature_set: str, rule: SplitRule, where: str) -> FittedFeatures:
+    """Pass 1 on the workers: the unscaled spec, the counts and the training domain."""
     recipe = RECIPES[feature_set]
-    handles = backend.map(blocks.summarise, items, feature_set=feature_set, base_names=recipe.base, rule=rule)
+    handles = backend.map(blocks.summarise, items, feature_set=feature_set, base_names=recipe.base, rule=rule,
+                          by_class=recipe.knots_by == "class")
     return features_from_summaries(backend.gather(handles, "features: quantiles"), feature_set, where)
 
 
@@ -104,20 +143,23 @@ def fit_scaler(backend, items, spec: FeatureSpec, weights: np.ndarray, rule: Spl
     return scaler_from_moments(backend.gather(handles, "features: scaling"), spec)
 
 
-def save_features(directory: Location, fingerprint: str, spec: FeatureSpec, counts: Counts) -> None:
-    write_json_atomic(directory / FEATURES_JSON, {"fingerprint": fingerprint, "spec": spec.to_dict(),
-                                                  "counts": counts.to_json()})
+def save_features(directory: Location, fingerprint: str, fitted: FittedFeatures) -> None:
+    write_json_atomic(directory / FEATURES_JSON, {"fingerprint": fingerprint, "spec": fitted.spec.to_dict(),
+                                                  "counts": fitted.counts.to_json(),
+                                                  "domain": fitted.domain.to_json()})
 
 
-def load_features(directory: Location, fingerprint: str) -> tuple[FeatureSpec, Counts] | None:
+def load_features(directory: Location, fingerprint: str) -> FittedFeatures | None:
     """The fitted features saved by an interrupted run with the same fingerprint, else None."""
     try:
         doc = read_json(directory / FEATURES_JSON)
-    except FileNotFoundError:
+    except (FileNotFoundError, AstrodaskError):
         return None
     if not isinstance(doc, dict) or doc.get("fingerprint") != fingerprint:
         return None
     try:
-        return FeatureSpec.from_dict(doc["spec"]), Counts.from_json(doc["counts"])
-    except (KeyError, TypeError, ValueError):
-        return None  # written by another version: fit again
+        spec = FeatureSpec.from_dict(doc["spec"])
+        return FittedFeatures(spec, Counts.from_json(doc["counts"]),
+                              TrainingDomain.from_json(doc["domain"], raw_columns(spec.feature_set)))
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None  # written by another version, or damaged: fit again

@@ -122,21 +122,30 @@ def catalog_frame(X):
     return canonical_frame(X) if is_catalog(X) else X
 
 
-def require_columns(X, feature_set: str, where: str = "X") -> tuple[str, ...]:
-    """The raw columns of ``feature_set``; refuses an X that is not a frame or lacks one of them."""
+def inputs_of(*feature_sets: str) -> tuple[str, ...]:
+    """The catalogue columns a model of these feature sets (a spectroscopic one and its companion) reads."""
+    return tuple(dict.fromkeys(c for fs in feature_sets if fs for c in raw_columns(fs)))
+
+
+def require_columns(X, need: tuple[str, ...], where: str = "X", optional: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """``need`` (the model's input columns, ``inputs_of``); refuses an X that is not a frame or lacks one.
+    ``optional`` columns are read where X has them (a routing model's redshift)."""
     if not (isinstance(X, pd.DataFrame) or is_dask_frame(X)):
         raise AstrodaskError(
             f"{where} is a {type(X).__name__}, not a pandas or Dask DataFrame; pass the catalogue as a DataFrame "
-            f"with the columns {', '.join(raw_columns(feature_set))} (column names say which value is which)"
+            f"with the columns {', '.join(need)} (column names say which value is which)"
         )
-    need = raw_columns(feature_set)
     missing = [c for c in need if c not in X.columns]
     if missing:
-        fix = "; without a redshift, use features='photometric'" if missing == [schema.REDSHIFT] else ""
-        raise AstrodaskError(
-            f"{where} has no column(s) {', '.join(missing)}: the {feature_set} features read "
-            f"{', '.join(need)} (SDSS17 names){fix}"
-        )
+        if missing == [schema.REDSHIFT]:
+            fix = "; without a redshift, use features='photometric'"
+        elif set(missing) <= set(schema.PSF_BANDS):
+            fix = "; without PSF magnitudes, use features='photometric' with morphology=False"
+        else:
+            fix = ""
+        also = f", and {', '.join(optional)} where there is one" if optional else ""
+        raise AstrodaskError(f"{where} has no column(s) {', '.join(missing)}: the model reads {', '.join(need)} "
+                             f"(SDSS17 names){also}{fix}")
     return need
 
 
@@ -149,19 +158,23 @@ def _floats(s: pd.Series, name: str, where: str) -> np.ndarray:
     return s.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
-def clean(df: pd.DataFrame, feature_set: str, where: str = "X") -> tuple[pd.DataFrame, InputReport]:
-    """The model columns of ``df`` as convert would store them (float32; null and sentinels -> NaN) and the
-    report of what was found (which ``InputReport.check`` judges by the policies). When the report has rejected
-    rows, the frame holds only the others."""
-    cols = require_columns(df, feature_set, where)
+def clean(df: pd.DataFrame, need: tuple[str, ...], where: str = "X") -> tuple[pd.DataFrame, InputReport]:
+    """The model columns ``need`` of ``df`` (and ``zwarning`` when it has one) as convert would store them
+    (float32; null and sentinels -> NaN) and the report of what was found (which ``InputReport.check`` judges by
+    the policies). When the report has rejected rows, the frame holds only the others. A missing redshift is not
+    a missing value: it is never imputed (a spectroscopic model scores such a row with its companion)."""
+    cols = list(require_columns(df, need, where))
+    if schema.ZWARNING in df.columns:
+        cols.append(schema.ZWARNING)
     values = {c: _floats(df[c], c, where) for c in cols}
     n = len(df)
-    missing = Counter({c: int(np.isnan(v).sum()) for c, v in values.items()})
+    imputable = [c for c in cols if c not in (schema.REDSHIFT, schema.ZWARNING)]
+    missing = Counter({c: int(np.isnan(values[c]).sum()) for c in imputable})
     sentinel = Counter({c: int(np.isin(v, schema.SENTINELS).sum()) for c, v in values.items()})
     table = pa.table({_ROW: pa.array(np.arange(n, dtype=np.uint64)), **{c: pa.array(v) for c, v in values.items()}})
     good, rejected = validate(table, {_ROW: schema.ID, **{c: c for c in cols}}, out_columns=[schema.ID, *cols])
     frame = pd.DataFrame({c: good.column(c).to_numpy(zero_copy_only=False) for c in cols})
-    nan_rows = int(frame.isna().any(axis=1).sum())
+    nan_rows = int(frame[imputable].isna().any(axis=1).sum())
     report = InputReport(n, +missing, +sentinel, Counter(rejected.column("reason").to_pylist()), nan_rows)
     return frame, report
 
@@ -192,23 +205,26 @@ class Prepared(NamedTuple):
     report: InputReport
 
 
-def prepare(df: pd.DataFrame, y, feature_set: str, where: str = "X") -> Prepared:
-    """Check ``df`` and its labels ``y`` (same length) and make the training rows."""
-    frame, report = clean(df, feature_set, where)
+def prepare(df: pd.DataFrame, y, need: tuple[str, ...], where: str = "X") -> Prepared:
+    """Check ``df`` (the columns ``need``) and its labels ``y`` (same length) and make the training rows (raw
+    labels: ``blocks.rows_of`` marks what each feature set cannot learn from)."""
+    frame, report = clean(df, need, where)
     codes = labels.codes(y)
     unknown = labels.unknown_values(y, codes)
     report = InputReport(report.rows, report.missing, report.sentinels, report.rejected, report.imputed_rows,
                          int((codes == labels.UNLABELLED).sum()), unknown)
     if report.rejected or unknown:
         return Prepared(None, report)
-    return Prepared(Rows(frame, codes, row_keys(df, frame, where)), report)
+    zw = frame[schema.ZWARNING].to_numpy(np.float64) if schema.ZWARNING in frame.columns else None
+    data = frame.drop(columns=[schema.ZWARNING]) if zw is not None else frame
+    return Prepared(Rows(data, codes, row_keys(df, data, where), zw), report)
 
 
 # -- the Dask side: one task per partition; the rows stay on the worker, the report goes to the client
 
 
-def prepare_partition(df: pd.DataFrame, feature_set: str, label: str) -> Prepared:
-    return prepare(df.drop(columns=[label]), df[label], feature_set, where="X")
+def prepare_partition(df: pd.DataFrame, need: tuple[str, ...], label: str) -> Prepared:
+    return prepare(df.drop(columns=[label]), df[label], need, where="X")
 
 
 def report_of(p: Prepared) -> InputReport:
@@ -219,8 +235,9 @@ def prepared_rows(p: Prepared) -> Rows:
     return p.rows
 
 
-def checked_frame(df: pd.DataFrame, feature_set: str, sentinels: str, missing: str, where: str = "X") -> pd.DataFrame:
+def checked_frame(df: pd.DataFrame, need: tuple[str, ...], sentinels: str, missing: str,
+                  where: str = "X") -> pd.DataFrame:
     """The cleaned model columns of a frame to score; refuses what the report refuses."""
-    frame, report = clean(df, feature_set, where)
+    frame, report = clean(df, need, where)
     report.check(sentinels, missing, where)
     return frame

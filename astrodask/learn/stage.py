@@ -14,16 +14,16 @@ import threading
 from dataclasses import asdict, dataclass, replace
 
 from .. import evaluate, schema
+from ..cluster.backend import OnCluster
 from ..console import log
 from ..dataset import HOLDOUT, open_dataset
 from ..evaluate import METRICS_JSON, Metrics
 from ..features import raw_columns, resolve_feature_set
 from ..model import HISTORY_JSON
 from ..storage import Location, StagedOutput, read_json, write_json_atomic
-from .backend import OnCluster
 from .config import TrainConfig, digest
 from .loop import EpochRecord
-from .trainer import Workspace, clear, fit
+from .trainer import Fitted, Workspace, clear, fit
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,15 @@ class TrainResult:
                 f"report: {self.model_dir}/report/index.html"]
 
 
+def _training_record(fitted: Fitted, cfg: TrainConfig) -> dict:
+    """How one model was trained, for ``metrics.json`` and the report."""
+    return {"mode": cfg.mode, "features": cfg.features, "epochs": len(fitted.history),
+            "best_epoch": fitted.best_epoch, "stop": fitted.stop, "seconds": fitted.seconds,
+            "rows": int(fitted.counts.train.sum()), "unlabelled_rows": fitted.counts.unlabelled,
+            "unusable_rows": fitted.counts.unusable, "patience": cfg.patience,
+            "min_improvement": cfg.min_improvement, "monitor": cfg.monitor}
+
+
 def run(cfg: TrainConfig, client) -> TrainResult:
     """Train a model on ``cfg.dataset``; write it with its holdout metrics and report to ``cfg.model_dir``.
 
@@ -56,6 +65,9 @@ def run(cfg: TrainConfig, client) -> TrainResult:
     why = f"to train with --features {cfg.features}"
     ds.require([schema.CLASS, *raw_columns(cfg.features)], why)
     ds.require_values(raw_columns(cfg.features), why)
+    # a spectroscopic model's rows without a usable redshift are scored by a photometric model of the same rows
+    companion = resolve_feature_set("photometric", ds.columns, empty, cfg.morphology) \
+        if cfg.features == "spectroscopic" else None
     dest = Location.of(cfg.model_dir, cfg.storage_options)
     if cfg.report:  # matplotlib (~0.6 s) loads while the workers train: the client is idle then
         threading.Thread(target=importlib.import_module, args=("astrodask.report",), daemon=True).start()
@@ -75,12 +87,12 @@ def run(cfg: TrainConfig, client) -> TrainResult:
 
         fitted = fit(backend, list(ds.files), ds.n_rows, cfg.options(), HOLDOUT, where=ds.path, workspace=workspace,
                      shuffle=shuffle, quiet=cfg.quiet,
-                     config={k: v for k, v in asdict(cfg).items() if k not in cfg.flags()})
+                     config={k: v for k, v in asdict(cfg).items() if k not in cfg.flags()}, companion=companion)
         model = fitted.model
-        metrics = replace(evaluate.holdout(client, model, ds.files, quiet=cfg.quiet), train={
-            "mode": cfg.mode, "features": cfg.features, "epochs": len(fitted.history), "best_epoch": fitted.best_epoch,
-            "stop": fitted.stop, "seconds": fitted.seconds, "rows": int(fitted.counts.train.sum()),
-            "unlabelled_rows": fitted.counts.unlabelled})
+        train = _training_record(fitted, cfg)
+        if fitted.companion is not None:
+            train["companion"] = _training_record(fitted.companion, replace(cfg, features=companion))
+        metrics = replace(evaluate.holdout(client, model, ds.files, quiet=cfg.quiet), train=train)
         history = [r.to_json() for r in fitted.history]
         model.save(out.staging)
         write_json_atomic(out.staging / METRICS_JSON, metrics.to_json())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -37,6 +37,10 @@ class Workspace:
     """The settings and data the saved state belongs to; other settings never resume from it."""
     resume: bool = False
 
+    def child(self, name: str) -> Workspace:
+        """The workspace of a second model trained in the same run (the companion)."""
+        return Workspace(self.directory / name, f"{self.fingerprint}-{name}", self.resume)
+
 
 @dataclass(frozen=True)
 class Fitted:
@@ -51,6 +55,8 @@ class Fitted:
     stop: str
     """Why training ended: ``early_stop``, ``converged`` or ``max_epochs``."""
     seconds: float
+    companion: Fitted | None = None
+    """The photometric companion of a spectroscopic model, trained on the same rows."""
 
 
 def parallel_evaluator(backend, items: list, spec, weights: np.ndarray, rule: SplitRule) -> Callable:
@@ -63,22 +69,42 @@ def parallel_evaluator(backend, items: list, spec, weights: np.ndarray, rule: Sp
     return evaluate
 
 
+COMPANION = "companion"
+
+
 def fit(backend, items: list, n_rows: int, opts: TrainOptions, rule: SplitRule, *, where: str,
         workspace: Workspace | None = None, shuffle: Callable | None = None, config: dict | None = None,
-        quiet: bool = False, log: Callable[[str], None] = console_log) -> Fitted:
-    """Fit the features on ``items`` (pass 1), build the feature blocks by the cache policy, fit the scaler and
-    run the epoch loop with the optimiser of ``opts.mode``.
+        quiet: bool = False, log: Callable[[str], None] = console_log, companion: str | None = None) -> Fitted:
+    """Train the model of ``opts`` on ``items`` and, for a spectroscopic model, its photometric ``companion``
+    (that feature set; it scores the rows without a usable redshift) on the same items and split.
 
     ``shuffle(spec, weights) -> blocks`` makes the incremental mode's shuffled blocks (the stage's dataset).
     ``config`` goes into the model's ``info`` as the settings it was trained with.
     """
+    main = fit_one(backend, items, n_rows, opts, rule, where=where, workspace=workspace, shuffle=shuffle,
+                   config=config, quiet=quiet, log=log)
+    if opts.features != "spectroscopic" or companion is None:
+        return main
+    log(f"photometric companion ({companion}): scores every row whose redshift is no measurement (null, 0 or "
+        f"flagged; {main.counts.unusable:,} of the labelled rows here)")
+    comp = fit_one(backend, items, n_rows, replace(opts, features=companion), rule, where=where,
+                   workspace=workspace.child(COMPANION) if workspace is not None else None, shuffle=shuffle,
+                   config=config, quiet=quiet, log=log)
+    return replace(main, model=replace(main.model, companion=comp.model), companion=comp)
+
+
+def fit_one(backend, items: list, n_rows: int, opts: TrainOptions, rule: SplitRule, *, where: str,
+            workspace: Workspace | None = None, shuffle: Callable | None = None, config: dict | None = None,
+            quiet: bool = False, log: Callable[[str], None] = console_log) -> Fitted:
+    """Fit the features on ``items`` (pass 1), build the feature blocks by the cache policy, fit the scaler and
+    run the epoch loop with the optimiser of ``opts.mode``: one model."""
     resume = workspace is not None and workspace.resume
-    cached = load_features(workspace.directory, workspace.fingerprint) if resume else None
-    if cached is not None:
+    fitted = load_features(workspace.directory, workspace.fingerprint) if resume else None
+    if fitted is not None:
         log("resume: reusing fitted features")
-        spec, counts = cached
     else:
-        spec, counts = fit_features(backend, items, opts.features, rule, where)
+        fitted = fit_features(backend, items, opts.features, rule, where)
+    spec, counts, domain = fitted.spec, fitted.counts, fitted.domain
     present = [c for c, n in zip(schema.CLASSES, counts.train) if n]
     if len(present) < 2:
         raise AstrodaskError(f"{where}: the labelled training rows are all {present[0]}; a classifier needs rows of "
@@ -86,12 +112,16 @@ def fit(backend, items: list, n_rows: int, opts: TrainOptions, rule: SplitRule, 
     if counts.unlabelled:
         log(f"{counts.unlabelled:,} unlabelled rows (no class) left out of training and evaluation; "
             f"{int(counts.by_split.sum()):,} labelled rows used")
+    if counts.unusable:
+        log(f"{counts.unusable:,} labelled rows have no usable redshift (null, 0 or flagged): the spectroscopic model "
+            "does not learn from them")
     weights = class_weights(counts, opts.class_weight)
 
     def scaled(spec, over):
         spec = fit_scaler(backend, over, spec, weights, rule)
         if workspace is not None:
-            save_features(workspace.directory, workspace.fingerprint, spec, counts)
+            workspace.directory.mkdir()
+            save_features(workspace.directory, workspace.fingerprint, replace(fitted, spec=spec))
         return spec
 
     t0 = time.perf_counter()
@@ -133,11 +163,13 @@ def fit(backend, items: list, n_rows: int, opts: TrainOptions, rule: SplitRule, 
         link="softmax" if opts.mode == "parallel" else "ovr", config=dict(config or {}), cache=cache,
         n_train=int(counts.train.sum()), n_valid=int(counts.valid.sum()), n_test=int(counts.test.sum()),
         n_unlabelled=int(counts.unlabelled), train_seconds=seconds, epochs_run=len(result.history),
-        best_epoch=result.best_epoch, stop=result.stop))
+        best_epoch=result.best_epoch, stop=result.stop), domain=domain)
     return Fitted(model, result.history, counts, cache, result.best_epoch, result.stop, seconds)
 
 
 def clear(workspace: Workspace) -> None:
-    """Remove the resumable state once the model is written."""
-    Checkpoint(workspace.directory, workspace.fingerprint).clear()
-    (workspace.directory / FEATURES_JSON).remove()
+    """Remove the resumable state (the companion's too) once the model is written."""
+    for w in (workspace, workspace.child(COMPANION)):
+        Checkpoint(w.directory, w.fingerprint).clear()
+        (w.directory / FEATURES_JSON).remove()
+    workspace.child(COMPANION).directory.remove()  # its directory, now empty (local disks)

@@ -164,16 +164,21 @@ def _csv_with(small_csv: Path, path: Path, change) -> Path:
 
 
 @pytest.mark.parametrize("empty", ["", "-9999"])
-def test_a_model_input_that_is_entirely_missing_is_refused(sched, small_csv, job, tmp_path, empty):
-    """A spectroscopic model on a dataset whose redshift is all null / -9999 imputed the training median: 0.46."""
+def test_a_redshift_that_is_entirely_missing_is_never_imputed(sched, small_csv, job, tmp_path, empty):
+    """A dataset whose redshift is all null / -9999: imputing the training median (0.46) would call every row
+    GALAXY. Predict scores every row with the photometric companion and says so; train refuses in one line."""
     src = _csv_with(small_csv, tmp_path / "noz.csv", lambda df: df.__setitem__("redshift", empty))
     ds = tmp_path / "ds"
     assert run_cli("convert", src, ds, *sched).returncode == 0
-    line = one_line_error(run_cli("predict", ds, job / "model", tmp_path / "pred", *sched))
-    assert "redshift" in line and "photometric" in line
+    r = run_cli("predict", ds, job / "model", tmp_path / "pred", *sched)
+    assert r.returncode == 0, r.stderr
+    assert "has no redshift: the model's photometric companion" in r.stderr
+    p = pq.read_table(tmp_path / "pred").to_pandas()
+    assert len(p) == len(pd.read_csv(src)) and (p["scored_by"] == "photometric").all()
+    assert ((p["imputed"] & 32) == 0).all()
     line = one_line_error(run_cli("train", ds, "--model", tmp_path / "m", "--epochs", EPOCHS, *sched))
     assert "redshift" in line
-    assert not (tmp_path / "pred").exists() and not (tmp_path / "m").exists()
+    assert not (tmp_path / "m").exists()
 
 
 def test_imputed_inputs_are_flagged_on_each_prediction(sched, small_csv, job, tmp_path):
@@ -196,10 +201,15 @@ def test_imputed_inputs_are_flagged_on_each_prediction(sched, small_csv, job, tm
     bits = {"u": 1, "g": 2, "r": 4, "i": 8, "z": 16, "redshift": 32}
     for c, b in bits.items():
         flagged = set(p.loc[(p["imputed"] & b) != 0, "obj_ID"])
-        assert flagged == holes.get(c, set()), c
+        # a missing redshift is never imputed: that row is scored by the photometric companion instead
+        assert flagged == (set() if c == "redshift" else holes.get(c, set())), c
+    routed = set(p.loc[p["scored_by"] == "photometric", "obj_ID"])
+    src_df = pd.read_csv(src)
+    assert routed == holes["redshift"] | set(src_df.loc[src_df["redshift"] == 0.0, "obj_ID"])  # SDSS's "no redshift"
     meta = json.loads((pred / "_astrodask.json").read_text())
-    assert meta["imputed_rows"] == len(set().union(*holes.values()))
+    assert meta["imputed_rows"] == len(holes["u"] | holes["z"])
     assert meta["imputed_bits"][:6] == list(bits)
+    assert meta["scored_by"] == {"spectroscopic": len(p) - len(routed), "photometric": len(routed)}
 
 
 # ------------------------------------------------------------------------------------------------ 8. OS errors

@@ -311,29 +311,6 @@ def test_workers_give_freed_memory_back_under_a_tight_limit(monkeypatch):
 
 
 @pytest.mark.realdata
-def test_real_data_accuracy(shared_data, tmp_path):
-    """Targets on the whole SDSS17 file with the default (spectroscopic) features: holdout accuracy >= 0.96 for
-    the spine, >= 0.973 for the training issue; calibrated probabilities (log-loss, Brier) reported."""
-    src = shared_data / "sdss17.csv"
-    cli = [sys.executable, "-m", "astrodask.cli"]
-    small = ["--workers", "2", "--quiet"]
-    r = subprocess.run([*cli, "convert", str(src), str(tmp_path / "ds"), *small], capture_output=True, text=True,
-                       env=_env(), cwd=tmp_path, timeout=600)
-    assert r.returncode == 0, r.stderr
-    assert "rows read 99,999  written 99,999  quarantined 0" in r.stdout
-    r = subprocess.run([*cli, "train", str(tmp_path / "ds"), "--model", str(tmp_path / "model"), *small],
-                       capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=900)
-    assert r.returncode == 0, r.stderr
-    m = json.loads((tmp_path / "model" / "metrics.json").read_text())
-    print(f"\nSDSS17 holdout: accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  ({m['n']:,} rows)")
-    assert f"accuracy {m['accuracy']:.4f}" in r.stdout
-    assert 19_000 < m["n"] < 21_000  # the 20 % holdout, never trained on
-    assert m["accuracy"] >= 0.973
-    assert m["macro_f1"] >= 0.965
-    assert m["log_loss"] < 0.1 and m["brier"] < 0.05
-
-
-@pytest.mark.realdata
 def test_real_data_photometric_macro_f1(shared_data, tmp_path, monkeypatch):
     """The photometric model (no redshift) on the whole SDSS17 file: holdout macro-F1 >= 0.84."""
     from astrodask import ingest

@@ -85,7 +85,7 @@ def _extremes(model: SoftmaxModel, df: pd.DataFrame, seed: int = 2) -> pd.DataFr
 
 
 def _check(model: SoftmaxModel, df: pd.DataFrame) -> None:
-    p, mask = model.predict_proba_and_mask(df)
+    p, mask = model.score(df)[:2]
     ref = model.reference_predict_proba(df)
     assert p.shape == ref.shape == (len(df), len(schema.CLASSES)) and p.dtype == np.float64
     assert np.isfinite(ref).all(), "the reference itself gave NaN: a bad test input"
@@ -123,7 +123,7 @@ def test_missing_inputs_are_imputed_as_the_reference_does(sample_models, sample,
     monkeypatch.setattr(kernels, "CHUNK_ROWS", 999)  # several chunks, the last one short
     model = sample_models[feature_set]
     rows = _with_missing(sample.iloc[12000:], feature_set)
-    _, mask = model.predict_proba_and_mask(rows)
+    mask = model.score(rows).imputed
     assert (mask != 0).sum() > 500 and (mask == 0).sum() > 500
     _check(model, rows)
 
@@ -163,7 +163,7 @@ def test_interactions_and_no_scaler(sample):
 
 def test_empty_frame_and_float32_columns(sample_models, sample):
     model = sample_models["photometric+morphology"]
-    p, mask = model.predict_proba_and_mask(sample.iloc[:0])
+    p, mask = model.score(sample.iloc[:0])[:2]
     assert p.shape == (0, 3) and mask.shape == (0,)
     as32 = sample.iloc[12000:].astype(dict.fromkeys(raw_columns(model.spec.feature_set), "float32"))
     _check(model, as32)  # the Parquet datasets hold float32 magnitudes
@@ -204,11 +204,14 @@ def test_predict_file_writes_the_reference_probabilities(sample_models, sample, 
     src = tmp_path / "part-0.parquet"
     pq.write_table(pa.Table.from_pandas(rows, preserve_index=False), src, row_group_size=3000)
     carry = [schema.CLASS, "alpha", "delta", schema.REDSHIFT]
-    n, n_imputed = predict.predict_file(Location.of(src), Location.of(tmp_path / "out.parquet"), model, carry)
+    n = predict.predict_file(Location.of(src), Location.of(tmp_path / "out.parquet"), model, carry)
     out = pq.read_table(tmp_path / "out.parquet").to_pandas()
     ref = model.reference_predict_proba(rows)
     mask = imputed_mask(rows, "spectroscopic")
-    assert n == len(rows) == len(out) and n_imputed == np.count_nonzero(mask)
+    assert n == len(rows) == len(out)
+    counts = predict.counts_in(Location.of(tmp_path / "out.parquet"))
+    assert (counts.rows, counts.imputed) == (n, np.count_nonzero(mask))
+    assert (out[schema.SCORED_BY] == "spectroscopic").all()  # a model without a companion scores every row
     np.testing.assert_array_equal(out[schema.ID].to_numpy(), rows[schema.ID].to_numpy())
     got = out[[PROB_PREFIX + c for c in schema.CLASSES]].to_numpy(np.float64)
     np.testing.assert_allclose(got, ref, rtol=0, atol=ATOL)

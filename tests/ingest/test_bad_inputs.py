@@ -133,6 +133,8 @@ CASES: list[Case] = [
     Case("model_missing_fields", "model.json without its features", error=("features",)),
     Case("model_pickle_weights", "a pickle renamed to weights.npz", error=("weights.npz", "pickle")),
     Case("model_wrong_shape", "weights of the wrong shape for the features", error=("shape",)),
+    Case("model_swapped_weights", "the weights of another model of the same shape copied in",
+         error=("weights.npz", "digest")),
 ]
 BY_NAME = {c.source: c for c in CASES}
 

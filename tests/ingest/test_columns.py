@@ -148,3 +148,65 @@ def test_cli_summary_prints_magnitudes_and_missing_values(tmp_path):
     assert "missing values (kept as nulls): g 1" in r.stdout
 
 
+
+
+# ------------------------------------------------------------------------------------------------ --columns
+
+
+def _specphoto_like(df: pd.DataFrame) -> pd.DataFrame:
+    """A SkyServer SpecPhoto export as its query aliased it: dered_u..z (model), mag_u..z (PSF), spec_z."""
+    return pd.concat([df[["objid", "class"]], pd.DataFrame({**_mags(df, "dered_", 0.0), **_mags(df, "mag_", 0.4)}),
+                      df[["redshift"]].rename(columns={"redshift": "spec_z"})], axis=1)
+
+
+def test_columns_maps_a_source_to_a_canonical_column_and_is_recorded(client, tmp_path):
+    df = frame()
+    _specphoto_like(df).to_csv(tmp_path / "sp.csv", index=False)
+    plain = convert(client, tmp_path / "sp.csv", tmp_path / "plain")
+    assert not any(c.startswith("psf_") for c in pq.read_table(tmp_path / "plain").schema.names)  # mag_* unknown names
+    given = ",".join(f"mag_{b}=psf_{b}" for b in BANDS)
+    s = convert(client, tmp_path / "sp.csv", tmp_path / "ds", columns=given)
+    out = pq.read_table(tmp_path / "ds").to_pandas()
+    np.testing.assert_allclose(out[[f"psf_{b}" for b in BANDS]].to_numpy(), df[BANDS].to_numpy() + 0.4, rtol=1e-6)
+    np.testing.assert_allclose(out[BANDS].to_numpy(), df[BANDS].to_numpy(), rtol=1e-6)  # dered_* still u..z
+    np.testing.assert_allclose(out["redshift"], df["redshift"], rtol=1e-6)
+    assert s.columns == {f"mag_{b}": f"psf_{b}" for b in BANDS} and s.columns_from["psf_g"] == "mag_g"
+    meta = json.loads((tmp_path / "ds" / META).read_text())
+    assert meta["columns"] == s.columns and meta["columns_from"]["psf_r"] == "mag_r"
+    assert plain.columns == {}
+    # the same from Python as a mapping; an override also wins over a column the rules would take
+    s = convert(client, tmp_path / "sp.csv", tmp_path / "py", columns={"mag_r": "r"})
+    np.testing.assert_allclose(pq.read_table(tmp_path / "py").to_pandas()["r"], df["r"] + 0.4, rtol=1e-6)
+    assert s.columns_from["r"] == "mag_r"
+
+
+@pytest.mark.parametrize("given, words", [
+    ("mag_u=psf_q", ["psf_q is not a column astrodask knows"]),
+    ("mag_u=psf_u,mag_g=psf_u", ["psf_u is given twice"]),
+    ("mag_u=psf_u,mag_u=psf_g", ["mag_u is given 2 times"]),
+    ("mag_x=psf_u", ["the file has no column mag_x"]),
+    ("mag_u", ["cannot read 'mag_u'", "SOURCE=CANONICAL"]),
+    ("mag_u=class", ["the file's own column class is class"]),
+], ids=["unknown-target", "target-twice", "source-twice", "unknown-source", "unreadable", "taken"])
+def test_columns_refusals_are_one_line(tmp_path, given, words):
+    from support.cli import one_line_error, run_cli
+
+    _specphoto_like(frame(10)).to_csv(tmp_path / "sp.csv", index=False)
+    line = one_line_error(run_cli("convert", tmp_path / "sp.csv", tmp_path / "ds", "--columns", given,
+                                  "--workers", "1", "-q"))
+    for w in words:
+        assert w in line, line
+    assert not (tmp_path / "ds").exists()
+
+
+def test_a_repeated_column_name_is_refused_unless_columns_says_which(client, tmp_path):
+    df = frame(12)
+    body = df[["objid", "class", *BANDS, "redshift"]].assign(g2=df["g"] + 1.0)
+    text = body.to_csv(index=False, header=False)
+    (tmp_path / "twice.csv").write_text("objid,class,u,g,r,i,z,redshift,g\n" + text)
+    with pytest.raises(AstrodaskError, match=r"names g 2 times .*--columns"):
+        convert(client, tmp_path / "twice.csv", tmp_path / "x")
+    names = schema.unique_names(["objid", "class", "u", "g", "r", "i", "z", "redshift", "g"])
+    s = convert(client, tmp_path / "twice.csv", tmp_path / "ds", columns=f"{names[-1]}=g")
+    np.testing.assert_allclose(pq.read_table(tmp_path / "ds").to_pandas()["g"], df["g"] + 1.0, rtol=1e-6)
+    assert s.columns_from["g"] == names[-1]

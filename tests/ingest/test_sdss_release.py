@@ -18,7 +18,9 @@ from astrodask import ingest, schema
 from astrodask.errors import AstrodaskError
 from astrodask.ingest import ConvertConfig
 
-REAL_SWEEP = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "sdss" / "calibObj-004510-4-star.fits.gz"
+REAL_SDSS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "sdss"
+REAL_SWEEP = REAL_SDSS / "calibObj-004510-4-star.fits.gz"
+REAL_PHOTOOBJ = REAL_SDSS / "photoObj-003900-6-0269.fits"
 BANDS = list(schema.BANDS)
 PSF = list(schema.PSF_BANDS)
 
@@ -89,6 +91,37 @@ def test_real_sweep_ids_magnitudes_and_cuts(client, tmp_path):
     dered = read(tmp_path / "dered")
     np.testing.assert_allclose(dered[BANDS].to_numpy(), psf - ext, atol=2e-5)
     np.testing.assert_allclose(dered[PSF].to_numpy(), psf - ext, atol=2e-5)
+
+
+@pytest.mark.realdata
+def test_real_photoobj_layout(client, tmp_path):
+    """The real photoObj file: 139 columns, OBJID strings, RESOLVE_STATUS, the [5] flux and magnitude arrays."""
+    if not REAL_PHOTOOBJ.is_file():
+        pytest.skip(f"real photoObj file not found at {REAL_PHOTOOBJ} (see ../shared/data/README.md)")
+    from astropy.io import fits
+
+    with fits.open(REAL_PHOTOOBJ) as h:
+        d = h[1].data
+        assert len(h[1].columns) == 139 and h[1].columns["OBJID"].format == "19A"
+        objid = np.array([int(x) for x in d["OBJID"]], dtype=np.uint64)
+        primary = sf.survey_primary(d["RESOLVE_STATUS"])
+        modelmag, psfmag = d["MODELMAG"].astype(np.float64), d["PSFMAG"].astype(np.float64)
+        ra, dec = d["RA"].astype(np.float64), d["DEC"].astype(np.float64)
+    assert len(objid) == 981 and int(primary.sum()) == 703
+    s = convert(client, REAL_PHOTOOBJ, tmp_path / "ds")
+    accounting(s)
+    assert (s.read, s.written, s.filtered) == (981, 703, {"survey_primary": 278})
+    out = read(tmp_path / "ds")
+    assert out["obj_ID"].tolist() == objid[primary].tolist()
+    # the asinh magnitudes of MODELFLUX / PSFFLUX are the file's own MODELMAG / PSFMAG
+    np.testing.assert_allclose(out[BANDS].to_numpy(), modelmag[primary], atol=2e-5)
+    np.testing.assert_allclose(out[PSF].to_numpy(), psfmag[primary], atol=2e-5)
+    np.testing.assert_array_equal(out["alpha"].to_numpy(), ra[primary])
+    np.testing.assert_array_equal(out["delta"].to_numpy(), dec[primary])
+    assert (out["run_ID"] == 3900).all() and (out["cam_col"] == 6).all() and (out["field_ID"] == 269).all()
+    meta = json.loads((tmp_path / "ds" / "_astrodask.json").read_text())
+    assert meta["inputs"][0]["layout"] == "sdss-photoobj" and "MODELFLUX" in meta["magnitudes"]
+    assert "class" not in out.columns or out["class"].isna().all()  # photometry: no labels
 
 
 # ------------------------------------------------------------------------------------------------ fixtures

@@ -27,7 +27,7 @@ def test_canonical_names_kaggle_skyserver_and_duplicated_z():
            "class", "z", "plate", "mjd", "fiberid"]
     m = schema.canonical_names(sky)
     assert m["z"] == "z" and m["z.1"] == "redshift"
-    assert set(m.values()) == set(schema.COLUMNS) - set(schema.PSF_BANDS)  # no PSF magnitudes in it
+    assert set(m.values()) == set(schema.COLUMNS) - set(schema.PSF_BANDS) - {schema.ZWARNING}  # no PSF magnitudes, no zWarning
     assert m["objid"] == "obj_ID" and m["ra"] == "alpha" and m["camcol"] == "cam_col" and m["fiberid"] == "fiber_ID"
     # a pandas-style second z, and an explicit redshift winning over it
     assert schema.canonical_names(["objid", *BANDS, "z.1"])["z.1"] == "redshift"

@@ -46,7 +46,7 @@ def test_parameters_clone_and_set_params():
     p = est.get_params()
     assert p["l2"] == 1e-4 and p["class_weight"] == "balanced" and p["patience"] == 5
     assert set(p) == {"features", "l2", "max_iter", "tol", "class_weight", "patience", "min_improvement", "monitor",
-                      "validation_fraction", "sentinels", "missing", "cache", "morphology", "verbose"}
+                      "validation_fraction", "sentinels", "missing", "cache", "morphology", "priors", "verbose"}
     twin = clone(est)
     assert twin is not est and twin.get_params() == p
     assert est.set_params(max_iter=7) is est and est.max_iter == 7
@@ -126,10 +126,29 @@ def _catalogue_columns(df):
     return df[["obj_ID", "u", "g", "r", "i", "z", "redshift"]]
 
 
-def test_photometric_features_need_no_redshift(frame, other):
+def test_photometric_features_need_no_redshift(frame, fitted, other):
     est = SDSSClassifier(features="photometric", **FAST).fit(frame.drop(columns=["redshift"]), frame["class"])
     assert list(est.feature_names_in_) == ["u", "g", "r", "i", "z"]
     assert est.predict(other.drop(columns=["redshift"])).shape == (len(other),)
+    with pytest.raises(AstrodaskError) as info:  # training the spectroscopic model needs the redshift
+        SDSSClassifier(**FAST).fit(frame.drop(columns=["redshift"]), frame["class"])
+    assert "no column(s) redshift" in _one_line(info) and "features='photometric'" in str(info.value)
+
+
+def test_rows_without_a_usable_redshift_are_scored_by_the_companion(fitted, other):
+    bad = other.copy()
+    bad.loc[bad.index[[2, 5]], "redshift"] = np.nan
+    bad.loc[bad.index[7], "redshift"] = 0.0  # the SDSS17 export's placeholder for "no redshift"
+    path = fitted.scored_by(bad)
+    assert (path[[2, 5, 7]] == "photometric").all() and (np.delete(path, [2, 5, 7]) == "spectroscopic").all()
+    companion = fitted.model_.companion
+    np.testing.assert_allclose(fitted.predict_proba(bad)[[2, 5, 7]],
+                               companion.score(bad.iloc[[2, 5, 7]]).proba, rtol=1e-6)
+    assert (fitted.imputed_mask(bad)[[2, 5, 7]] == 0).all()  # a routed row has nothing imputed
+    # a catalogue with no redshift column at all is scored by the companion alone
+    alone = other.drop(columns=["redshift"])
+    assert (fitted.scored_by(alone) == "photometric").all()
+    np.testing.assert_allclose(fitted.predict_proba(alone), companion.score(alone).proba, rtol=1e-6)
 
 
 # ------------------------------------------------------------------------------------------------ bad input
@@ -156,7 +175,9 @@ def test_a_sentinel_is_refused_by_default_and_imputed_on_request(frame, fitted, 
     p = lenient.predict_proba(bad)
     assert np.isfinite(p).all()
     mask = lenient.imputed_mask(bad)
-    assert mask[3] == mask[9] == 0b1 and mask[4] == 0b100000 and (np.delete(mask, [3, 4, 9]) == 0).all()
+    # u is imputed; the sentinel redshift makes row 4 a row without a usable redshift, scored photometrically
+    assert mask[3] == mask[9] == 0b1 and (np.delete(mask, [3, 9]) == 0).all()
+    assert lenient.scored_by(bad)[4] == "photometric" and (np.delete(lenient.scored_by(bad), 4) == "spectroscopic").all()
     # the sentinel row is scored as a row with u missing, not as a 100 % QSO at u = -9999
     missing = bad.copy()
     missing.loc[missing.index[[3, 9]], "u"] = np.nan
@@ -181,11 +202,10 @@ def test_missing_values_are_imputed_visibly_or_refused(frame, fitted, other):
 @pytest.mark.parametrize("change, words", [
     (lambda df: df.assign(u=df["u"].where(df.index != 5, np.inf)), ["1 row(s)", "non_finite:u 1", "quarantine"]),
     (lambda df: df.assign(g=df["g"].astype("float64").where(df.index != 5, 1e39)), ["out_of_range:g 1"]),
-    (lambda df: df.drop(columns=["r"]), ["no column(s) r", "u, g, r, i, z, redshift"]),
-    (lambda df: df.drop(columns=["redshift"]), ["no column(s) redshift", "features='photometric'"]),
+    (lambda df: df.drop(columns=["r"]), ["no column(s) r", "reads u, g, r, i, z", "redshift"]),
     (lambda df: df.assign(z=df["z"].astype(str)), ["column z holds", "not numbers"]),
     (lambda df: df[["u", "g", "r", "i", "z", "redshift"]].to_numpy(), ["ndarray, not a pandas or Dask DataFrame"]),
-], ids=["inf", "float32-overflow", "missing-column", "no-redshift", "text", "array"])
+], ids=["inf", "float32-overflow", "missing-column", "text", "array"])
 def test_bad_x_is_refused_in_one_line(fitted, other, change, words):
     bad = change(other.copy())
     for call in (lambda: fitted.predict(bad), lambda: SDSSClassifier(**FAST).fit(bad, other["class"])):
@@ -309,7 +329,7 @@ def test_dask_fit_matches_pandas_and_predicts_lazily(dask_client, frame, fitted,
 
     import dask.array as da
 
-    from astrodask.learn.backend import OnCluster
+    from astrodask.cluster.backend import OnCluster
     from astrodask.learn.blocks import FeatureBlock, Rows
 
     received = []  # everything the client receives from the workers while fitting

@@ -118,12 +118,13 @@ class _Killed(Exception):
 
 
 def _record_epoch_weights(monkeypatch) -> dict:
-    """Epoch -> the weights after it, as the loop sees them (for both optimisers)."""
+    """Weight shape -> epoch -> the weights after it, as the loop sees them (for both optimisers; the shape tells
+    the spectroscopic model from its photometric companion, trained after it by the same loop)."""
     thetas: dict = {}
     real = loop.EpochRecord.of.__func__
 
     def of(cls, epoch, stats, seconds):
-        thetas[epoch] = np.array(stats.theta, copy=True)
+        thetas.setdefault(np.shape(stats.theta), {})[epoch] = np.array(stats.theta, copy=True)
         return real(cls, epoch, stats, seconds)
 
     monkeypatch.setattr(loop.EpochRecord, "of", classmethod(of))
@@ -147,6 +148,7 @@ def test_both_modes_keep_the_best_epoch_and_resume_without_resetting_patience(sm
     assert len(hist) == best + patience < 40, "the test needs a run that stops early"
     model = SoftmaxModel.load(tmp_path / "full")
     theta = np.column_stack([model.coef, model.intercept])
+    thetas = thetas[theta.shape]
     np.testing.assert_allclose(theta, thetas[best], rtol=1e-12, atol=1e-12)
     assert not np.allclose(theta, thetas[len(hist)]), "the model is the last epoch's weights"
 
@@ -170,6 +172,7 @@ def test_both_modes_keep_the_best_epoch_and_resume_without_resetting_patience(sm
     assert resumed.metrics.train["best_epoch"] == best
     a, b = SoftmaxModel.load(tmp_path / "full"), SoftmaxModel.load(tmp_path / "cut")
     np.testing.assert_allclose(a.coef, b.coef, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(a.companion.coef, b.companion.coef, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(a.intercept, b.intercept, rtol=1e-9, atol=1e-9)
 
 

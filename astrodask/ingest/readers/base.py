@@ -35,11 +35,16 @@ class ReaderOptions:
     """A specObj file's row-matched photometry (photoPosPlate)."""
     cuts: bool = True
     storage_options: dict = field(default_factory=dict, hash=False, compare=False)
+    columns: tuple[tuple[str, str], ...] = ()
+    """``--columns``: (source column, canonical column) pairs that come before the name rules."""
 
     @classmethod
     def of(cls, cfg) -> ReaderOptions:
         """The reader options of a ConvertConfig."""
-        return cls(cfg.magnitudes, cfg.deredden, cfg.photometry, cfg.cuts, dict(cfg.storage_options))
+        from ...schema import parse_overrides
+
+        return cls(cfg.magnitudes, cfg.deredden, cfg.photometry, cfg.cuts, dict(cfg.storage_options),
+                   parse_overrides(cfg.columns))
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,9 @@ class Probe:
     """Layout name shown in the summary (``csv``, ``parquet``, ``fits``, ``sdss-specobj``...)."""
     detail: object = None
     """Reader-specific header facts (delimiter, row groups, row bytes...): a frozen dataclass."""
+    header: tuple[str, ...] = ()
+    """The names as the file gives them (stripped, repeats kept), when they can repeat: a name given twice is
+    refused unless ``--columns`` says which fills it."""
 
 
 @dataclass(frozen=True)
@@ -141,7 +149,8 @@ class Reader(ABC):
         names with ``schema.resolve_columns`` and the conversion's ``magnitudes`` / ``deredden`` options."""
         from ... import schema
 
-        return schema.resolve_columns(list(probe.columns), options.magnitudes, options.deredden)
+        names = list(probe.header or probe.columns)  # resolve_columns makes them unique as the reader did
+        return schema.resolve_columns(names, options.magnitudes, options.deredden, options.columns)
 
     def block_options(self, probe: Probe, options: ReaderOptions):
         """Reader-specific options every block of the file carries to the workers (a frozen dataclass)."""

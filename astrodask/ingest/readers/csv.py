@@ -110,7 +110,7 @@ def read_header(loc: Location, source: str) -> tuple[list[str], int, CsvHeader]:
     if len(cols) < 2:
         raise AstrodaskError(f"{source}: first line is not a CSV header ({text[:60]!r}); give a CSV with a "
                              "header row")
-    return schema.unique_names(cols), size, CsvHeader(delim, offset, comp)
+    return cols, size, CsvHeader(delim, offset, comp)
 
 
 class CsvReader(Reader):
@@ -119,7 +119,8 @@ class CsvReader(Reader):
 
     def probe(self, loc: Location, source: str, options: ReaderOptions) -> Probe:
         cols, size, head = read_header(loc, source)
-        return Probe(source, loc, self.name, tuple(cols), size, layout="csv", detail=head)
+        return Probe(source, loc, self.name, tuple(schema.unique_names(cols)), size, layout="csv", detail=head,
+                     header=tuple(cols))
 
     def plan(self, probe: Probe, block_bytes: int) -> list[tuple[Extent, int | None]]:
         head: CsvHeader = probe.detail

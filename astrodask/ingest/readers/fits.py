@@ -152,8 +152,9 @@ class FitsReader(Reader):
 
     def probe(self, loc: Location, source: str, options: ReaderOptions) -> Probe:
         cols, nrows, row_bytes, unread = fits_info(loc, source)
-        return Probe(source, loc, self.name, tuple(schema.unique_names([c.strip() for c in cols])),
-                     nrows * row_bytes, nrows, tuple(unread), layout="fits", detail=FitsTable(row_bytes))
+        header = tuple(c.strip() for c in cols)
+        return Probe(source, loc, self.name, tuple(schema.unique_names(list(header))), nrows * row_bytes, nrows,
+                     tuple(unread), layout="fits", detail=FitsTable(row_bytes), header=header)
 
     def plan(self, probe: Probe, block_bytes: int) -> list[tuple[Extent, int | None]]:
         step = max(1, block_bytes // probe.detail.row_bytes)

@@ -66,7 +66,7 @@ class HatsReader(ParquetReader):
             raise AstrodaskError(f"{root}: {PROPERTIES} names no hats_col_ra / hats_col_dec; check the catalogue")
         p = super().probe(loc, source, options)
         return Probe(p.source, p.location, self.name, p.columns, p.nbytes, p.nrows, layout="hats",
-                     detail=HatsInfo(p.detail, ra, dec, props.get("obs_collection", root.name)))
+                     detail=HatsInfo(p.detail, ra, dec, props.get("obs_collection", root.name)), header=p.header)
 
     def columns(self, probe: Probe, options: ReaderOptions):
         cmap = super().columns(probe, options)
@@ -82,4 +82,4 @@ class HatsReader(ParquetReader):
 
 def _as_parquet(probe: Probe) -> Probe:
     return Probe(probe.source, probe.location, "parquet", probe.columns, probe.nbytes, probe.nrows,
-                 layout="parquet", detail=probe.detail.footer)
+                 layout="parquet", detail=probe.detail.footer, header=probe.header)

@@ -44,9 +44,9 @@ class ParquetReader(Reader):
         except (OSError, ValueError, pa.ArrowException) as exc:
             raise AstrodaskError(f"{source}: not a readable Parquet file ({one_line(exc)}); check the file") from None
         groups = tuple(md.row_group(k).num_rows for k in range(md.num_row_groups))
-        cols = schema.unique_names([c.strip() for c in names])
-        return Probe(source, loc, self.name, tuple(cols), 0, md.num_rows, layout="parquet",
-                     detail=ParquetFooter(groups))
+        header = tuple(c.strip() for c in names)
+        return Probe(source, loc, self.name, tuple(schema.unique_names(list(header))), 0, md.num_rows,
+                     layout="parquet", detail=ParquetFooter(groups), header=header)
 
     def plan(self, probe: Probe, block_bytes: int) -> list[tuple[Extent, int | None]]:
         groups = probe.detail.group_rows

@@ -10,7 +10,9 @@ SPECPRIMARY. Derived on the workers, block by block:
   zero and negative fluxes. ``psf_u..psf_z`` from PSFFLUX. ``--deredden`` subtracts EXTINCTION from both.
 * ``obj_ID``: OBJID (a string in photoObj files), or composed as CAS does where there is none (sweeps):
   skyVersion 2 << 59 | rerun << 48 | run << 32 | camcol << 29 | field << 16 | id.
-* specObj: ``spec_obj_ID`` from the string SPECOBJID, class, redshift Z, plate, MJD, fiber; with
+* specObj: ``spec_obj_ID`` from the string SPECOBJID, class, redshift Z, its warning bits ZWARNING (``zwarning``:
+  with ``--no-cuts``, a flagged redshift is kept and a spectroscopic model scores that row photometrically),
+  plate, MJD, fiber; with
   ``--photometry photoPosPlate`` the photometry of row i is row i of that file: where both carry an object id
   (BESTOBJID, OBJID) they must agree, else the row is quarantined (``objid_mismatch``); a spectrum without a
   photometric match (BESTOBJID '0' or blank) is quarantined as ``no_photometry``.
@@ -111,7 +113,7 @@ def _derived_pairs(kind: str, paired: bool) -> tuple[tuple[str, str], ...]:
         cols += [schema.ID, "alpha", "delta", *schema.BANDS, *schema.PSF_BANDS, "run_ID", "rerun_ID", "cam_col",
                  "field_ID"]
     if kind == "specobj":
-        cols += ["spec_obj_ID", schema.CLASS, schema.REDSHIFT, "plate", "MJD", "fiber_ID"]
+        cols += ["spec_obj_ID", schema.CLASS, schema.REDSHIFT, schema.ZWARNING, "plate", "MJD", "fiber_ID"]
         if not paired:
             cols += ["alpha", "delta"]
     order = {c: k for k, c in enumerate(schema.COLUMNS)}
@@ -136,6 +138,9 @@ class SdssReader(Reader):
         mags = options.magnitudes or "model"
         cols = set(probe.columns)
         photometry = options.photometry
+        if options.columns:
+            raise AstrodaskError(f"{probe.source}: --columns is for catalogue exports; an SDSS bulk file's columns are "
+                                 "derived from its data model (drop --columns)")
         if kind == "specobj" and not photometry:
             raise AstrodaskError(f"{probe.source}: a specObj file has no magnitudes; give its row-matched "
                                  "photometry with --photometry photoPosPlate-dr17.fits")
@@ -187,6 +192,7 @@ class SdssReader(Reader):
             out["spec_obj_ID"] = pa.array(s["SPECOBJID"], pa.string())
             out[schema.CLASS] = pa.array(s["CLASS"], pa.string())
             out[schema.REDSHIFT] = pa.array(s["Z"])
+            out[schema.ZWARNING] = pa.array(s["ZWARNING"])
             for src, dst in (("PLATE", "plate"), ("MJD", "MJD"), ("FIBERID", "fiber_ID")):
                 out[dst] = pa.array(s[src])
             if o.cuts:

@@ -334,7 +334,7 @@ def make_fits() -> None:
 def make_models() -> None:
     from astrodask import schema
     from astrodask.features import RECIPES, FeatureSpec
-    from astrodask.model import MODEL_JSON, WEIGHTS, ModelInfo, SoftmaxModel
+    from astrodask.model import MODEL_JSON, WEIGHTS, ModelInfo, SoftmaxModel, weights_digest
 
     recipe = RECIPES["photometric"]
     spec = FeatureSpec(feature_set="photometric", base=recipe.base,
@@ -361,11 +361,26 @@ def make_models() -> None:
     fresh("model_good")
     edit(fresh("model_wrong_version"), lambda doc: doc.update(format_version=99))
     edit(fresh("model_missing_fields"), lambda doc: doc.pop("features"))
-    p = fresh("model_pickle_weights")
+    def weights(p: Path, data: bytes, digest: bool = True) -> None:
+        """Put ``data`` in as the weights file; with ``digest``, model.json records its digest (so the check
+        that follows the digest's is the one the case exercises)."""
+        (p / WEIGHTS).write_bytes(data)
+        if digest:
+            edit(p, lambda doc: doc.update(weights_digest=weights_digest(data)))
+
+    def npz(**arrays) -> bytes:
+        import io
+
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        return buf.getvalue()
+
     # a harmless pickle (plain dict of lists) under the name weights.npz
-    (p / WEIGHTS).write_bytes(pickle.dumps({"coef": coef.tolist(), "intercept": [0.1, -0.2, 0.1]}, protocol=4))
-    p = fresh("model_wrong_shape")
-    np.savez(p / WEIGHTS, coef=coef[:, :-3], intercept=np.zeros(3))
+    weights(fresh("model_pickle_weights"),
+            pickle.dumps({"coef": coef.tolist(), "intercept": [0.1, -0.2, 0.1]}, protocol=4))
+    weights(fresh("model_wrong_shape"), npz(coef=coef[:, :-3], intercept=np.zeros(3)))
+    # the weights of another model of the same shape, copied in: only the digest tells
+    weights(fresh("model_swapped_weights"), npz(coef=coef[::-1].copy(), intercept=np.zeros(3)), digest=False)
 
 
 def main() -> None:
