@@ -56,10 +56,10 @@ def main() -> None:
 
     from astrodask import ingest, schema
     from astrodask.cluster import ClusterConfig, connect
+    from astrodask.cluster.backend import OnCluster
     from astrodask.dataset import HOLDOUT, open_dataset
     from astrodask.learn import TrainConfig, stage
     from astrodask.learn import blocks as wb
-    from astrodask.learn.backend import OnCluster
     from astrodask.learn.feature_stats import class_weights, fit_features
     from astrodask.learn.trainer import parallel_evaluator
     from astrodask.storage import is_complete
@@ -81,7 +81,8 @@ def main() -> None:
         # spec), driven by averaged per-block SGD
         backend = OnCluster(client, quiet=True)
         ds = open_dataset(str(dataset))
-        spec, counts = fit_features(backend, list(ds.files), cfg.features, HOLDOUT, ds.path)
+        fitted = fit_features(backend, list(ds.files), cfg.features, HOLDOUT, ds.path)
+        spec, counts = fitted.spec, fitted.counts
         weights = class_weights(counts, cfg.class_weight)
         blocks = backend.map(wb.load_block, list(ds.files), "persist", spec=spec, weights=weights, rule=HOLDOUT)
         evaluate = parallel_evaluator(backend, blocks, spec, weights, HOLDOUT)

@@ -17,12 +17,12 @@ from distributed import wait
 
 from astrodask import evaluate, schema
 from astrodask.cluster import ClusterConfig, connect
+from astrodask.cluster.backend import OnCluster
 from astrodask.dataset import (
     HOLDOUT,
     open_dataset,
 )
 from astrodask.learn import blocks, feature_stats
-from astrodask.learn.backend import OnCluster
 from astrodask.model import SoftmaxModel
 
 
@@ -37,7 +37,8 @@ def main(dataset: str) -> None:
         t = phase("cluster start", t)
         ds = open_dataset(dataset)
         items, be = list(ds.files), OnCluster(client, quiet=True)
-        spec, counts = feature_stats.fit_features(be, items, "spectroscopic", HOLDOUT, dataset)
+        fitted = feature_stats.fit_features(be, items, "spectroscopic", HOLDOUT, dataset)
+        spec, counts = fitted.spec, fitted.counts
         t = phase("quantile pass", t)
         w = feature_stats.class_weights(counts, None)
         work = be.map(blocks.load_block, items, spec=spec, weights=w, rule=HOLDOUT)
