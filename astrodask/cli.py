@@ -19,6 +19,7 @@ from .ingest.config import ConvertConfig, ConvertOptions
 from .learn.config import TrainConfig, TrainOptions
 from .pipeline import JobConfig
 from .predict import PredictConfig, PredictOptions
+from .report.stage import ReportConfig
 from .synth import SynthConfig
 
 EXIT_USER_ERROR = 1
@@ -232,6 +233,19 @@ def evaluate(predictions, **kw):
     _run(_stage(".evaluate"), _take(EvaluateConfig, kw, predictions=predictions), kw)
 
 
+@cli.command()
+@click.argument("predictions")
+@config_options(ReportConfig, ClusterConfig, exclude=("predictions",))
+def report(predictions, **kw):
+    """An HTML report of PREDICTIONS (labelled or not) into --out: class fractions and probabilities by r
+    magnitude, the out-of-domain share by magnitude and on the sky, colour-colour diagrams, an all-sky map, and,
+    where the rows have a true class, accuracy by magnitude and redshift and calibration.
+
+    Example: astrodask report out/predictions --out out/report
+    """
+    _run(_stage(".report.stage"), _take(ReportConfig, kw, predictions=predictions), kw)
+
+
 @cli.command("run")
 @click.argument("sources", nargs=-1)
 @config_options(JobConfig, ConvertOptions, TrainOptions, PredictOptions, ClusterConfig,
@@ -242,8 +256,9 @@ def run_cmd(sources, **kw):
 
     Example: astrodask run --out out
     """
-    stages = {"convert": _take(ConvertOptions, kw), "train": _take(TrainOptions, kw),
-              "predict": _take(PredictOptions, kw)}
+    convert, train = _take(ConvertOptions, kw), _take(TrainOptions, kw)
+    # one --report for the job: the model's report and the predictions' report
+    stages = {"convert": convert, "train": train, "predict": _take(PredictOptions, kw, report=train.report)}
     extra = {"sources": tuple(sources)} if sources else {}
     _run(_stage(".pipeline"), _take(JobConfig, kw, **stages, **extra), kw)
 

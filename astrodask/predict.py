@@ -14,6 +14,7 @@ re-weights the probabilities to another class mix (``astrodask.priors``). The ma
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,6 +28,8 @@ from .dataset import open_dataset
 from .errors import AstrodaskError, ConfigError
 from .model import PATHS, SoftmaxModel
 from .options import JobFlags, check_choices
+from .report.provenance import StageTime
+from .report.stage import PREDICTIONS_REPORT_DIR, write_report
 from .storage import (
     Location,
     ManifestPart,
@@ -61,6 +64,10 @@ class PredictOptions:
     probabilities to it by Bayes' rule (the model's assume its training rows' mix, stored in the model);
     ``estimate`` estimates the mix on the rows themselves by EM across the workers first (Saerens et al. 2002),
     and reports it. Default: the training mix."""
+    report: bool = False
+    """Also write a report of the predictions into OUT/_report/ (class fractions and probabilities by magnitude,
+    the out-of-domain share, colour-colour diagrams, the sky; accuracy and calibration where the rows have a true
+    class), drawn from sums made on the workers."""
 
     def __post_init__(self):
         check_choices(self)
@@ -108,19 +115,21 @@ class PredictResult:
     priors: dict | None = None
     """The class mix the probabilities were re-weighted to (``target``), and for ``--priors estimate`` how it was
     estimated (``iterations``, ``converged``); None: the training mix."""
+    report: str | None = None
+    """The report's page (``predict --report``)."""
 
     @classmethod
     def of_manifest(cls, out: str, meta: dict) -> PredictResult:
         return cls(out, int(meta.get("rows") or 0), len(meta.get("parts") or []), int(meta.get("imputed_rows") or 0),
                    meta.get("format", "parquet"), dict(meta.get("scored_by") or {}),
                    int(meta.get("out_of_domain_rows") or 0), dict(meta.get("out_of_domain") or {}),
-                   meta.get("priors"))
+                   meta.get("priors"), meta.get("report"))
 
     def summary(self) -> dict:
         """What the manifest records of the rows."""
         return {"rows": self.rows, "imputed_rows": self.imputed_rows, "scored_by": self.scored_by,
                 "out_of_domain_rows": self.out_of_domain_rows, "out_of_domain": self.out_of_domain,
-                "priors": self.priors}
+                "priors": self.priors, "report": self.report}
 
     def lines(self) -> list[str]:
         out = [f"predictions: {self.out} ({self.rows:,} rows in {self.files} files)"]
@@ -135,6 +144,8 @@ class PredictResult:
             how = (f"estimated by EM in {self.priors['iterations']} iterations" if self.priors.get("estimated")
                    else "given")
             out.append(f"class priors ({how}): {target}")
+        if self.report:
+            out.append(f"report: {self.report}")
         return out
 
 
@@ -257,7 +268,8 @@ def run(cfg: PredictConfig, client) -> PredictResult:
         hats_output.require_hats_import()
     carry = [c for c in CARRY if c in ds.columns]
     dest = Location.of(cfg.out, so)
-    fp = {**fingerprint(ds, model_dir, model), "format": cfg.format}
+    fp = {**fingerprint(ds, model_dir, model), "format": cfg.format, "report": cfg.report}
+    t0 = time.perf_counter()
     with StagedOutput(dest, cfg.overwrite, cfg.resume, kind="predictions", fingerprint=fp,
                       inputs=(ds.location, model_dir)) as out:
         names = [f.name for f in ds.files]
@@ -282,6 +294,11 @@ def run(cfg: PredictConfig, client) -> PredictResult:
         if counts.imputed:
             log(f"{counts.imputed:,} of {counts.rows:,} rows had a missing input imputed with the training median "
                 f"(see their '{schema.IMPUTED}' column)")
+        summary = {"dataset": ds.path, "model": str(model_dir), "format": cfg.format, "fingerprint": fp,
+                   "priors": prior_info, "rows": counts.rows}
+        if cfg.report:  # before a HATS catalogue reorders the rows: they still line up with the dataset's
+            write_report(client, out.staging / PREDICTIONS_REPORT_DIR, dest, summary, [where / n for n in names],
+                         cfg.storage_options, cfg.quiet, (StageTime("predict", time.perf_counter() - t0),))
         if cfg.format == "hats":
             parts = hats_output.write_catalogue(client, out.staging, [where / n for n in names], sum(written),
                                                 cfg.quiet, cfg.resume)
@@ -290,10 +307,11 @@ def run(cfg: PredictConfig, client) -> PredictResult:
         result = PredictResult(str(dest), counts.rows, len(parts), counts.imputed, cfg.format,
                                dict(zip(PATHS, counts.by_path)), counts.out_of_domain,
                                {c: n for c, n in zip(schema.INPUT_BITS, counts.by_input) if c in model.inputs},
-                               prior_info)
+                               prior_info, f"{dest}/{PREDICTIONS_REPORT_DIR}/index.html" if cfg.report else None)
         out.commit({"dataset": ds.path, "model": str(model_dir), "format": cfg.format,
                     "classes": list(model.classes_), "imputed_bits": list(schema.INPUT_BITS),
-                    "out_of_domain_bits": list(schema.INPUT_BITS), **result.summary()}, parts)
+                    "out_of_domain_bits": list(schema.INPUT_BITS), **result.summary(), "stage": "predict",
+                    "seconds": time.perf_counter() - t0}, parts)
     return result
 
 

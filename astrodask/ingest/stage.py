@@ -9,6 +9,7 @@ For every block, rows read = rows written + rows quarantined; the totals are che
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field, fields, replace
 
 from .. import schema
@@ -238,6 +239,7 @@ def run(cfg: ConvertConfig, client) -> ConvertResult:
     """
     from ..cluster import n_worker_threads
 
+    t0 = time.perf_counter()
     planned = make_plan(cfg, n_worker_threads(client))
     blocks = list(planned.blocks)
     ids_info = None
@@ -297,5 +299,6 @@ def run(cfg: ConvertConfig, client) -> ConvertResult:
         t["columns"] = dict(schema.parse_overrides(cfg.columns))
         result = ConvertResult.of(str(dest), t)
         out.commit({"schema_version": schema.SCHEMA_VERSION, "columns": list(blocks[0].out_columns),
-                    "sources": files, **result.summary()}, parts)
+                    "sources": files, **result.summary(), "stage": "convert",
+                    "seconds": time.perf_counter() - t0}, parts)
     return result

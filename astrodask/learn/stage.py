@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import importlib
 import threading
+import time
 from dataclasses import asdict, dataclass, replace
 
 from .. import evaluate, schema
 from ..cluster.backend import OnCluster
 from ..console import log
 from ..dataset import HOLDOUT, open_dataset
-from ..evaluate import METRICS_JSON, Metrics
 from ..features import raw_columns, resolve_feature_set
+from ..metrics import METRICS_JSON, Metrics, finalize
 from ..model import HISTORY_JSON
-from ..storage import Location, StagedOutput, read_json, write_json_atomic
+from ..report.stage import MODEL_REPORT_DIR
+from ..storage import Location, StagedOutput, read_json, read_meta, write_json_atomic
 from .config import TrainConfig, digest
 from .loop import EpochRecord
 from .trainer import Fitted, Workspace, clear, fit
@@ -50,6 +52,17 @@ def _training_record(fitted: Fitted, cfg: TrainConfig) -> dict:
             "min_improvement": cfg.min_improvement, "monitor": cfg.monitor}
 
 
+def _report(client, dest, ds, cfg: TrainConfig, model, figures, metrics: Metrics, history, seconds: float) -> None:
+    """The model's report: the holdout's figures, the learning curve, provenance."""
+    from ..report import page, provenance
+    from ..report.stage import ranges_of, training_run
+
+    prov = provenance.make(client, [provenance.input_record("dataset", ds.location, read_meta(ds.location))],
+                           asdict(cfg.options()), [provenance.StageTime("train", seconds)])
+    page.write(dest, figures, metrics, kind="model", title=f"astrodask model: {cfg.features}, {cfg.mode}",
+               ranges=ranges_of(model), training=training_run(metrics, history), provenance=prov)
+
+
 def run(cfg: TrainConfig, client) -> TrainResult:
     """Train a model on ``cfg.dataset``; write it with its holdout metrics and report to ``cfg.model_dir``.
 
@@ -70,7 +83,8 @@ def run(cfg: TrainConfig, client) -> TrainResult:
         if cfg.features == "spectroscopic" else None
     dest = Location.of(cfg.model_dir, cfg.storage_options)
     if cfg.report:  # matplotlib (~0.6 s) loads while the workers train: the client is idle then
-        threading.Thread(target=importlib.import_module, args=("astrodask.report",), daemon=True).start()
+        threading.Thread(target=importlib.import_module, args=("astrodask.report.page",), daemon=True).start()
+    t0 = time.perf_counter()
     fingerprint = cfg.fingerprint(ds.identity())
     with StagedOutput(dest, cfg.overwrite, cfg.resume, kind="model", fingerprint=fingerprint,
                       inputs=(ds.location,)) as out:
@@ -92,16 +106,16 @@ def run(cfg: TrainConfig, client) -> TrainResult:
         train = _training_record(fitted, cfg)
         if fitted.companion is not None:
             train["companion"] = _training_record(fitted.companion, replace(cfg, features=companion))
-        metrics = replace(evaluate.holdout(client, model, ds.files, quiet=cfg.quiet), train=train)
+        sums = evaluate.holdout_sums(client, model, ds.files, quiet=cfg.quiet)
+        metrics = replace(finalize(sums.metrics), train=train)
         history = [r.to_json() for r in fitted.history]
         model.save(out.staging)
         write_json_atomic(out.staging / METRICS_JSON, metrics.to_json())
         write_json_atomic(out.staging / HISTORY_JSON, history)
         if cfg.report:
-            from .. import report
-
-            report.write(out.staging / "report", metrics, history, title=f"astrodask model: {cfg.features}, {cfg.mode}",
-                         rows_label="Holdout rows (the 20 % of rows, by obj_ID hash, never trained on)")
+            _report(client, out.staging / MODEL_REPORT_DIR, ds, cfg, model, sums.figures, metrics, history,
+                    time.perf_counter() - t0)
         clear(workspace)
-        out.commit({"dataset": ds.path, "accuracy": metrics.accuracy})
+        out.commit({"dataset": ds.path, "accuracy": metrics.accuracy, "stage": "train",
+                    "seconds": time.perf_counter() - t0})
     return TrainResult(str(dest), metrics, tuple(fitted.history))

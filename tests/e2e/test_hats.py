@@ -62,7 +62,7 @@ def test_predictions_as_a_hats_catalogue_open_in_lsdb(client, job, tmp_path):
     assert {"predicted_class", "prob_GALAXY", "prob_QSO", "prob_STAR", "alpha", "delta"} <= set(frame.columns)
     # the same predictions as the Parquet format, row for row
     plain = predict(PredictConfig(str(job / "ds"), str(job / "model"), str(tmp_path / "pred"), quiet=True), client)
-    assert plain["rows"] == ds_rows
+    assert plain.rows == ds_rows
     p = pd.read_parquet(tmp_path / "pred").set_index(schema.ID).sort_index()
     h = frame.set_index(schema.ID).sort_index()
     assert (p.index.to_numpy() == h.index.to_numpy().astype(np.uint64)).all()
@@ -122,7 +122,7 @@ def test_convert_reads_a_hats_catalogue(client, small_csv, tmp_path):
     assert len(list((tmp_path / "cat" / "dataset").rglob("Npix=*.parquet"))) > 1
 
     s = convert(ConvertConfig((str(tmp_path / "cat"),), str(tmp_path / "ds"), quiet=True), client)
-    assert s["read"] == s["written"] == len(src)
+    assert s.read == s.written == len(src)
     got = pd.read_parquet(tmp_path / "ds").set_index(schema.ID).sort_index()
     want = src.set_index(schema.ID).sort_index()
     assert (got.index == want.index).all()

@@ -186,12 +186,12 @@ def test_report_and_metrics_files(small_dataset, tmp_path):
     assert 0 < metrics["brier"] < 2 and metrics["log_loss"] > 0
     import matplotlib.image as mpimg
 
-    for name in ("confusion_matrix", "per_class", "learning_curve", "reliability", "redshift_by_class", "sky_map"):
+    for name in ("accuracy_by_r", "confusion_matrix", "learning_curve", "reliability", "colour_ug_gr", "sky_density"):
         img = mpimg.imread(m / "report" / f"{name}.png")
         assert img.shape[0] > 100 and img.shape[1] > 100
         assert img[..., :3].std() > 0.01, f"{name}.png is blank"
     html = (m / "report" / "index.html").read_text()
-    assert "sky_map.png" in html and f"{metrics['accuracy']:.4f}" in html
+    assert "sky_density.png" in html and f"{metrics['accuracy']:.4f}" in html
 
 
 def test_incremental_mode_runs_dask_ml(small_dataset, tmp_path):
