@@ -200,6 +200,20 @@ class Location:
         return sorted(Location(f"{self.protocol}://{p}", self.options_json) for p in found
                       if p.rstrip("/") != self.path.rstrip("/"))
 
+    def sized_files(self) -> list[tuple[Location, int | None]]:
+        """:meth:`files` with each file's size (from one listing on an object store)."""
+        if self.is_local:
+            out = []
+            for f in self.files():
+                try:
+                    out.append((f, os.path.getsize(f.url)))
+                except OSError:
+                    out.append((f, None))
+            return out
+        found = remote(lambda: self._fresh().find(self.path, detail=True), self, "list")
+        return sorted((Location(f"{self.protocol}://{p}", self.options_json), info.get("size"))
+                      for p, info in found.items() if p.rstrip("/") != self.path.rstrip("/"))
+
     def glob(self, pattern: str) -> list[Location]:
         """Direct children whose name matches ``pattern`` (sorted)."""
         if self.is_local:
