@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict, replace
 
 import numpy as np
 import pandas as pd
@@ -16,9 +17,9 @@ import pyarrow as pa
 
 from .. import schema
 from ..console import log, track
-from ..storage import Location, parquet_rows, read_json, read_parquet
+from ..storage import Location, parquet_rows, read_json, read_parquet, write_json_atomic
 from .readers import Block
-from .tasks import QUARANTINE_DIR, PartWriter, dup_name, marker, part_name
+from .tasks import QUARANTINE_DIR, BlockCounts, PartWriter, dup_name, marker, part_name
 
 DEDUPE_BUCKET_ROWS = 4_000_000
 
@@ -43,8 +44,9 @@ def ids_in(path: Location, dups: np.ndarray) -> pd.DataFrame:
 def move_duplicates(staging: Location, index: int, rows: list[int], row_group_size: int = 131072) -> int:
     """Worker task: move ``rows`` of part ``index`` to its duplicate quarantine file.
 
-    The quarantine file is written first, then the part without those rows; a block whose part still holds
-    them fails the resume check (rows + quarantined != read) and is converted again.
+    The quarantine file is written first, then the part without those rows, then the block's marker with their
+    new sizes and digests; a block whose part still holds them fails the resume check (rows + quarantined !=
+    read), and one whose part no longer has the marker's size is converted again.
     """
     stage = Location.of(staging)
     t = read_parquet(stage / part_name(index))
@@ -60,10 +62,17 @@ def move_duplicates(staging: Location, index: int, rows: list[int], row_group_si
         "record": pa.array(records, pa.string()),
     }, schema=schema.QUARANTINE_SCHEMA)
     kept = t.filter(pa.array(~mask))
-    for path, table in ((stage / QUARANTINE_DIR / dup_name(index), q), (stage / part_name(index), kept)):
-        w = PartWriter(path, table.schema, row_group_size)
+    checks = {}
+    for rel, table in ((f"{QUARANTINE_DIR}/{dup_name(index)}", q), (part_name(index), kept)):
+        w = PartWriter(stage / rel, table.schema, row_group_size)
         w.write(table)
         w.close()
+        checks[rel] = w.check.to_json()
+    try:
+        counts = BlockCounts.from_json(read_json(marker(stage, index)))
+    except FileNotFoundError:  # no marker: nothing records the part's old check
+        return len(rows)
+    write_json_atomic(marker(stage, index), asdict(replace(counts, checks={**counts.checks, **checks})))
     return len(rows)
 
 

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .. import schema
-from ..storage import Location, ParquetStream, parquet_rows, read_json, write_json_atomic
+from ..storage import FileCheck, Location, ParquetStream, parquet_rows, read_json, write_json_atomic
 from . import readers
 from .ids import RowIds
 from .readers import Block
@@ -57,10 +57,16 @@ class BlockCounts:
     reasons: dict = field(default_factory=dict)
     filtered: dict = field(default_factory=dict)
     """Rows removed by each named quality cut."""
+    checks: dict = field(default_factory=dict)
+    """Size, digest and rows of each file the block wrote (path below the dataset -> ``FileCheck.to_json()``),
+    for the manifest."""
 
     @classmethod
     def from_json(cls, doc: dict) -> BlockCounts:
         return cls(**{k: doc[k] for k in cls.__dataclass_fields__ if k in doc})
+
+    def file_checks(self) -> dict[str, FileCheck]:
+        return {rel: c for rel, c in ((rel, FileCheck.from_json(d)) for rel, d in self.checks.items()) if c}
 
 
 def extent_key(b: Block) -> list:
@@ -156,8 +162,10 @@ def convert_block(b: Block, staging: Location, row_group_size: int = 131072) -> 
             counts.read += chunk.rows
             counts.chunks += 1
         good_w.close()
+        counts.checks[part_name(b.index)] = good_w.check.to_json()
         if quar_w.rows:
             quar_w.close()
+            counts.checks[f"{QUARANTINE_DIR}/{part_name(b.index)}"] = quar_w.check.to_json()
         else:
             quar_w.abort()
     except BaseException:
@@ -202,6 +210,12 @@ def block_done(stage: Location, b: Block) -> BlockCounts | None:
     except (OSError, ValueError, TypeError, KeyError, Exception):  # noqa: BLE001 - any unreadable marker
         return None
     if (counts.source, counts.extent) != (b.source, extent_key(b)):
+        return None
+    recorded = counts.file_checks().get(part_name(b.index))
+    try:  # a part rewritten after its marker (the duplicates moved out, the marker not yet updated): redo it
+        if recorded is not None and (stage / part_name(b.index)).size() != recorded.size:
+            return None
+    except (OSError, KeyError, ValueError):
         return None
     good = parquet_rows(stage / part_name(b.index))
     quar = parquet_rows(stage / QUARANTINE_DIR / part_name(b.index)) if counts.quarantined else 0

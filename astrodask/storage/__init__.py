@@ -24,6 +24,7 @@ from .files import (
     file_check,
     fingerprint_file,
     parquet_file,
+    parquet_footer,
     parquet_rows,
     read_json,
     read_parquet,
@@ -56,6 +57,6 @@ __all__ = [
     "ParquetStream", "StagedOutput", "check_files", "check_overwrite_target", "digest_of", "file_check",
     "fingerprint_file", "incomplete_output", "is_complete", "is_s3", "locked", "manifest_checks",
     "manifest_parts", "options_for", "os_error", "output_holding",
-    "parquet_file", "parquet_rows", "read_json", "read_meta", "read_parquet", "remove_files",
+    "parquet_file", "parquet_footer", "parquet_rows", "read_json", "read_meta", "read_parquet", "remove_files",
     "require_not_incomplete", "to_json", "write_json_atomic", "write_parquet_atomic",
 ]

@@ -237,6 +237,19 @@ def parquet_file(path):
         yield pq.ParquetFile(fh)
 
 
+def parquet_footer(path) -> tuple:
+    """(footer metadata, Arrow schema, file size in bytes or None) of a Parquet file: what a reader checks
+    against the manifest, in one open (no data is read)."""
+    loc = Location.of(path)
+    if loc.is_local:
+        pf = pq.ParquetFile(loc.url)
+        return pf.metadata, pf.schema_arrow, os.path.getsize(loc.url)
+    with loc.open("rb") as fh:
+        pf = pq.ParquetFile(fh)
+        size = getattr(fh, "size", None)
+        return pf.metadata, pf.schema_arrow, size if isinstance(size, int) else None
+
+
 def read_parquet(path, columns=None) -> pa.Table:
     """A whole Parquet file (or the given columns) as an Arrow table."""
     loc = Location.of(path)

@@ -108,14 +108,14 @@ def check_files(where, files, meta: dict, sizes: dict | None = None, rows: dict 
     for f in files:
         rel = f.relative_to(base)
         want = checks.get(rel)
-        got_size = (sizes or {}).get(f)
-        if want is not None and got_size is not None and got_size != want.size:
-            raise AstrodaskError(f"{f}: {got_size:,} bytes, the manifest records {want.size:,} (the file was "
-                                 f"replaced or damaged); restore it or {fix}")
         want_rows = want.rows if want is not None and want.rows is not None else parts.get(rel)
         got_rows = (rows or {}).get(f)
         if want_rows is not None and got_rows is not None and got_rows != want_rows:
             raise AstrodaskError(f"{f}: {got_rows:,} rows, the manifest records {want_rows:,} (the file was "
+                                 f"replaced or damaged); restore it or {fix}")
+        got_size = (sizes or {}).get(f)
+        if want is not None and got_size is not None and got_size != want.size:
+            raise AstrodaskError(f"{f}: {got_size:,} bytes, the manifest records {want.size:,} (the file was "
                                  f"replaced or damaged); restore it or {fix}")
 
 
