@@ -221,7 +221,8 @@ def fingerprint(cfg: ConvertConfig, files: list[str], client=None) -> dict:
             "sources": dict(zip(files, prints)),
             "options": {"block_size": cfg.block_size, "row_group_size": cfg.row_group_size,
                         "magnitudes": cfg.magnitudes, "deredden": cfg.deredden, "row_ids": cfg.row_ids,
-                        "photometry": cfg.photometry, "cuts": cfg.cuts, "columns": cfg.columns,
+                        "photometry": Location.of(cfg.photometry, cfg.storage_options).url if cfg.photometry
+                        else None, "cuts": cfg.cuts, "columns": cfg.columns,
                         "photometry_file": prints[-1] if cfg.photometry else None}}
 
 

@@ -434,3 +434,28 @@ def test_no_stage_writes_inside_another_output_and_overwrite_writes_through_a_li
     r = run_cli("convert", small, link, "--overwrite", *sched)
     assert r.returncode == 0, r.stderr
     assert link.is_symlink() and json.loads((out / "dataset" / "_astrodask.json").read_text())["read"] == 100
+
+
+@pytest.mark.realdata
+def test_sweep_bands_without_a_measurement_are_imputed_and_flagged(sched, job, tmp_path):
+    """The issue's S3: on the real sweep, 23 bands with MODELFLUX_IVAR = 0 became g = 25.11 and the like,
+    imputed said 0, and a bright star (only g missing) was predicted GALAXY with p = 1.0."""
+    from astropy.io import fits
+    from support import SHARED_DATA
+
+    sweep = SHARED_DATA / "sdss" / "calibObj-004510-4-star.fits.gz"
+    if not sweep.is_file():
+        pytest.skip(f"real sweep not found at {sweep}")
+    with fits.open(sweep) as h:
+        ivar = np.asarray(h[1].data["MODELFLUX_IVAR"])
+    r = run_cli("convert", sweep, tmp_path / "sweep", "--no-cuts", *sched)
+    assert r.returncode == 0, r.stderr
+    assert "missing values (kept as nulls): u 3, g 11, i 2, z 7" in r.stdout, r.stdout
+    r = run_cli("predict", tmp_path / "sweep", job / "model", tmp_path / "pred", *sched)
+    assert r.returncode == 0, r.stderr
+    p = pq.read_table(tmp_path / "pred").to_pandas()
+    bits = ((ivar == 0) * (1 << np.arange(5))).sum(axis=1)  # u..z are bits 0..4 of imputed
+    assert (p["imputed"].to_numpy() & 0b11111).tolist() == bits.tolist()
+    assert int((p["imputed"] != 0).sum()) == 11
+    meta = json.loads((tmp_path / "pred" / "_astrodask.json").read_text())
+    assert meta["imputed_rows"] == 11
