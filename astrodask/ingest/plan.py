@@ -147,7 +147,7 @@ def make_plan(cfg: ConvertConfig, n_threads: int = 2) -> Plan:
         options = reader.block_options(p, reader_options)
         for extent, first_row in reader.plan(p, bs):
             blocks.append(Block(len(blocks), p.source, p.location, p.reader, extent, p.columns, cmap.pairs,
-                                out_columns, first_row, options))
+                                out_columns, first_row, options, alternates=cmap.alternates))
     inputs = tuple(InputFile(p.source, p.layout, m.magnitudes, tuple((c, s) for s, c in m.pairs)) for p, m in probed)
     return Plan(tuple(blocks), inputs)
 

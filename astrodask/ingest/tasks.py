@@ -147,8 +147,11 @@ def convert_block(b: Block, staging: Location, row_group_size: int = 131072) -> 
             row_ids = None
             if b.id_tag is not None:
                 row_ids = RowIds(b.id_tag, np.uint64(b.first_row + counts.read) + parsed_positions(chunk))
-            checked = check(chunk.table, b.mapping, out_cols, chunk.utf8_replaced, row_ids=row_ids, cuts=chunk.cuts,
-                            rejects=chunk.rejects)
+            try:
+                checked = check(chunk.table, b.mapping, out_cols, chunk.utf8_replaced, row_ids=row_ids,
+                                cuts=chunk.cuts, rejects=chunk.rejects, alternates=b.alternates)
+            except schema.ColumnError as exc:
+                raise schema.ColumnError(f"{b.source}: {exc}") from None
             good, rej = checked.good, checked.rejected
             for cut, n in checked.filtered.items():
                 counts.filtered[cut] = counts.filtered.get(cut, 0) + n
