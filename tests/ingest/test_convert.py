@@ -169,8 +169,8 @@ def test_skyserver_csv_with_duplicated_z_header(client, frame, tmp_path):
     s = run(client, src, dest)
     assert s.written == n and s.quarantined == 0
     out = read_ds(dest)
-    # everything known is carried (the file has no PSF magnitudes), the unknown column is not
-    assert list(out.columns) == [c for c in schema.COLUMNS if c not in schema.PSF_BANDS]
+    # everything known is carried (the file has no PSF magnitudes nor zWarning), the unknown column is not
+    assert list(out.columns) == [c for c in schema.COLUMNS if c not in (*schema.PSF_BANDS, schema.ZWARNING)]
     assert out["obj_ID"].tolist() == sky["objid"].astype("uint64").tolist()
     np.testing.assert_allclose(out["z"], frame["z"], rtol=1e-6)
     np.testing.assert_allclose(out["redshift"], frame["redshift"], rtol=1e-6)
