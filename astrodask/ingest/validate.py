@@ -349,6 +349,8 @@ class Checked:
     good: pa.Table
     rejected: pa.Table
     filtered: dict[str, int]
+    kept: np.ndarray | None = None
+    """Position in the chunk of each row of ``good``."""
 
 
 def validate(raw: pa.Table | pd.DataFrame, mapping: dict[str, str] | tuple, out_columns=None,
@@ -417,5 +419,5 @@ def check(raw: pa.Table | pd.DataFrame, mapping: dict[str, str] | tuple, out_col
         "row": pa.array(bad_idx, pa.int64()),
         "record": pa.array([json.dumps(r, default=str) for r in records], pa.string()),
     })
-    return Checked(good, rejected, filtered)
+    return Checked(good, rejected, filtered, np.flatnonzero(ok))
 
