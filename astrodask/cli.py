@@ -21,6 +21,7 @@ from .pipeline import JobConfig
 from .predict import PredictConfig, PredictOptions
 from .report.stage import ReportConfig
 from .synth import SynthConfig
+from .verify import VerifyConfig
 
 EXIT_USER_ERROR = 1
 EXIT_INTERNAL = 2
@@ -149,8 +150,8 @@ def _take(cls, kw: dict, **extra):
     return cls(**{f.name: kw.pop(f.name) for f in fields(cls) if f.name in kw}, **extra)
 
 
-def _run(stage, cfg, kw: dict) -> None:
-    """Connect as the cluster options say, run the stage on ``cfg``, print its result."""
+def _run(stage, cfg, kw: dict):
+    """Connect as the cluster options say, run the stage on ``cfg``, print its result (and return it)."""
     from .cluster import connect
 
     cluster = _take(ClusterConfig, kw)
@@ -160,6 +161,7 @@ def _run(stage, cfg, kw: dict) -> None:
         result = stage(cfg, client)
     for line in result.lines():
         click.echo(line)
+    return result
 
 
 def _stage(module: str, name: str = "run"):
@@ -261,6 +263,20 @@ def run_cmd(sources, **kw):
     stages = {"convert": convert, "train": train, "predict": _take(PredictOptions, kw, report=train.report)}
     extra = {"sources": tuple(sources)} if sources else {}
     _run(_stage(".pipeline"), _take(JobConfig, kw, **stages, **extra), kw)
+
+
+@cli.command()
+@click.argument("output")
+@config_options(VerifyConfig, ClusterConfig, exclude=("output", "overwrite", "resume"))
+def verify(output, **kw):
+    """Read every file of OUTPUT (a dataset, model, predictions or evaluation, or the --out of astrodask run) on
+    the workers and check its size, digest and rows against the manifest; exit 1 when any differs.
+
+    Example: astrodask verify out/dataset
+    """
+    result = _run(_stage(".verify"), _take(VerifyConfig, kw, output=output), kw)
+    if not result.ok:
+        raise AstrodaskError(result.summary())
 
 
 def _object_store_error(exc: BaseException) -> str | None:

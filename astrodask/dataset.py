@@ -18,9 +18,10 @@ from . import schema
 from .errors import AstrodaskError
 from .storage import (
     Location,
+    check_files,
     fingerprint_file,
     manifest_parts,
-    parquet_file,
+    parquet_footer,
     read_meta,
     read_parquet,
     require_not_incomplete,
@@ -163,6 +164,7 @@ def open_dataset(path, kind: str = "dataset") -> Dataset:
         raise AstrodaskError(f"{p}: no such {kind}; check the path (make one with `astrodask convert`)")
     meta: dict = {}
     if p.is_file():
+        _require_parquet_file(p, kind)
         files = [p]
     else:
         require_not_incomplete(p, kind)  # being written or replaced (object stores write in place)
@@ -176,15 +178,17 @@ def open_dataset(path, kind: str = "dataset") -> Dataset:
             files = [f for f in p.glob("*.parquet") if not f.name.startswith(("_", "."))]
     if not files:
         raise AstrodaskError(f"{p}: no Parquet files; make a dataset with `astrodask convert`")
-    rows, first_schema, nulls = [], None, {}
+    rows, first_schema, nulls, sizes = [], None, {}, {}
     for f in files:
         try:
-            with parquet_file(f) as pf:
-                md, sch = pf.metadata, pf.schema_arrow
+            md, sch, sizes[f] = parquet_footer(f)
         except FileNotFoundError:
             raise AstrodaskError(f"{f}: listed in the manifest but missing; rerun the stage that wrote {p}") from None
         except (OSError, pa.ArrowException, ValueError) as exc:
-            raise AstrodaskError(f"{f}: not a readable Parquet file ({str(exc)[:80]}); reconvert the dataset") from None
+            from .ingest.readers.base import one_line
+
+            raise AstrodaskError(f"{f}: not a readable Parquet file ({one_line(exc)}); reconvert the dataset") \
+                from None
         rows.append(md.num_rows)
         if first_schema is None:
             first_schema = sch
@@ -192,6 +196,9 @@ def open_dataset(path, kind: str = "dataset") -> Dataset:
             raise AstrodaskError(f"{f}: schema differs from {files[0].name}; reconvert the dataset")
         for c, n in _null_counts(md, sch.names).items():
             nulls[c] = None if (n is None or nulls.get(c, 0) is None) else nulls.get(c, 0) + n
+    if meta:  # a part replaced by another file, truncated or damaged: refused before anything reads it
+        check_files(p, files, meta, sizes, dict(zip(files, rows)),
+                    fix=f"rerun the stage that wrote {p} (`astrodask verify {p}` checks every file's digest)")
     cols = tuple(first_schema.names)
     for name in cols:
         want = schema.TYPES.get(name)
@@ -209,6 +216,31 @@ def open_dataset(path, kind: str = "dataset") -> Dataset:
     ds = Dataset(str(p), tuple(files), tuple(rows), cols, p, meta, nulls)
     ds.require([schema.ID, *schema.BANDS] if kind == "dataset" else [schema.ID], "by every stage")
     return ds
+
+
+def _require_parquet_file(p: Location, kind: str) -> None:
+    """Refuse, naming what it is, a single file given where a dataset is read that is not Parquet (a CSV or FITS
+    catalogue to convert first)."""
+    try:
+        with p.open("rb") as fh:
+            head = fh.read(4)
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - 4))
+            tail = fh.read(4)
+    except OSError:
+        return  # the Parquet reader says what is wrong
+    if head == b"PAR1" and tail == b"PAR1":
+        return
+    from .ingest.readers.csv import split_ext
+
+    ext, _ = split_ext(p.url)
+    what = {".fits": "a FITS file", ".fit": "a FITS file", ".fts": "a FITS file", ".csv": "a CSV file",
+            ".tsv": "a CSV file", ".txt": "a text file", ".dat": "a text file"}.get(ext, "not a Parquet file")
+    if head[:4] == b"SIMP":
+        what = "a FITS file"
+    raise AstrodaskError(f"{p} is {what}, not a {kind}; convert it first (astrodask convert {p} DATASET) or run the "
+                         f"whole job on it (astrodask run {p})")
 
 
 def read_part(file, columns=None) -> pd.DataFrame:

@@ -26,14 +26,16 @@ from .cluster.backend import OnCluster
 from .console import log, track
 from .dataset import open_dataset
 from .errors import AstrodaskError, ConfigError
-from .model import PATHS, SoftmaxModel
+from .model import MODEL_JSON, PATHS, WEIGHTS, SoftmaxModel
 from .options import JobFlags, check_choices
 from .report.provenance import StageTime
 from .report.stage import PREDICTIONS_REPORT_DIR, write_report
 from .storage import (
+    FileCheck,
     Location,
     ManifestPart,
     StagedOutput,
+    file_check,
     fingerprint_file,
     parquet_file,
     parquet_rows,
@@ -191,9 +193,9 @@ def _frames(src: Location, model: SoftmaxModel, carry: list[str]):
             yield batch, batch.select(inputs).to_pandas()  # carried columns stay Arrow: no string conversion
 
 
-def predict_file(src: Location, dst: Location, model: SoftmaxModel, carry: list[str], target=None) -> int:
+def predict_file(src: Location, dst: Location, model: SoftmaxModel, carry: list[str], target=None) -> FileCheck:
     """Worker task: score one partition in batches of rows and write it (probabilities re-weighted to the class
-    mix ``target`` when given); return its rows."""
+    mix ``target`` when given); return its rows, size and digest."""
     # imported here: numba loads in the processes that score, not in every command
     from .features import compiled
 
@@ -215,8 +217,7 @@ def predict_file(src: Location, dst: Location, model: SoftmaxModel, carry: list[
             cols[c] = batch.column(c).cast(schema.TYPES[c])
         tables.append(pa.table(cols, schema=out_schema))
     table = pa.concat_tables(tables) if tables else out_schema.empty_table()
-    write_parquet_atomic(table, dst)
-    return table.num_rows
+    return write_parquet_atomic(table, dst)
 
 
 def prior_sums_file(src: Location, model: SoftmaxModel) -> priors.PriorSums:
@@ -241,8 +242,9 @@ def _identity(x):
 
 def fingerprint(ds, model_dir: Location, model: SoftmaxModel) -> dict:
     """What makes these predictions: the dataset's identity and the model's."""
-    mid = read_meta(model_dir).get("output_id") or {"weights": fingerprint_file(model_dir / "weights.npz")}
-    return {"stage": "predict", "dataset": ds.identity(), "model": {"output_id": mid}}
+    mid = read_meta(model_dir).get("output_id") or {"weights": fingerprint_file(model_dir / WEIGHTS)}
+    files = {name: fingerprint_file(model_dir / name) for name in (MODEL_JSON, WEIGHTS)}  # their content
+    return {"stage": "predict", "dataset": ds.identity(), "model": {"output_id": mid, "files": files}}
 
 
 def run(cfg: PredictConfig, client) -> PredictResult:
@@ -286,7 +288,7 @@ def run(cfg: PredictConfig, client) -> PredictResult:
         model_f = client.submit(_identity, model, pure=False)
         target, prior_info = _target_priors(cfg, client, model, model_f, ds)
         futs = [client.submit(predict_file, s, d, model_f, carry, target, pure=False) for s, d in todo]
-        track(futs, "predict", cfg.quiet)
+        checks = dict(zip((d.name for _, d in todo), track(futs, "predict", cfg.quiet)))
         written = [parquet_rows(where / n) for n in names]
         if written != list(ds.rows):
             raise AstrodaskError("predictions do not match the input row counts; rerun with --resume")
@@ -303,7 +305,10 @@ def run(cfg: PredictConfig, client) -> PredictResult:
             parts = hats_output.write_catalogue(client, out.staging, [where / n for n in names], sum(written),
                                                 cfg.quiet, cfg.resume)
         else:
-            parts = [ManifestPart(n, r) for n, r in zip(names, written)]
+            resumed = [n for n in names if n not in checks]  # scored by the interrupted run: read on the workers
+            checks.update(zip(resumed, track(client.map(file_check, [where / n for n in resumed], pure=False),
+                                             "checksums", cfg.quiet)))
+            parts = [ManifestPart(n, r, check=checks[n]) for n, r in zip(names, written)]
         result = PredictResult(str(dest), counts.rows, len(parts), counts.imputed, cfg.format,
                                dict(zip(PATHS, counts.by_path)), counts.out_of_domain,
                                {c: n for c, n in zip(schema.INPUT_BITS, counts.by_input) if c in model.inputs},

@@ -192,6 +192,10 @@ class ColumnMap:
     """(source column, canonical column), in source order; a source column may fill several canonical ones."""
     magnitudes: str = ""
     """Which magnitudes fill u..z, e.g. ``model (modelMag_u..z)``; empty when the file has none."""
+    alternates: tuple[tuple[str, str], ...] = ()
+    """(source column, canonical column): columns that fill that canonical column by the rules too but lost to
+    the one in ``pairs`` (``ra`` beside ``alpha``, ``modelMag_u`` beside ``u``). A conversion compares their values
+    and refuses the file where they differ, unless ``--columns`` says which fills it."""
 
     @property
     def mapping(self) -> dict[str, str]:
@@ -320,7 +324,8 @@ def resolve_columns(columns: list[str] | tuple[str, ...], magnitudes: str | None
       magnitudes, the one other system in the file is used (and recorded); two others are refused. An explicit
       system the file lacks is refused. ``deredden`` takes ``dered_u..z`` (model only).
     * everything else through ``ALIASES``; where several columns map to one canonical column, the best-ranked
-      alias wins (the canonical name first).
+      alias wins (the canonical name first) and the others are ``alternates``: a conversion refuses the file where
+      their values differ from the winner's (``ra`` and ``alpha`` with different values).
     * ``overrides`` (``convert --columns``: (source, canonical) pairs) come before every rule: that source fills
       that canonical column, and no other source does.
 
@@ -335,6 +340,7 @@ def resolve_columns(columns: list[str] | tuple[str, ...], magnitudes: str | None
     band_z, redshift_z = _resolve_z(names, lows)
     bands, described = _choose_magnitudes(names, lows, band_z, magnitudes, deredden)
     best: dict[str, tuple[int, str]] = {}
+    also: list[tuple[str, str]] = []
     for col, low in zip(names, lows):
         if _is_z(low) or low in ("u", "g", "r", "i"):
             continue
@@ -343,24 +349,35 @@ def resolve_columns(columns: list[str] | tuple[str, ...], magnitudes: str | None
             continue
         rank = -1 if low == target.lower() else _RANK.get(low, 0)
         if target not in best or rank < best[target][0]:
+            if target in best:
+                also.append((best[target][1], target))
             best[target] = (rank, col)
+        else:
+            also.append((col, target))
     if redshift_z is not None and REDSHIFT not in best:
         best[REDSHIFT] = (len(_RANK), redshift_z)
     pairs = [(col, target) for target, (_, col) in best.items()] + [(col, b) for b, col in bands.items()]
     psf = _system_columns(names, lows, MAGNITUDE_PREFIXES["psf"])
     if psf:
         pairs += [(col, f"psf_{b}") for b, col in psf.items() if f"psf_{b}" not in best]
+        also += [(col, f"psf_{b}") for b, col in psf.items() if f"psf_{b}" in best]
+    model = _system_columns(names, lows, MAGNITUDE_PREFIXES["model"])
+    if model and described.startswith("model (") and all(bands.get(b) not in (None, model[b]) for b in BANDS):
+        also += [(model[b], b) for b in BANDS]  # plain u..z chosen; modelMag_u..z are the same magnitudes
     if overrides:
         taken = {canon for _, canon in overrides}
         given = {src for src, _ in overrides}
         pairs = [(src, canon) for src, canon in pairs if canon not in taken and src not in given] + list(overrides)
+        also = [(src, canon) for src, canon in also if canon not in taken and src not in given]
         if taken & set(BANDS):
             cols = {canon: src for src, canon in overrides}
             described = f"given by --columns ({', '.join(f'{cols[b]}={b}' for b in BANDS if b in cols)})"
     order = {c: k for k, c in enumerate(names)}
     canon_order = {c: k for k, c in enumerate(COLUMNS)}
     pairs.sort(key=lambda p: (order[p[0]], canon_order.get(p[1], len(canon_order))))
-    return ColumnMap(tuple(pairs), described)
+    used = {src for src, _ in pairs}
+    also = sorted({(src, canon) for src, canon in also if src not in used}, key=lambda p: order[p[0]])
+    return ColumnMap(tuple(pairs), described, tuple(also))
 
 
 def parse_overrides(text: str | None) -> tuple[tuple[str, str], ...]:
@@ -403,11 +420,25 @@ def _check_overrides(names: list[str], overrides, stripped: list[str]) -> tuple[
             raise ColumnError(f"--columns: {hit} is given {sources.count(hit)} times; one source fills one column")
         holder = by_low.get(canon.lower())
         repeat = stripped[names.index(hit)].lower() == canon.lower()  # picks one of a name the header repeats
-        if holder is not None and holder != hit and holder not in sources and not repeat:
+        candidate = _rule_target(hit.lower()) == canon  # picks one of two columns the rules both fill it from
+        if holder is not None and holder != hit and holder not in sources and not repeat and not candidate:
             raise ColumnError(f"--columns {hit}={canon}: the file's own column {holder} is {canon}; map {holder} "
                               f"to another column too (e.g. '{holder}=...') or rename it, so that no value is "
                               "silently replaced")
     return tuple(out)
+
+
+def _rule_target(low: str) -> str | None:
+    """The canonical column a (lower-case) name fills by the rules alone: an alias, or a magnitude system's band
+    (``modelmag_u`` -> u, ``psfmag_u`` -> psf_u)."""
+    if low in ALIASES:
+        return ALIASES[low]
+    for b in BANDS:
+        if low == f"{MAGNITUDE_PREFIXES['model']}{b}":
+            return b
+        if low == f"{MAGNITUDE_PREFIXES['psf']}{b}":
+            return f"psf_{b}"
+    return None
 
 
 def _refuse_repeated_names(stripped: list[str], names: list[str], overrides) -> None:

@@ -32,7 +32,7 @@ import pyarrow as pa
 from . import schema
 from .errors import ConfigError
 from .options import JobFlags, check_choices, check_count
-from .storage import ManifestPart
+from .storage import FileCheck, ManifestPart
 from .synth_calibration import CALIBRATION
 
 OBJ_ID_BASE = 1237645942904389632  # a real SDSS objID; synthetic ids are BASE + index * 2**32 + row
@@ -260,11 +260,14 @@ def _csv_frame(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _write_csv(df: pd.DataFrame, path) -> None:
-    """One CSV with a header (Kaggle SDSS17 column names), written whole (see storage.Location.write_bytes)."""
-    from .storage import Location
+def _write_csv(df: pd.DataFrame, path) -> FileCheck:
+    """One CSV with a header (Kaggle SDSS17 column names), written whole (see storage.Location.write_bytes);
+    its size and digest (``storage.FileCheck``)."""
+    from .storage import Location, digest_of
 
-    Location.of(path).write_bytes(_csv_frame(df).to_csv(index=False).encode())
+    data = _csv_frame(df).to_csv(index=False).encode()
+    Location.of(path).write_bytes(data)
+    return FileCheck(len(data), digest_of(data))
 
 
 def write_sample_csv(path: str | os.PathLike, rows: int = 20000, seed: int = 0) -> Path:
@@ -279,16 +282,17 @@ def _part_name(index: int, fmt: str) -> str:
 
 
 def write_partition(index: int, n: int, staging, seed: int, fmt: str) -> ManifestPart:
-    """Task: generate partition ``index`` and write it into ``staging``; return its file name and rows."""
+    """Task: generate partition ``index`` and write it into ``staging``; return its file name, rows, size and
+    digest."""
     from .storage import Location, write_parquet_atomic
 
     df = synth_partition(index, n, seed=seed)
     path = Location.of(staging) / _part_name(index, fmt)
     if fmt == "parquet":
-        write_parquet_atomic(pa.Table.from_pandas(df, schema=ARROW_SCHEMA, preserve_index=False), path)
+        check = write_parquet_atomic(pa.Table.from_pandas(df, schema=ARROW_SCHEMA, preserve_index=False), path)
     else:
-        _write_csv(df, path)
-    return ManifestPart(path.name, len(df))
+        check = _write_csv(df, path)
+    return ManifestPart(path.name, len(df), check=check)
 
 
 @dataclass(frozen=True)

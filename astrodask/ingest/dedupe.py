@@ -1,14 +1,15 @@
 """Repeated ids across blocks and files: all but the first occurrence (in input order) go to quarantine.
 
 Runs after every block is written. Ids are hash-partitioned into buckets of a few million rows, one task
-each; only the repeated ids reach the client. The rows moved name their part file as ``source`` and their
-row in it, with the converted values as ``record``, in ``_quarantine/dup-NNNNN.parquet``.
+each; only the repeated ids reach the client. The rows moved are recorded like every other quarantined row (input
+file as ``source``, row in its block, raw input record) in ``_quarantine/dup-NNNNN.parquet``.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict, replace
 
 import numpy as np
 import pandas as pd
@@ -16,9 +17,9 @@ import pyarrow as pa
 
 from .. import schema
 from ..console import log, track
-from ..storage import Location, parquet_rows, read_json, read_parquet
+from ..storage import Location, parquet_rows, read_json, read_parquet, write_json_atomic
 from .readers import Block
-from .tasks import QUARANTINE_DIR, PartWriter, dup_name, marker, part_name
+from .tasks import QUARANTINE_DIR, BlockCounts, PartWriter, dup_name, input_records, marker, part_name
 
 DEDUPE_BUCKET_ROWS = 4_000_000
 
@@ -40,30 +41,48 @@ def ids_in(path: Location, dups: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({"row": rows, schema.ID: ids[rows]})
 
 
-def move_duplicates(staging: Location, index: int, rows: list[int], row_group_size: int = 131072) -> int:
+def move_duplicates(staging: Location, index: int, rows: list[int], row_group_size: int = 131072,
+                    block: Block | None = None) -> int:
     """Worker task: move ``rows`` of part ``index`` to its duplicate quarantine file.
 
-    The quarantine file is written first, then the part without those rows; a block whose part still holds
-    them fails the resume check (rows + quarantined != read) and is converted again.
+    With ``block`` (the part's block), each moved row is recorded as every other quarantined row is: its input
+    file, its row in the block and the raw input record (the block is read again to find them); without it, or
+    when the input no longer gives the part, the part's name, its row in the part and the converted values.
+
+    The quarantine file is written first, then the part without those rows, then the block's marker with their
+    new sizes and digests; a block whose part still holds them fails the resume check (rows + quarantined !=
+    read), and one whose part no longer has the marker's size is converted again.
     """
     stage = Location.of(staging)
     t = read_parquet(stage / part_name(index))
     mask = np.zeros(t.num_rows, bool)
     mask[rows] = True
-    moved = t.filter(pa.array(mask))
-    records = [json.dumps(r, default=str) for r in moved.to_pylist()]
+    rows = sorted(rows)
+    found = input_records(block, rows) if block is not None else None
+    if found is not None:
+        source, (where, records) = block.source, found
+    else:
+        source, where = part_name(index), rows
+        records = [json.dumps(r, default=str) for r in t.filter(pa.array(mask)).to_pylist()]
     q = pa.table({
         "reason": pa.array(["duplicate_id"] * len(rows), pa.string()),
-        "source": pa.array([part_name(index)] * len(rows), pa.string()),
+        "source": pa.array([source] * len(rows), pa.string()),
         "block": pa.array([index] * len(rows), pa.int64()),
-        "row": pa.array(rows, pa.int64()),
+        "row": pa.array(where, pa.int64()),
         "record": pa.array(records, pa.string()),
     }, schema=schema.QUARANTINE_SCHEMA)
     kept = t.filter(pa.array(~mask))
-    for path, table in ((stage / QUARANTINE_DIR / dup_name(index), q), (stage / part_name(index), kept)):
-        w = PartWriter(path, table.schema, row_group_size)
+    checks = {}
+    for rel, table in ((f"{QUARANTINE_DIR}/{dup_name(index)}", q), (part_name(index), kept)):
+        w = PartWriter(stage / rel, table.schema, row_group_size)
         w.write(table)
         w.close()
+        checks[rel] = w.check.to_json()
+    try:
+        counts = BlockCounts.from_json(read_json(marker(stage, index)))
+    except FileNotFoundError:  # no marker: nothing records the part's old check
+        return len(rows)
+    write_json_atomic(marker(stage, index), asdict(replace(counts, checks={**counts.checks, **checks})))
     return len(rows)
 
 
@@ -88,7 +107,8 @@ def dedupe(client, stage: Location, blocks: list[Block], row_group_size: int, qu
     hits = hits.sort_values(["part", "row"], kind="stable")
     later = hits[hits.duplicated(schema.ID, keep="first")]
     moves = [(int(p), g["row"].tolist()) for p, g in later.groupby("part")]
-    track([client.submit(move_duplicates, stage, p, rows, row_group_size, pure=False) for p, rows in moves],
-          "dedupe", quiet)
+    by_index = {b.index: b for b in blocks}
+    track([client.submit(move_duplicates, stage, p, rows, row_group_size, by_index.get(p), pure=False)
+           for p, rows in moves], "dedupe", quiet)
     log(f"moved {len(later):,} rows with repeated {schema.ID} to quarantine")
     return len(later)

@@ -5,9 +5,12 @@ No data row is read here: only CSV header lines, Parquet footers and FITS header
 
 from __future__ import annotations
 
+import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import fsspec
 
@@ -15,7 +18,8 @@ from .. import schema
 from ..console import log
 from ..errors import AstrodaskError, ConfigError
 from ..schema import ColumnError, ColumnMap
-from ..storage import Location, options_for
+from ..storage import META, STAGING_MARKER, SUCCESS, Location, options_for
+from ..storage.options import check_storage_options
 from . import readers
 from .config import ConvertConfig
 from .readers import Block, Probe, ReaderOptions
@@ -26,13 +30,69 @@ MiB = 1 << 20
 MIN_BLOCK, MAX_BLOCK = 1 * MiB, 256 * MiB
 
 
-def expand(sources: tuple[str, ...], storage_options: dict | None = None) -> list[str]:
+OUTPUT_MARKERS = (META, SUCCESS, STAGING_MARKER)
+"""A directory holding one of these is an astrodask output (dataset, quarantine, predictions, model...)."""
+LOOSE_TEXT = (".txt", ".dat")
+"""Found in a directory, a file with one of these extensions that is not a catalogue (a README.txt) is skipped."""
+
+
+class Source(NamedTuple):
+    """One input file and whether it was found by walking a directory (not named, nor matched by a glob)."""
+
+    path: str
+    found: bool = False
+
+
+def _output_kind(fs, path: str) -> str | None:
+    """``"dataset"`` etc. when ``path`` (a directory) is an astrodask output, else None."""
+    root = path.rstrip("/")
+    if not any(fs.exists(f"{root}/{m}") for m in OUTPUT_MARKERS):
+        return None
+    try:
+        with fs.open(f"{root}/{META}", "rb") as fh:
+            return str(json.load(fh).get("kind") or "output")
+    except (OSError, ValueError, AttributeError):
+        return "output"
+
+
+def _walk(fs, root: str) -> tuple[list[str], list[str], list[str]]:
+    """(catalogue files, astrodask outputs inside, other files) under the directory ``root``. A path with a part
+    starting with ``_`` or ``.`` (``_quarantine``, a staging directory) is never an input."""
+    root = root.rstrip("/")
+    everything = sorted(fs.find(root))
+    outputs = sorted({x.rsplit("/", 1)[0] for x in everything if x.rsplit("/", 1)[-1] in OUTPUT_MARKERS})
+    files, other = [], []
+    for x in everything:
+        rel = x[len(root):].strip("/").split("/")
+        if any(part.startswith(("_", ".")) for part in rel) or any(x.startswith(o + "/") for o in outputs):
+            continue
+        (files if split_ext(x)[0] in readers.EXTENSIONS else other).append(x)
+    return files, outputs, other
+
+
+def _regular_file(src: str, p: str) -> None:
+    """Refuse a local FIFO, socket or device up front (opening a FIFO would wait for a writer forever)."""
+    try:
+        mode = os.stat(p).st_mode
+    except OSError:
+        return
+    if not stat.S_ISREG(mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a file")
+        raise AstrodaskError(f"{src}: not a regular file ({kind}); give a catalogue file (CSV, Parquet or FITS) "
+                             "or a directory of them")
+
+
+def expand(sources: tuple[str, ...], storage_options: dict | None = None) -> list[Source]:
     """Input files in order (globs sorted, directories expanded to their catalogue files, a HATS catalogue to
-    its data files), each once."""
-    files: list[str] = []
+    its data files), each once. Never astrodask's own outputs: one named is refused, one inside a directory is
+    skipped with a note, as are files there that are not catalogues (README.md, .json)."""
+    files: list[Source] = []
     for src in map(str, sources):
         url = "://" in src
         opts = options_for(src, storage_options) if url else None  # per-URL options (storage.options_for)
+        if url:
+            check_storage_options(src.split("://", 1)[0], opts)
         try:
             fs, _, paths = fsspec.get_fs_token_paths(src, storage_options=opts)
         except (ValueError, ImportError, OSError) as exc:
@@ -42,30 +102,40 @@ def expand(sources: tuple[str, ...], storage_options: dict | None = None) -> lis
         for p in paths:
             try:
                 isdir, exists = fs.isdir(p), fs.exists(p)
+                kind = _output_kind(fs, p) if isdir else None
             except PermissionError as exc:
                 raise AstrodaskError(f"{src}: cannot open ({exc}); check the permissions or credentials (a public "
                                      f"object is read anonymously with --storage-options "
                                      f"'{{\"{src.split('://')[0]}://BUCKET\": {{\"anon\": true}}}}')") from None
             except OSError as exc:
                 raise AstrodaskError(f"{src}: cannot open ({exc}); check the path or URL") from None
+            if kind is not None:
+                raise AstrodaskError(f"{src}: an astrodask {kind} (it holds {META} or {SUCCESS}), not a catalogue; "
+                                     "give the catalogue files it was made from")
             if isdir and fs.exists(f"{p.rstrip('/')}/{hats_reader.PROPERTIES}"):  # a HATS catalogue: its data files
                 inner = sorted(x for x in fs.find(f"{p.rstrip('/')}/{hats_reader.DATASET}")
                                if x.endswith(".parquet") and "Npix=" in x and not Path(x).name.startswith(("_", ".")))
                 if not inner:
                     raise AstrodaskError(f"{src}: HATS catalogue without data files; check the catalogue")
-                files.extend(fs.unstrip_protocol(x) if url else x for x in inner)
+                files.extend(Source(fs.unstrip_protocol(x) if url else x) for x in inner)
             elif isdir:
-                inner = sorted(x for x in fs.find(p)
-                               if not Path(x).name.startswith(("_", ".")) and split_ext(x)[0] in readers.EXTENSIONS)
+                inner, outputs, other = _walk(fs, p)
+                for o in outputs:
+                    log(f"skipped {fs.unstrip_protocol(o) if url else o}: an astrodask output, not a catalogue")
+                if other:
+                    shown = ", ".join(Path(x).name for x in other[:5]) + (" ..." if len(other) > 5 else "")
+                    log(f"skipped {len(other)} file(s) in {src} that are not catalogues by their name: {shown}")
                 if not inner:
                     raise AstrodaskError(f"{src}: directory holds no CSV, Parquet or FITS files")
-                files.extend(fs.unstrip_protocol(x) if url else x for x in inner)
+                files.extend(Source(fs.unstrip_protocol(x) if url else x, found=True) for x in inner)
             elif exists:
-                files.append(fs.unstrip_protocol(p) if url else os.path.abspath(p))
+                if not url:
+                    _regular_file(src, p)
+                files.append(Source(fs.unstrip_protocol(p) if url else os.path.abspath(p)))
             else:
                 raise AstrodaskError(f"{src}: no such file; check the path")
     seen: set[str] = set()
-    unique = [f for f in files if not (f in seen or seen.add(f))]
+    unique = [f for f in files if not (f.path in seen or seen.add(f.path))]
     if len(unique) < len(files):
         log(f"{len(files) - len(unique)} input file(s) named more than once; each is read once")
     return unique
@@ -116,15 +186,26 @@ def probe_all(cfg: ConvertConfig) -> list[tuple[Probe, ColumnMap]]:
     """(probe, column map) of every input file, checked for the required columns."""
     out = []
     options = ReaderOptions.of(cfg)
-    for f in expand(cfg.sources, cfg.storage_options):
+    skipped = []
+    for f, found in expand(cfg.sources, cfg.storage_options):
         loc = Location.of(f, cfg.storage_options)
-        p = readers.probe(loc, f, options)
         try:
-            cmap = readers.get(p.reader).columns(p, options)
-        except ColumnError as exc:
-            raise AstrodaskError(f"{f}: {exc}") from None
-        required_check(p, cmap.pairs, cfg.row_ids)
+            p = readers.probe(loc, f, options)
+            try:
+                cmap = readers.get(p.reader).columns(p, options)
+            except ColumnError as exc:
+                raise AstrodaskError(f"{f}: {exc}") from None
+            required_check(p, cmap.pairs, cfg.row_ids)
+        except AstrodaskError as exc:
+            if not (found and split_ext(f)[0] in LOOSE_TEXT):
+                raise
+            log(f"skipped {f}: not a catalogue ({str(exc).removeprefix(f + ': ').split(';')[0]})")
+            skipped.append(f)
+            continue
         out.append((p, cmap))
+    if not out:
+        raise AstrodaskError(f"{', '.join(cfg.sources)}: no catalogue files (skipped {', '.join(skipped)}); give "
+                             "CSV, Parquet or FITS catalogues")
     return out
 
 
@@ -147,7 +228,7 @@ def make_plan(cfg: ConvertConfig, n_threads: int = 2) -> Plan:
         options = reader.block_options(p, reader_options)
         for extent, first_row in reader.plan(p, bs):
             blocks.append(Block(len(blocks), p.source, p.location, p.reader, extent, p.columns, cmap.pairs,
-                                out_columns, first_row, options))
+                                out_columns, first_row, options, alternates=cmap.alternates))
     inputs = tuple(InputFile(p.source, p.layout, m.magnitudes, tuple((c, s) for s, c in m.pairs)) for p, m in probed)
     return Plan(tuple(blocks), inputs)
 

@@ -9,6 +9,7 @@ For every block, rows read = rows written + rows quarantined; the totals are che
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field, fields, replace
 
@@ -32,6 +33,7 @@ from .readers import Block
 from .tasks import (
     BLOCKS_DIR,
     QUARANTINE_DIR,
+    BlockCounts,
     block_done,
     convert_block,
     count_rows,
@@ -73,6 +75,14 @@ def totals(stage: Location, blocks: list[Block]) -> dict:
     nulls = {c: n for c, n in sorted(nulls.items(), key=lambda kv: order.get(kv[0], len(order))) if n}
     return {"read": read, "written": written, "quarantined": quarantined, "reasons": reasons,
             "filtered": filtered, "source_rows": per_source, "nulls": nulls}
+
+
+def block_checks(stage: Location, blocks: list[Block]) -> dict:
+    """Size, digest and rows of every file the blocks wrote, as their writers computed them (block markers)."""
+    out = {}
+    for b in blocks:
+        out.update(BlockCounts.from_json(read_json(marker(stage, b.index))).file_checks())
+    return out
 
 
 def provenance(plan: Plan) -> dict:
@@ -178,15 +188,43 @@ def no_rows_error(cfg: ConvertConfig, t: dict) -> AstrodaskError:
     )
 
 
-def fingerprint(cfg: ConvertConfig, files: list[str]) -> dict:
-    """What makes this dataset: the inputs (size and modification time or ETag) and the options that change it."""
+CLIENT_HASH_BYTES = 1 << 30
+"""Inputs to hash for the fingerprint beyond this many bytes in all are hashed on the workers."""
+
+
+def _hashed_bytes(locs) -> int:
+    """Bytes ``fingerprint_file`` reads to fingerprint ``locs`` (local files up to its limit)."""
+    from ..storage.files import HASH_LIMIT
+
+    total = 0
+    for loc in locs:
+        if loc.is_local:
+            try:
+                size = os.path.getsize(loc.url)
+            except OSError:
+                continue
+            total += size if size <= HASH_LIMIT else 0
+    return total
+
+
+def fingerprint(cfg: ConvertConfig, files: list[str], client=None) -> dict:
+    """What makes this dataset: the inputs (``storage.fingerprint_file``: their content up to 256 MiB each, else
+    size and time stamps; ETags on object stores; hashed on the workers of ``client`` when there is more than
+    :data:`CLIENT_HASH_BYTES` of it) and the options that change it."""
+    locs = [Location.of(f, cfg.storage_options) for f in files]
+    if cfg.photometry:
+        locs.append(Location.of(cfg.photometry, cfg.storage_options))
+    if client is not None and _hashed_bytes(locs) > CLIENT_HASH_BYTES:
+        prints = track(client.map(fingerprint_file, locs, pure=False), "fingerprint inputs", cfg.quiet)
+    else:
+        prints = [fingerprint_file(loc) for loc in locs]
     return {"stage": "convert", "schema_version": schema.SCHEMA_VERSION,
-            "sources": {f: fingerprint_file(Location.of(f, cfg.storage_options)) for f in files},
+            "sources": dict(zip(files, prints)),
             "options": {"block_size": cfg.block_size, "row_group_size": cfg.row_group_size,
                         "magnitudes": cfg.magnitudes, "deredden": cfg.deredden, "row_ids": cfg.row_ids,
-                        "photometry": cfg.photometry, "cuts": cfg.cuts, "columns": cfg.columns,
-                        "photometry_file": fingerprint_file(Location.of(cfg.photometry, cfg.storage_options))
-                        if cfg.photometry else None}}
+                        "photometry": Location.of(cfg.photometry, cfg.storage_options).url if cfg.photometry
+                        else None, "cuts": cfg.cuts, "columns": cfg.columns,
+                        "photometry_file": prints[-1] if cfg.photometry else None}}
 
 
 def _plan_doc(blocks: list[Block]) -> dict:
@@ -247,7 +285,7 @@ def run(cfg: ConvertConfig, client) -> ConvertResult:
         raise AstrodaskError(f"{', '.join(cfg.sources)}: no data rows (only headers); give files with data rows")
     files = list(dict.fromkeys(b.source for b in blocks))
     dest = Location.of(cfg.dest, cfg.storage_options)
-    with StagedOutput(dest, cfg.overwrite, cfg.resume, kind="dataset", fingerprint=fingerprint(cfg, files),
+    with StagedOutput(dest, cfg.overwrite, cfg.resume, kind="dataset", fingerprint=fingerprint(cfg, files, client),
                       inputs=tuple(Location.of(f, cfg.storage_options) for f in files)) as out:
         if out.done:
             return ConvertResult.of(str(dest), read_meta(dest))
@@ -290,9 +328,11 @@ def run(cfg: ConvertConfig, client) -> ConvertResult:
                 f.remove()
             stage.remove(recursive=True)
             raise no_rows_error(cfg, t)
+        checks = block_checks(stage, blocks)
         plan_file.remove()
         (stage / BLOCKS_DIR).remove(recursive=True)  # the counts go into the metadata
-        parts = [ManifestPart(part_name(b.index), parquet_rows(stage / part_name(b.index)), b.source) for b in blocks]
+        parts = [ManifestPart(part_name(b.index), parquet_rows(stage / part_name(b.index)), b.source,
+                              checks.get(part_name(b.index))) for b in blocks]
         t.update(provenance(planned))
         if ids_info:
             t["row_ids"] = ids_info
@@ -300,5 +340,5 @@ def run(cfg: ConvertConfig, client) -> ConvertResult:
         result = ConvertResult.of(str(dest), t)
         out.commit({"schema_version": schema.SCHEMA_VERSION, "columns": list(blocks[0].out_columns),
                     "sources": files, **result.summary(), "stage": "convert",
-                    "seconds": time.perf_counter() - t0}, parts)
+                    "seconds": time.perf_counter() - t0}, parts, checks)
     return result

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, astuple, dataclass, field
 
 import numpy as np
@@ -19,11 +20,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .. import schema
-from ..storage import Location, ParquetStream, parquet_rows, read_json, write_json_atomic
+from ..storage import FileCheck, Location, ParquetStream, parquet_rows, read_json, write_json_atomic
 from . import readers
 from .ids import RowIds
-from .readers import Block
-from .validate import check
+from .readers import Block, Chunk
+from .validate import Checked, check
 
 QUARANTINE_DIR = "_quarantine"
 BLOCKS_DIR = "_blocks"
@@ -57,10 +58,16 @@ class BlockCounts:
     reasons: dict = field(default_factory=dict)
     filtered: dict = field(default_factory=dict)
     """Rows removed by each named quality cut."""
+    checks: dict = field(default_factory=dict)
+    """Size, digest and rows of each file the block wrote (path below the dataset -> ``FileCheck.to_json()``),
+    for the manifest."""
 
     @classmethod
     def from_json(cls, doc: dict) -> BlockCounts:
         return cls(**{k: doc[k] for k in cls.__dataclass_fields__ if k in doc})
+
+    def file_checks(self) -> dict[str, FileCheck]:
+        return {rel: c for rel, c in ((rel, FileCheck.from_json(d)) for rel, d in self.checks.items()) if c}
 
 
 def extent_key(b: Block) -> list:
@@ -122,6 +129,43 @@ def count_rows(b: Block) -> int:
     return sum(chunk.rows for chunk in readers.get(b.reader).read(b))
 
 
+def block_columns(b: Block) -> tuple[str, ...]:
+    return b.out_columns or tuple(c for c in schema.COLUMNS if c in {c for _, c in b.mapping})
+
+
+def checked_chunks(b: Block, out_cols) -> Iterator[tuple[Chunk, Checked, int]]:
+    """(chunk, its check, the block's rows before it) for each chunk of ``b``: what ``convert_block`` writes, and
+    what the dedupe pass replays to find a part row's input record."""
+    before = 0
+    for chunk in readers.get(b.reader).read(b):
+        row_ids = None
+        if b.id_tag is not None:
+            row_ids = RowIds(b.id_tag, np.uint64(b.first_row + before) + parsed_positions(chunk))
+        try:
+            checked = check(chunk.table, b.mapping, out_cols, chunk.utf8_replaced, row_ids=row_ids,
+                            cuts=chunk.cuts, rejects=chunk.rejects, alternates=b.alternates)
+        except schema.ColumnError as exc:
+            raise schema.ColumnError(f"{b.source}: {exc}") from None
+        yield chunk, checked, before
+        before += chunk.rows
+
+
+def input_records(b: Block, part_rows: list[int]) -> tuple[list[int], list[str]] | None:
+    """(row in the block, raw input record as JSON) of rows ``part_rows`` of ``b``'s part, by reading the block
+    again; None when the block no longer gives that part (the input changed)."""
+    want = np.asarray(sorted(part_rows), np.int64)
+    rows, records, at = [], [], 0
+    for chunk, checked, before in checked_chunks(b, block_columns(b)):
+        kept = checked.kept
+        here = want[(want >= at) & (want < at + len(kept))] - at
+        if len(here):
+            pos = kept[here]
+            rows += (before + parsed_positions(chunk)[pos].astype(np.int64)).tolist()
+            records += [json.dumps(r, default=str) for r in chunk.table.take(pa.array(pos, pa.int64())).to_pylist()]
+        at += len(kept)
+    return (rows, records) if len(rows) == len(want) else None
+
+
 def convert_block(b: Block, staging: Location, row_group_size: int = 131072) -> BlockCounts:
     """Worker task: read, validate and write one block; return its counts (also written as its done-marker).
 
@@ -132,17 +176,12 @@ def convert_block(b: Block, staging: Location, row_group_size: int = 131072) -> 
     marker(stage, b.index).remove()
     (stage / QUARANTINE_DIR / dup_name(b.index)).remove()
     (stage / QUARANTINE_DIR / part_name(b.index)).remove()
-    out_cols = b.out_columns or tuple(c for c in schema.COLUMNS if c in {c for _, c in b.mapping})
+    out_cols = block_columns(b)
     good_w = PartWriter(stage / part_name(b.index), schema.arrow_schema(out_cols), row_group_size)
     quar_w = PartWriter(stage / QUARANTINE_DIR / part_name(b.index), schema.QUARANTINE_SCHEMA, row_group_size)
     counts = BlockCounts(b.index, b.source, extent_key(b))
     try:
-        for chunk in readers.get(b.reader).read(b):
-            row_ids = None
-            if b.id_tag is not None:
-                row_ids = RowIds(b.id_tag, np.uint64(b.first_row + counts.read) + parsed_positions(chunk))
-            checked = check(chunk.table, b.mapping, out_cols, chunk.utf8_replaced, row_ids=row_ids, cuts=chunk.cuts,
-                            rejects=chunk.rejects)
+        for chunk, checked, _ in checked_chunks(b, out_cols):
             good, rej = checked.good, checked.rejected
             for cut, n in checked.filtered.items():
                 counts.filtered[cut] = counts.filtered.get(cut, 0) + n
@@ -156,8 +195,10 @@ def convert_block(b: Block, staging: Location, row_group_size: int = 131072) -> 
             counts.read += chunk.rows
             counts.chunks += 1
         good_w.close()
+        counts.checks[part_name(b.index)] = good_w.check.to_json()
         if quar_w.rows:
             quar_w.close()
+            counts.checks[f"{QUARANTINE_DIR}/{part_name(b.index)}"] = quar_w.check.to_json()
         else:
             quar_w.abort()
     except BaseException:
@@ -202,6 +243,12 @@ def block_done(stage: Location, b: Block) -> BlockCounts | None:
     except (OSError, ValueError, TypeError, KeyError, Exception):  # noqa: BLE001 - any unreadable marker
         return None
     if (counts.source, counts.extent) != (b.source, extent_key(b)):
+        return None
+    recorded = counts.file_checks().get(part_name(b.index))
+    try:  # a part rewritten after its marker (the duplicates moved out, the marker not yet updated): redo it
+        if recorded is not None and (stage / part_name(b.index)).size() != recorded.size:
+            return None
+    except (OSError, KeyError, ValueError):
         return None
     good = parquet_rows(stage / part_name(b.index))
     quar = parquet_rows(stage / QUARANTINE_DIR / part_name(b.index)) if counts.quarantined else 0

@@ -291,6 +291,57 @@ def _canonical_arrays(raw: pa.Table, mapping, reasons: _Reasons, row_ids=None) -
     return arrays
 
 
+ARCSECOND = 1.0 / 3600.0
+"""Two positions this close (degrees) are one position (``ra`` and SpecObj's ``plug_ra`` differ by less)."""
+
+
+def _comparable(col, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(values, missing) of a source column as the canonical column ``name`` reads it."""
+    typ = schema.TYPES[name]
+    if name == schema.CLASS:
+        text = _to_text(col)
+        text = pc.cast(col, pa.string(), safe=False) if text is None else text
+        text = pc.utf8_upper(pc.utf8_trim_whitespace(text.fill_null("")))
+        return _np(text).astype(object), _missing_text(text)
+    if pa.types.is_integer(typ):
+        vals, m = _parse_uint(col, 64)
+        return vals, m["missing"] | m["sentinel"]
+    v, _ = _parse_float(col)
+    missing = np.isnan(v) | np.isin(v, schema.SENTINELS)
+    return (v.astype(np.float32).astype(np.float64) if typ == pa.float32() else v), missing
+
+
+def refuse_differing_alternates(raw: pa.Table, mapping, alternates) -> None:
+    """``schema.ColumnError`` naming both columns when a column the rules would also fill a canonical column
+    from holds other values than the one mapped to it (never one of them chosen silently). Values that are equal
+    as the canonical column stores them are the same (float32 magnitudes; positions within an arcsecond); a
+    value beside a missing one differs."""
+    src_of = {canon: src for src, canon in pairs_of(mapping) if src in raw.column_names}
+    for alt, canon in alternates:
+        chosen = src_of.get(canon)
+        if chosen is None or alt not in raw.column_names or alt == chosen:
+            continue
+        a, a_missing = _comparable(raw.column(chosen), canon)
+        b, b_missing = _comparable(raw.column(alt), canon)
+        both = ~a_missing & ~b_missing
+        if canon in ("alpha", "delta"):
+            d = np.abs(np.where(both, a, 0.0) - np.where(both, b, 0.0))
+            if canon == "alpha":
+                d = np.minimum(d, 360.0 - d)
+            unequal = both & (d > ARCSECOND)
+        else:
+            unequal = both & (a != b)
+        differ = unequal | (a_missing != b_missing)
+        n = int(differ.sum())
+        if n:
+            k = int(np.flatnonzero(differ)[0])
+            shown = {c: ("missing" if (v := raw.column(c)[k].as_py()) is None or v == "" else v) for c in (alt, chosen)}
+            raise schema.ColumnError(
+                f"columns {alt} and {chosen} both give {canon} and differ in {n:,} of {len(differ):,} rows (first: "
+                f"{alt} {shown[alt]}, {chosen} {shown[chosen]}); astrodask never picks one silently: say which "
+                f"fills {canon} with --columns {chosen}={canon} or --columns {alt}={canon}, or drop one")
+
+
 @dataclass
 class Checked:
     """One chunk checked: rows kept, rows rejected (reason, row, record), rows removed by each named cut."""
@@ -298,6 +349,8 @@ class Checked:
     good: pa.Table
     rejected: pa.Table
     filtered: dict[str, int]
+    kept: np.ndarray | None = None
+    """Position in the chunk of each row of ``good``."""
 
 
 def validate(raw: pa.Table | pd.DataFrame, mapping: dict[str, str] | tuple, out_columns=None,
@@ -309,7 +362,7 @@ def validate(raw: pa.Table | pd.DataFrame, mapping: dict[str, str] | tuple, out_
 
 def check(raw: pa.Table | pd.DataFrame, mapping: dict[str, str] | tuple, out_columns=None,
           utf8_replaced: bool = False, *, row_ids=None, cuts: dict | None = None,
-          rejects: dict | None = None) -> Checked:
+          rejects: dict | None = None, alternates=()) -> Checked:
     """Check one chunk: (valid rows in the canonical schema, rejected rows, rows removed by each cut).
 
     ``cuts`` (name -> mask) remove rows before any check (counted in ``filtered``, neither kept nor rejected);
@@ -324,9 +377,13 @@ def check(raw: pa.Table | pd.DataFrame, mapping: dict[str, str] | tuple, out_col
     instead of reading it, and keeps the source's id text in ``source_obj_ID`` (``spec_obj_ID``'s in
     ``source_spec_obj_ID``; a ``spec_obj_ID`` that is not an exact integer is then null, not rejected) and the
     position in ``source_row``.
+
+    ``alternates`` ((source, canonical) pairs, ``schema.ColumnMap.alternates``): other columns that fill a mapped
+    canonical column by the rules; where their values differ from the mapped column's, ``schema.ColumnError``.
     """
     if isinstance(raw, pd.DataFrame):
         raw = pa.Table.from_pandas(raw.reset_index(drop=True), preserve_index=False)
+    refuse_differing_alternates(raw, mapping, alternates)
     n = raw.num_rows
     reasons = _Reasons(n)
     filtered = {name: int(reasons.filter(np.asarray(mask, bool)).sum()) for name, mask in (cuts or {}).items()}
@@ -362,5 +419,5 @@ def check(raw: pa.Table | pd.DataFrame, mapping: dict[str, str] | tuple, out_col
         "row": pa.array(bad_idx, pa.int64()),
         "record": pa.array([json.dumps(r, default=str) for r in records], pa.string()),
     })
-    return Checked(good, rejected, filtered)
+    return Checked(good, rejected, filtered, np.flatnonzero(ok))
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import sys
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
@@ -32,6 +33,7 @@ from ..storage import Location, read_json, write_json_atomic
 from .loss import SplitSums
 
 CHECKPOINT_JSON = "checkpoint.json"
+PREVIOUS_JSON = "checkpoint.prev.json"
 
 
 @dataclass(frozen=True)
@@ -161,12 +163,15 @@ class Checkpoint:
 
     ``checkpoint-NNNNNN.npz`` holds the arrays (optimiser state, best weights), ``checkpoint.json`` the history,
     the best epoch and counters; the JSON is written last and names its npz, so a kill between the two writes
-    leaves the previous consistent pair. A checkpoint resumes only a run with the same ``fingerprint``.
+    leaves the previous consistent pair. The pair before it is kept too (``checkpoint.prev.json`` and its npz):
+    a damaged checkpoint (a truncated npz) is reported and the run resumes from the previous one, or restarts
+    its epochs when that is damaged too. A checkpoint resumes only a run with the same ``fingerprint``.
     """
 
     def __init__(self, directory: Location, fingerprint: str):
         self.dir = Location.of(directory)
         self.json = self.dir / CHECKPOINT_JSON
+        self.prev = self.dir / PREVIOUS_JSON
         self.fingerprint = fingerprint
 
     def save(self, state: LoopState) -> None:
@@ -174,25 +179,40 @@ class Checkpoint:
         buf = io.BytesIO()
         np.savez(buf, best_theta=state.best.theta, **{f"opt_{k}": v for k, v in state.optimiser.arrays.items()})
         npz.write_bytes(buf.getvalue())
+        keep = {npz.name}
+        try:
+            last = read_json(self.json)
+        except (FileNotFoundError, AstrodaskError):
+            last = None
+        if isinstance(last, dict) and isinstance(last.get("arrays"), str) and last["arrays"] != npz.name \
+                and (self.dir / last["arrays"]).is_file():
+            write_json_atomic(self.prev, last)  # before the new JSON: a kill in between leaves two good pairs
+            keep.add(last["arrays"])
         write_json_atomic(self.json, {
             "fingerprint": self.fingerprint, "arrays": npz.name, "epoch": state.epoch,
             "history": [r.to_json() for r in state.history], "best_epoch": state.best.epoch,
             "best_score": state.best.score, "stopped": state.stopped, "paying": state.paying,
             "optimiser": state.optimiser.meta})
         for old in self.dir.glob("checkpoint-*.npz"):
-            if old != npz:
+            if old.name not in keep:
                 old.remove()
 
-    def load(self) -> LoopState | None:
+    def _read(self, path: Location) -> LoopState | None:
+        """The state in ``path`` and its npz; None when absent. Raises ``_Damaged`` (why) when it does not read."""
         try:
-            doc = read_json(self.json)
+            doc = read_json(path)
         except FileNotFoundError:
             return None
-        if not isinstance(doc, dict) or doc.get("fingerprint") != self.fingerprint:
+        except AstrodaskError:
+            raise _Damaged("checkpoint", "not valid JSON") from None
+        if not isinstance(doc, dict):
+            raise _Damaged("checkpoint", "not a checkpoint")
+        if doc.get("fingerprint") != self.fingerprint:
             raise AstrodaskError(
                 "the interrupted training used other settings (dataset, features, mode, l2...); "
                 "rerun with the same options, or without --resume to start again"
             )
+        what = f"checkpoint of epoch {doc.get('epoch')}"
         try:
             with np.load(io.BytesIO((self.dir / doc["arrays"]).read_bytes()), allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
@@ -200,16 +220,39 @@ class Checkpoint:
             return LoopState(int(doc["epoch"]), tuple(EpochRecord.from_json(r) for r in doc["history"]),
                              Best(int(doc["best_epoch"]), float(doc["best_score"]), arrays["best_theta"]),
                              bool(doc["stopped"]), opt, int(doc.get("paying", doc["best_epoch"])))
-        except (KeyError, TypeError, ValueError, OSError):
-            raise AstrodaskError(
-                f"{self.json}: the checkpoint of the interrupted training is damaged or from another version; "
-                "rerun without --resume to start again"
-            ) from None
+        except (KeyError, TypeError, ValueError, OSError, EOFError, zipfile.BadZipFile, AstrodaskError) as exc:
+            raise _Damaged(what, type(exc).__name__) from None
+
+    def load(self, log: Callable[[str], None] = console_log) -> LoopState | None:
+        """The last good checkpoint (None: none, start the epochs); a damaged one is logged in one line."""
+        damaged = []
+        for path in (self.json, self.prev):
+            try:
+                state = self._read(path)
+            except _Damaged as d:
+                damaged.append(d)
+                continue
+            if state is None:
+                continue
+            if damaged:
+                log(f"resume: the {damaged[0].what} is damaged ({damaged[0].why}); continuing from epoch {state.epoch}")
+            return state
+        if damaged:
+            log(f"resume: the {damaged[0].what} is damaged ({damaged[0].why}) and no earlier one is good; "
+                "restarting the epochs")
+        return None
 
     def clear(self) -> None:
         self.json.remove()
+        self.prev.remove()
         for old in self.dir.glob("checkpoint-*.npz"):
             old.remove()
+
+
+class _Damaged(Exception):
+    def __init__(self, what: str, why: str):
+        super().__init__(what, why)
+        self.what, self.why = what, why
 
 
 def _bar(total: int, initial: int, desc: str, quiet: bool):
@@ -222,7 +265,7 @@ def _bar(total: int, initial: int, desc: str, quiet: bool):
 def run(opt: Optimiser, settings: LoopSettings, checkpoint: Checkpoint | None = None, resume: bool = False,
         log: Callable[[str], None] = console_log) -> LoopResult:
     """Train with ``opt`` until early stopping, convergence or ``settings.max_epochs``; see the module doc."""
-    state = checkpoint.load() if (checkpoint is not None and resume) else None
+    state = checkpoint.load(log) if (checkpoint is not None and resume) else None
     if state is not None:
         opt.restore(state.optimiser)
         epoch, history, best, stopped = state.epoch, list(state.history), state.best, state.stopped

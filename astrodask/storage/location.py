@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import AstrodaskError
+from .options import check_storage_options
 
 
 def _is_url(s: str) -> bool:
@@ -46,7 +47,8 @@ def _filesystem(protocol: str, options_json: str):
         raise AstrodaskError(f"{protocol}:// paths need a filesystem package that is not installed ({exc}); {fix}") \
             from None
     except (TypeError, ValueError) as exc:
-        raise AstrodaskError(f"storage options {options_json} are not valid for {protocol}:// ({exc}); "
+        keys = ", ".join(sorted(json.loads(options_json))) or "none"
+        raise AstrodaskError(f"storage options (keys: {keys}) are not valid for {protocol}:// ({exc}); "
                              "fix --storage-options") from None
 
 
@@ -78,7 +80,9 @@ class Location:
             if not protocol or not rest:
                 raise AstrodaskError(f"{s}: not a valid URL; give e.g. s3://bucket/key or a local path")
             url = f"{protocol.lower()}://{rest.rstrip('/') or rest}"
-            return cls(url, _options_json(options_for(url, storage_options)))
+            opts = options_for(url, storage_options)
+            check_storage_options(protocol, opts)
+            return cls(url, _options_json(opts))
         if not s:
             raise AstrodaskError("an empty path was given; give a file or directory path")
         return cls(os.path.abspath(os.path.expanduser(s)))
@@ -199,6 +203,20 @@ class Location:
         found = remote(lambda: self._fresh().find(self.path), self, "list")
         return sorted(Location(f"{self.protocol}://{p}", self.options_json) for p in found
                       if p.rstrip("/") != self.path.rstrip("/"))
+
+    def sized_files(self) -> list[tuple[Location, int | None]]:
+        """:meth:`files` with each file's size (from one listing on an object store)."""
+        if self.is_local:
+            out = []
+            for f in self.files():
+                try:
+                    out.append((f, os.path.getsize(f.url)))
+                except OSError:
+                    out.append((f, None))
+            return out
+        found = remote(lambda: self._fresh().find(self.path, detail=True), self, "list")
+        return sorted((Location(f"{self.protocol}://{p}", self.options_json), info.get("size"))
+                      for p, info in found.items() if p.rstrip("/") != self.path.rstrip("/"))
 
     def glob(self, pattern: str) -> list[Location]:
         """Direct children whose name matches ``pattern`` (sorted)."""

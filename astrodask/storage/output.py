@@ -10,18 +10,24 @@ written, after the manifest, and the marker is gone. :func:`incomplete_output` (
 ``_SUCCESS``) is what every reader refuses, in one line (``open_dataset``, the model loader). A writer SIGKILLed
 mid-file leaves only a pending multipart upload (invisible, but stored and billed until aborted):
 :func:`abort_uploads` aborts those below ``DEST`` when a job takes the output over. An overwrite writes the
-marker first (recording the output it replaces), then deletes ``_SUCCESS``, the files the old manifest lists,
-the manifest; a resume that finds the old manifest still there finishes that deletion before continuing. So from
-the start of an overwrite until the new commit no complete output exists, and a reader that started on the old
-one may fail on a deleted file.
+deletes ``_SUCCESS`` first (without the permission to delete objects the old output is then left complete and
+unchanged, and the error names the permission), then writes the marker (recording the output it replaces), then
+deletes the files the old manifest lists and the manifest; a resume that finds the old manifest still there
+finishes that deletion before continuing. So from the start of an overwrite until the new commit no complete
+output exists, and a reader that started on the old one may fail on a deleted file.
+
+The manifest lists every file (``files``) and records for each its size, content digest and Parquet rows
+(``checksums``, :class:`~astrodask.storage.files.FileCheck`; ``digest_algorithm``). Readers check sizes and
+rows (:func:`check_files`); ``astrodask verify`` recomputes the digests.
 
 ``--overwrite`` replaces only an output astrodask committed (its manifest present) holding nothing but the
 files it lists, never a directory or prefix with anything else in it, the current directory, or an ancestor of
-an input (or a whole bucket). ``--resume`` on a complete output checks that it was made from the same inputs and
-options (its fingerprint) and then succeeds without writing anything; on an interrupted one it continues from
-the staging area (object stores: from the parts already in ``DEST``). A prefix holding astrodask's staging
-marker or manifest is astrodask's interrupted output: rerun without ``--resume`` clears it and starts again,
-like a local staging directory.
+an input (or a whole bucket). No output is written inside another astrodask output, and a destination that is a
+symbolic link is written through it (the link's target is replaced; the link stays). ``--resume`` on a complete
+output checks that it was made from the same inputs and options (its fingerprint) and then succeeds without
+writing anything; on an interrupted one it continues from the staging area (object stores: from the parts
+already in ``DEST``). A prefix holding astrodask's staging marker or manifest is astrodask's interrupted output:
+rerun without ``--resume`` clears it and starts again, like a local staging directory.
 """
 
 from __future__ import annotations
@@ -35,8 +41,8 @@ import uuid
 from dataclasses import dataclass, field
 
 from ..errors import AstrodaskError
-from .files import read_json, remove_files, to_json
-from .location import Location, is_s3
+from .files import DIGEST_ALGORITHM, FileCheck, file_check, read_json, remove_files, to_json
+from .location import Location, is_s3, os_error
 from .lock import Lock
 
 SUCCESS = "_SUCCESS"
@@ -53,6 +59,8 @@ class ManifestPart:
     rows: int | None
     source: str | None = None
     """The input it was made from (a dataset part: the catalogue file)."""
+    check: FileCheck | None = field(default=None, compare=False)
+    """Its size and digest as the writer computed them (recorded under the manifest's ``checksums``)."""
 
     def to_json(self) -> dict:
         doc = {"file": self.file, "rows": self.rows}
@@ -73,6 +81,42 @@ def manifest_parts(meta: dict) -> list[ManifestPart] | None:
     """The parts a manifest lists, or None when it lists none (or not in the form astrodask writes)."""
     parts = [ManifestPart.from_json(x) for x in meta.get("parts") or []] if isinstance(meta.get("parts"), list) else []
     return parts if parts and all(p is not None for p in parts) else None
+
+
+def manifest_checks(meta: dict) -> dict[str, FileCheck]:
+    """File -> its size, digest and rows as the manifest records them ({} when it records none: an output
+    written by an older astrodask)."""
+    doc = meta.get("checksums")
+    if not isinstance(doc, dict):
+        return {}
+    out = {}
+    for rel, entry in doc.items():
+        check = FileCheck.from_json(entry)
+        if check is not None:
+            out[rel] = check
+    return out
+
+
+def check_files(where, files, meta: dict, sizes: dict | None = None, rows: dict | None = None,
+                fix: str = "rerun the stage that wrote it") -> None:
+    """Refuse, in one line naming the file, a file of an output whose size or Parquet rows differ from its
+    manifest's record (replaced by another file, truncated, damaged). ``sizes`` / ``rows``: Location -> what was
+    found (from the listing and the footers a reader reads anyway: no data is read)."""
+    checks = manifest_checks(meta)
+    parts = {p.file: p.rows for p in manifest_parts(meta) or []}
+    base = Location.of(where)
+    for f in files:
+        rel = f.relative_to(base)
+        want = checks.get(rel)
+        want_rows = want.rows if want is not None and want.rows is not None else parts.get(rel)
+        got_rows = (rows or {}).get(f)
+        if want_rows is not None and got_rows is not None and got_rows != want_rows:
+            raise AstrodaskError(f"{f}: {got_rows:,} rows, the manifest records {want_rows:,} (the file was "
+                                 f"replaced or damaged); restore it or {fix}")
+        got_size = (sizes or {}).get(f)
+        if want is not None and got_size is not None and got_size != want.size:
+            raise AstrodaskError(f"{f}: {got_size:,} bytes, the manifest records {want.size:,} (the file was "
+                                 f"replaced or damaged); restore it or {fix}")
 
 
 def is_complete(path) -> bool:
@@ -128,11 +172,62 @@ def incomplete_output(path) -> bool:
 
 
 def require_not_incomplete(path, kind: str) -> None:
-    """Refuse, in one line, an output whose writer has not committed it (killed, or still running)."""
+    """Refuse, in one line naming what was found, an output whose writer has not committed it (killed, or still
+    running)."""
     loc = Location.of(path)
-    if incomplete_output(loc):
+    if not incomplete_output(loc):
+        return
+    try:
+        success = (loc / SUCCESS).is_file()
+        marker = (loc / STAGING_MARKER).is_file()
+    except AstrodaskError:
+        success, marker = False, True
+    if success and marker:
+        raise AstrodaskError(f"{loc}: incomplete {kind}: an --overwrite of it started and did not finish "
+                             f"({STAGING_MARKER} beside {SUCCESS}; an older astrodask wrote the marker first); "
+                             "rerun that --overwrite (with --resume)")
+    if marker:
         raise AstrodaskError(f"{loc}: incomplete {kind} (the job writing it was interrupted or is still running: "
-                             f"no {SUCCESS}); rerun that job with --resume")
+                             f"{STAGING_MARKER}, no {SUCCESS}); rerun that job with --resume")
+    raise AstrodaskError(f"{loc}: incomplete {kind} (interrupted while committing it or while an --overwrite was "
+                         f"deleting the old one: {META} without {SUCCESS}); rerun that job with --resume")
+
+
+def _delete(loc: Location, why: str, after: str = "") -> None:
+    """Delete one file of an output; an object store's refusal names the permission it needs."""
+    if loc.is_local:
+        loc.remove()
+        return
+    try:
+        loc.fs.rm(loc.path)
+    except FileNotFoundError:
+        pass
+    except PermissionError as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AstrodaskError(f"{loc.parent}: {why} needs the permission to delete objects (s3:DeleteObject), "
+                             f"refused for {loc.name} ({detail}){after}; grant it, or write to a new destination") \
+            from None
+    except OSError as exc:
+        raise os_error(exc, loc, "delete") from None
+    loc.fs.invalidate_cache(loc.path)
+
+
+def output_holding(dest: Location) -> Location | None:
+    """The astrodask output that ``dest`` lies inside (a parent holding its manifest or staging marker), or
+    None. Walks the parents up to the root (object stores: the bucket)."""
+    loc = dest.parent
+    while True:
+        if not loc.is_local and "/" not in loc.path.strip("/"):
+            return None  # the bucket
+        try:
+            if any((loc / name).is_file() for name in (META, STAGING_MARKER)):
+                return loc
+        except AstrodaskError:
+            return None
+        parent = loc.parent
+        if parent == loc or parent.url == loc.url:
+            return None
+        loc = parent
 
 
 def abort_uploads(dest: Location) -> int:
@@ -176,6 +271,12 @@ def check_overwrite_target(dest: Location, inputs=()) -> None:
         if loc.is_within(dest):
             raise AstrodaskError(f"{dest} contains the input {loc}; choose a destination that does not hold "
                                  "your inputs")
+    holder = output_holding(dest)
+    if holder is not None:
+        kind = read_meta(holder).get("kind") or "output"
+        raise AstrodaskError(f"{dest} is inside the astrodask {kind} {holder}; astrodask writes no output into "
+                             f"another (its --overwrite would then be refused): write it beside it, e.g. "
+                             f"{holder.with_name(dest.name)}")
 
 
 @dataclass
@@ -203,6 +304,8 @@ class StagedOutput:
 
     def __post_init__(self):
         self.dest = Location.of(self.dest)
+        if self.dest.is_local and os.path.islink(self.dest.url):  # write through the link: replace its target
+            self.dest = Location.of(os.path.realpath(self.dest.url))
         if not self.dest.is_local and "/" not in self.dest.path.strip("/"):
             raise AstrodaskError(f"{self.dest}: is a whole bucket; astrodask writes an output to a prefix inside one "
                                  f"(its lock goes beside it): give e.g. {self.dest.url.rstrip('/')}/run1")
@@ -317,8 +420,10 @@ class StagedOutput:
         if state == "complete":  # overwrite: from here on the old output is no longer complete
             meta = read_meta(self.dest)
             self._foreign_files(meta)  # again, under the lock
-            # the marker first: at every moment until the new commit the prefix holds our marker or our manifest
-            # without _SUCCESS, so it is never taken for a complete output nor for someone else's directory
+            # _SUCCESS first: refused (no permission to delete), the old output is left complete and unchanged;
+            # from then on until the new commit the prefix holds our manifest without _SUCCESS or our marker, so
+            # it is never taken for a complete output nor for someone else's directory
+            _delete(self.dest / SUCCESS, "--overwrite", f": the existing {self.kind} is unchanged")
             (self.dest / STAGING_MARKER).write_text(to_json({**self._marker(), "replacing": meta.get("output_id")}))
             self._remove_old(meta)
         elif state == "incomplete":
@@ -338,9 +443,9 @@ class StagedOutput:
 
     def _remove_old(self, meta: dict) -> None:
         """Delete the committed output ``meta`` describes: ``_SUCCESS``, then its files, then its manifest."""
-        (self.dest / SUCCESS).remove()
+        _delete(self.dest / SUCCESS, "--overwrite")
         remove_files([self.dest / rel for rel in meta.get("files", [])])
-        (self.dest / META).remove()
+        _delete(self.dest / META, "--overwrite")
 
     def _marker(self) -> dict:
         return {"kind": self.kind, "fingerprint": self.fingerprint, "pid": os.getpid(),
@@ -372,26 +477,42 @@ class StagedOutput:
     def path(self, name: str) -> Location:
         return self.staging / name
 
-    def commit(self, meta: dict, parts: list[ManifestPart] | None = None) -> None:
-        """Write the manifest (``meta``, and the data files ``parts``) and the success marker, then publish the
-        staging area as ``dest``."""
+    def commit(self, meta: dict, parts: list[ManifestPart] | None = None,
+               checks: dict[str, FileCheck] | None = None) -> None:
+        """Write the manifest (``meta``, the data files ``parts``, and the size, digest and rows of every file)
+        and the success marker, then publish the staging area as ``dest``.
+
+        The checks come from the writers (``parts``' and ``checks``: relative path -> FileCheck); a file without
+        one, or whose size no longer matches its writer's, is read here (small files: JSON, figures)."""
         if self.done:
             return
         # files a killed task left half-written (``.NAME.tmp-*``) are not part of the output
-        files = []
-        for f in self.staging.files():
+        files, sizes = [], {}
+        for f, size in self.staging.sized_files():
             rel = f.relative_to(self.staging)
             if ".tmp" in f.name and f.name.startswith("."):
                 f.remove()
             elif rel not in (META, SUCCESS, STAGING_MARKER):
                 files.append(rel)
+                sizes[rel] = size
+        known = dict(checks or {})
+        for p in parts or []:
+            if p.check is not None:
+                known.setdefault(p.file, p.check)
+        recorded = {}
+        for rel in sorted(files):
+            c = known.get(rel)
+            if c is None or (sizes[rel] is not None and c.size != sizes[rel]):
+                c = file_check(self.staging / rel)
+            recorded[rel] = c.to_json()
         doc = {"kind": self.kind, "fingerprint": self.fingerprint, "files": sorted(files),
                "output_id": uuid.uuid4().hex, "committed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-               "astrodask": _version(), **meta}
+               "astrodask": _version(), **meta, "digest_algorithm": DIGEST_ALGORITHM, "checksums": recorded}
         if parts is not None:
             doc["parts"] = [p.to_json() for p in parts]
         (self.staging / META).write_text(to_json(doc))
-        (self.staging / STAGING_MARKER).remove()
+        _delete(self.staging / STAGING_MARKER, "committing an output",
+                " (written, not committed: rerun with --resume once it is granted)")
         (self.staging / SUCCESS).write_bytes(b"")
         if self.dest.is_local:
             old = None

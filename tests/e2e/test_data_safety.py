@@ -339,3 +339,123 @@ def test_reports_say_which_rows_their_metrics_are_over(job):
     assert f"{n_all:,}" in everything
     assert math.isclose(json.loads((job / "evaluation" / "holdout_metrics.json").read_text())["n"] / n_all, 0.2,
                         abs_tol=0.03)
+
+
+# ------------------------------------------------------------------------------------------------ 12. integrity
+
+
+def test_a_part_replaced_by_another_is_refused_naming_it_and_verify_finds_every_damage(sched, small_csv_parts, job,
+                                                                                       tmp_path):
+    """The issue's S2: a part overwritten by a copy of another part gave duplicated and missing ids, exit 0."""
+    ds = tmp_path / "ds"
+    shorter = tmp_path / "shorter.csv"
+    shorter.write_text("".join(small_csv_parts[2].read_text().splitlines(keepends=True)[:1501]))
+    assert run_cli("convert", *small_csv_parts[:2], shorter, ds, *sched).returncode == 0
+    r = run_cli("verify", ds, *sched)
+    assert r.returncode == 0 and r.stdout.strip().startswith(f"verified {ds}: 3 files"), r.stdout + r.stderr
+    rows = [pq.ParquetFile(ds / f"part-0000{k}.parquet").metadata.num_rows for k in range(3)]
+    assert rows[0] == rows[1] != rows[2]
+    damaged = tmp_path / "damaged"
+    shutil.copytree(ds, damaged)
+    shutil.copy(damaged / "part-00002.parquet", damaged / "part-00000.parquet")  # fewer rows
+    line = one_line_error(run_cli("predict", damaged, job / "model", tmp_path / "pred", *sched))
+    assert f"{damaged}/part-00000.parquet: {rows[2]:,} rows, the manifest records {rows[0]:,}" in line
+    line = one_line_error(run_cli("train", damaged, "--model", tmp_path / "m", "--epochs", EPOCHS, *sched))
+    assert "part-00000.parquet" in line and "replaced or damaged" in line
+    assert not (tmp_path / "pred").exists() and not (tmp_path / "m").exists()
+    shutil.copy(ds / "part-00001.parquet", damaged / "part-00000.parquet")  # as many rows: the size tells
+    line = one_line_error(run_cli("predict", damaged, job / "model", tmp_path / "pred", *sched))
+    assert "part-00000.parquet" in line and "bytes, the manifest records" in line
+    # the same size, other bytes: only the digest tells (what verify reads every byte for)
+    shutil.copy(ds / "part-00000.parquet", damaged / "part-00000.parquet")
+    data = bytearray((damaged / "part-00001.parquet").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (damaged / "part-00001.parquet").write_bytes(bytes(data))
+    r = run_cli("verify", damaged, *sched)
+    line = one_line_error(r)
+    assert line.startswith(f"astrodask: error: {damaged}: 1 of 3 files differ from the manifest ({damaged}/"
+                           "part-00001.parquet: digest crc32:"), line
+    assert r.stdout.splitlines() == [next(ln for ln in r.stdout.splitlines() if ln.startswith("differs: "))]
+
+
+def test_verify_checks_every_output_of_a_job_and_refuses_what_is_not_one(sched, job, tmp_path):
+    r = run_cli("verify", job, *sched)
+    assert r.returncode == 0, r.stderr
+    meta = {k: json.loads((job / k / "_astrodask.json").read_text()) for k in ("dataset", "model", "predictions",
+                                                                                 "evaluation")}
+    n = sum(len(m["checksums"]) for m in meta.values())
+    assert r.stdout.strip().startswith(f"verified 4 outputs: {n:,} files"), r.stdout
+    assert all(set(m["checksums"]) == set(m["files"]) and m["digest_algorithm"] == "crc32" for m in meta.values())
+    assert {"model.json", "weights.npz", "metrics.json"} <= set(meta["model"]["checksums"])
+    line = one_line_error(run_cli("verify", tmp_path, *sched))
+    assert "no astrodask output here" in line
+
+
+def test_predict_on_a_catalogue_file_says_it_is_not_a_dataset(sched, small_csv, job, tmp_path):
+    """The issue's M3: a Parquet error cut mid-sentence."""
+    line = one_line_error(run_cli("predict", small_csv, job / "model", tmp_path / "pred", *sched))
+    assert f"{small_csv} is a CSV file, not a dataset; convert it first (astrodask convert {small_csv} DATASET)" \
+        in line
+    line = one_line_error(run_cli("train", small_csv, "--model", tmp_path / "m", *sched))
+    assert "is a CSV file, not a dataset" in line
+
+
+def test_resume_sees_an_input_edited_with_the_same_size_and_modification_time(sched, small_csv, tmp_path):
+    """The issue's S7: the fingerprint was size + mtime, so the stale dataset was kept."""
+    src = tmp_path / "in.csv"
+    shutil.copy(small_csv, src)
+    ds = tmp_path / "ds"
+    assert run_cli("convert", src, ds, *sched).returncode == 0
+    st = src.stat()
+    text = src.read_text()
+    first = text.splitlines()[1].split(",")
+    edited = first.copy()
+    edited[3] = first[3][:-1] + ("1" if first[3][-1] != "1" else "2")  # u's last digit: same size
+    src.write_text(text.replace(",".join(first), ",".join(edited), 1))
+    os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert src.stat().st_size == st.st_size and src.stat().st_mtime_ns == st.st_mtime_ns
+    line = one_line_error(run_cli("convert", src, ds, "--resume", *sched))
+    assert "complete but was made from other inputs or options (differ: sources." in line
+
+
+def test_no_stage_writes_inside_another_output_and_overwrite_writes_through_a_link(sched, small_csv, job, tmp_path):
+    """The issue's M9 (predict/train inside a dataset, whose --overwrite was then refused) and S5 (a symlink DEST
+    turned into a directory, its target keeping the old output)."""
+    out = copy_job(job, tmp_path)
+    for args in (("predict", out / "dataset", out / "model", out / "dataset" / "preds"),
+                 ("train", out / "dataset", "--model", out / "dataset" / "model", "--epochs", EPOCHS)):
+        line = one_line_error(run_cli(*args, *sched))
+        assert f"is inside the astrodask dataset {out / 'dataset'}" in line, line
+    assert not list((out / "dataset").glob("*preds*")) and not (out / "dataset" / "model").exists()
+    link = tmp_path / "link"
+    link.symlink_to(out / "dataset")
+    small = tmp_path / "small.csv"
+    small.write_text("".join(small_csv.read_text().splitlines(keepends=True)[:101]))
+    r = run_cli("convert", small, link, "--overwrite", *sched)
+    assert r.returncode == 0, r.stderr
+    assert link.is_symlink() and json.loads((out / "dataset" / "_astrodask.json").read_text())["read"] == 100
+
+
+@pytest.mark.realdata
+def test_sweep_bands_without_a_measurement_are_imputed_and_flagged(sched, job, tmp_path):
+    """The issue's S3: on the real sweep, 23 bands with MODELFLUX_IVAR = 0 became g = 25.11 and the like,
+    imputed said 0, and a bright star (only g missing) was predicted GALAXY with p = 1.0."""
+    from astropy.io import fits
+    from support import SHARED_DATA
+
+    sweep = SHARED_DATA / "sdss" / "calibObj-004510-4-star.fits.gz"
+    if not sweep.is_file():
+        pytest.skip(f"real sweep not found at {sweep}")
+    with fits.open(sweep) as h:
+        ivar = np.asarray(h[1].data["MODELFLUX_IVAR"])
+    r = run_cli("convert", sweep, tmp_path / "sweep", "--no-cuts", *sched)
+    assert r.returncode == 0, r.stderr
+    assert "missing values (kept as nulls): u 3, g 11, i 2, z 7" in r.stdout, r.stdout
+    r = run_cli("predict", tmp_path / "sweep", job / "model", tmp_path / "pred", *sched)
+    assert r.returncode == 0, r.stderr
+    p = pq.read_table(tmp_path / "pred").to_pandas()
+    bits = ((ivar == 0) * (1 << np.arange(5))).sum(axis=1)  # u..z are bits 0..4 of imputed
+    assert (p["imputed"].to_numpy() & 0b11111).tolist() == bits.tolist()
+    assert int((p["imputed"] != 0).sum()) == 11
+    meta = json.loads((tmp_path / "pred" / "_astrodask.json").read_text())
+    assert meta["imputed_rows"] == 11

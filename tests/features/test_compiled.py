@@ -204,7 +204,7 @@ def test_predict_file_writes_the_reference_probabilities(sample_models, sample, 
     src = tmp_path / "part-0.parquet"
     pq.write_table(pa.Table.from_pandas(rows, preserve_index=False), src, row_group_size=3000)
     carry = [schema.CLASS, "alpha", "delta", schema.REDSHIFT]
-    n = predict.predict_file(Location.of(src), Location.of(tmp_path / "out.parquet"), model, carry)
+    n = predict.predict_file(Location.of(src), Location.of(tmp_path / "out.parquet"), model, carry).rows
     out = pq.read_table(tmp_path / "out.parquet").to_pandas()
     ref = model.reference_predict_proba(rows)
     mask = imputed_mask(rows, "spectroscopic")

@@ -107,6 +107,8 @@ CASES: list[Case] = [
          read=12),
     Case("ambiguous_z.csv", "two z columns both beside band names: which is the redshift cannot be told",
          error=("ambiguous", "z (column 4)", "z (column 9)", "redshift")),
+    Case("ra_and_alpha_differ.csv", "columns ra and alpha both present, different values in 2 rows",
+         error=("ra and alpha", "differ in 2 of 12 rows", "--columns")),
     Case("two_magnitude_systems.csv", "psfMag_* and cModelMag_*, no model magnitudes", error=("--magnitudes",)),
     # ---------------------------------------------------------------------------------------- Parquet
     Case("parquet_mags_as_strings.parquet", "magnitudes stored as strings, one not a number", read=12,

@@ -210,3 +210,60 @@ def test_a_repeated_column_name_is_refused_unless_columns_says_which(client, tmp
     s = convert(client, tmp_path / "twice.csv", tmp_path / "ds", columns=f"{names[-1]}=g")
     np.testing.assert_allclose(pq.read_table(tmp_path / "ds").to_pandas()["g"], df["g"] + 1.0, rtol=1e-6)
     assert s.columns_from["g"] == names[-1]
+
+
+def _ra_and_alpha(df: pd.DataFrame, alpha) -> pd.DataFrame:
+    return df[["objid", "ra", "dec", *BANDS, "class", "redshift"]].assign(alpha=alpha)
+
+
+def test_two_columns_for_one_canonical_column_with_different_values_are_refused(client, tmp_path):
+    df = frame(12)
+    alpha = df["ra"].to_numpy().copy()
+    alpha[[3, 7]] += 1.0
+    _ra_and_alpha(df, alpha).to_csv(tmp_path / "both.csv", index=False)
+    with pytest.raises(AstrodaskError) as err:
+        convert(client, tmp_path / "both.csv", tmp_path / "x")
+    line = str(err.value)
+    assert "\n" not in line
+    for w in ("both.csv", "columns ra and alpha both give alpha", "differ in 2 of 12 rows",
+              f"(first: ra {df['ra'][3]}, alpha {alpha[3]:.6f})", "--columns ra=alpha", "--columns alpha=alpha"):
+        assert w in line, line
+    assert not (tmp_path / "x" / META).exists()
+    # --columns says which: that one fills alpha, the other is not compared
+    for src, want in (("ra", df["ra"]), ("alpha", alpha)):
+        s = convert(client, tmp_path / "both.csv", tmp_path / src, columns=f"{src}=alpha")
+        assert s.columns_from["alpha"] == src
+        np.testing.assert_allclose(pq.read_table(tmp_path / src).to_pandas().sort_values("obj_ID")["alpha"],
+                                   want, rtol=0, atol=1e-9)
+
+
+def test_two_columns_for_one_canonical_column_with_equal_values_convert(client, tmp_path):
+    df = frame(12)
+    alpha = df["ra"].to_numpy() + 0.1 / 3600  # within an arcsecond: the same position
+    _ra_and_alpha(df, alpha).to_csv(tmp_path / "both.csv", index=False)
+    s = convert(client, tmp_path / "both.csv", tmp_path / "ds")
+    assert s.columns_from["alpha"] == "alpha" and s.written == 12
+    # a value beside a missing one differs
+    alpha[5] = np.nan
+    _ra_and_alpha(df, alpha).to_csv(tmp_path / "gap.csv", index=False)
+    with pytest.raises(AstrodaskError, match="differ in 1 of 12 rows"):
+        convert(client, tmp_path / "gap.csv", tmp_path / "y")
+
+
+def test_plain_and_model_magnitudes_that_differ_are_refused(client, tmp_path):
+    df = frame(12)
+    body = df[["objid", "class", "redshift", *BANDS]].assign(**{f"modelMag_{b}": df[b] for b in BANDS})
+    body.to_csv(tmp_path / "same.csv", index=False)
+    assert convert(client, tmp_path / "same.csv", tmp_path / "ds").written == 12
+    body["modelMag_r"] = body["modelMag_r"] + 0.25
+    body.to_csv(tmp_path / "diff.csv", index=False)
+    with pytest.raises(AstrodaskError, match=r"columns modelMag_r and r both give r and differ in 12 of 12 rows"):
+        convert(client, tmp_path / "diff.csv", tmp_path / "x")
+
+
+def test_resolve_columns_lists_the_alternates():
+    cmap = schema.resolve_columns(["objid", "ra", "alpha", "dec", *BANDS, "class", "redshift"])
+    assert ("ra", "alpha") in cmap.alternates and cmap.mapping["alpha"] == "alpha"
+    picked = schema.resolve_columns(["objid", "ra", "alpha", "dec", *BANDS, "class", "redshift"],
+                                    overrides=(("ra", "alpha"),))
+    assert picked.alternates == () and picked.mapping["ra"] == "alpha" and "alpha" not in picked.mapping

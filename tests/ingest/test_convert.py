@@ -351,6 +351,22 @@ def test_duplicates_across_blocks_and_files(client, frame, tmp_path):
     q = read_quarantine(dest)
     assert len(q[q["reason"] == "duplicate_id"]) == 43
     assert all(int(json.loads(r)["obj_ID"]) in set(out["obj_ID"]) for r in q["record"])
+    # every duplicate is recorded as the other quarantined rows are: its input file, its row, the raw record
+    dups = q[q["reason"] == "duplicate_id"]
+    assert set(dups["source"]) == {str(tmp_path / n) for n in ("a.csv", "b.csv", "c.csv.gz")}
+    raw = {n: pd.read_csv(tmp_path / n, dtype=str, keep_default_na=False) for n in ("a.csv", "b.csv", "c.csv.gz")}
+    from_b = dups[dups["source"] == str(tmp_path / "b.csv")]
+    assert from_b["row"].tolist() == list(range(40))  # b.csv is one block: its rows in the file
+    from_c = dups[dups["source"] == str(tmp_path / "c.csv.gz")]
+    assert from_c["row"].tolist() == [299]  # repeated across chunks of one block (gzip is not split)
+    for src, block_row, record in zip(dups["source"], dups["row"], dups["record"]):
+        rec = json.loads(record)
+        assert all(isinstance(v, str) for v in rec.values()), rec  # the text read, not converted values
+        name = Path(src).name
+        matches = raw[name][raw[name]["obj_ID"] == rec["obj_ID"]].to_dict("records")
+        assert rec in matches, (src, block_row, rec)
+        if name != "a.csv":
+            assert raw[name].iloc[block_row].to_dict() == rec
 
 
 # ------------------------------------------------------------------------------------------------ accounting

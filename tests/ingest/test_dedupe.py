@@ -40,3 +40,4 @@ def test_later_occurrences_move_to_quarantine_and_the_part_keeps_the_rest(tmp_pa
     q = pq.read_table(tmp_path / QUARANTINE_DIR / dup_name(1)).to_pandas()
     assert q["reason"].tolist() == ["duplicate_id", "duplicate_id"] and q["row"].tolist() == [0, 3]
     assert q.columns.tolist() == schema.QUARANTINE_SCHEMA.names
+    assert q["source"].tolist() == [part_name(1)] * 2  # without its block: the part and the converted values

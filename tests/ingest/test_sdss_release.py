@@ -51,6 +51,17 @@ def accounting(s: dict) -> None:
     assert s.read == s.written + s.quarantined + sum(s.filtered.values()), s
 
 
+def measured(mags: np.ndarray, *truths) -> np.ndarray:
+    """The fixtures' magnitudes as a conversion gives them: null (NaN) where the flux has no measurement (its
+    u band in the ``zero_flux`` rows, where the fixtures write inverse variance 0)."""
+    out = np.array(mags, np.float64, copy=True)
+    start = 0
+    for t in truths:
+        out[start + np.asarray(t.rows["zero_flux"], int), 0] = np.nan
+        start += t.n
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ real sweep
 
 
@@ -65,6 +76,7 @@ def test_real_sweep_ids_magnitudes_and_cuts(client, tmp_path):
         rerun = np.array([int(x) for x in d["RERUN"]])
         objid = sf.compose_objid(2, rerun, d["RUN"], d["CAMCOL"], d["FIELD"], d["ID"]).astype(np.uint64)
         model, psf = sf.asinh_mags(d["MODELFLUX"]), sf.asinh_mags(d["PSFFLUX"])
+        no_model, no_psf = d["MODELFLUX_IVAR"] == 0, d["PSFFLUX_IVAR"] == 0
         ext = d["EXTINCTION"].astype(np.float64)
         primary = sf.survey_primary(d["RESOLVE_STATUS"])
         ra = d["RA"].astype(np.float64)
@@ -72,11 +84,16 @@ def test_real_sweep_ids_magnitudes_and_cuts(client, tmp_path):
     assert (s.read, s.written, s.quarantined, s.filtered) == (5232, 5232, 0, {})
     out = read(tmp_path / "all")
     assert out["obj_ID"].tolist() == objid.tolist()
-    np.testing.assert_allclose(out[BANDS].to_numpy(), model, atol=2e-5)  # float32 of the asinh magnitudes
-    np.testing.assert_allclose(out[PSF].to_numpy(), psf, atol=2e-5)
+    np.testing.assert_allclose(out[BANDS].to_numpy(), np.where(no_model, np.nan, model), atol=2e-5)  # float32
+    np.testing.assert_allclose(out[PSF].to_numpy(), np.where(no_psf, np.nan, psf), atol=2e-5)
     np.testing.assert_array_equal(out["alpha"].to_numpy(), ra)
     assert (out["run_ID"] == 4510).all() and (out["rerun_ID"] == 301).all() and (out["cam_col"] == 4).all()
-    assert out[BANDS + PSF].notna().all().all()  # zero and negative fluxes have finite magnitudes
+    # a band with MODELFLUX_IVAR = 0 is no measurement (its flux is exactly 0): null, counted, never the zero-flux
+    # asinh magnitude (g = 25.11); every other zero or negative flux keeps its finite magnitude
+    assert int(no_model.sum()) == 23 and no_model.sum(axis=0).tolist() == [3, 11, 0, 2, 7]
+    np.testing.assert_array_equal(out[BANDS].isna().to_numpy(), no_model)
+    np.testing.assert_array_equal(out[PSF].isna().to_numpy(), no_psf)
+    assert s.nulls == {c: int(n) for c, n in zip(BANDS + PSF, [*no_model.sum(axis=0), *no_psf.sum(axis=0)]) if n}
     # the default cut: survey-primary detections only, the rest counted
     s = convert(client, REAL_SWEEP, tmp_path / "cut")
     accounting(s)
@@ -89,8 +106,8 @@ def test_real_sweep_ids_magnitudes_and_cuts(client, tmp_path):
     # --deredden and --magnitudes psf
     convert(client, REAL_SWEEP, tmp_path / "dered", cuts=False, deredden=True, magnitudes="psf")
     dered = read(tmp_path / "dered")
-    np.testing.assert_allclose(dered[BANDS].to_numpy(), psf - ext, atol=2e-5)
-    np.testing.assert_allclose(dered[PSF].to_numpy(), psf - ext, atol=2e-5)
+    np.testing.assert_allclose(dered[BANDS].to_numpy(), np.where(no_psf, np.nan, psf - ext), atol=2e-5)
+    np.testing.assert_allclose(dered[PSF].to_numpy(), np.where(no_psf, np.nan, psf - ext), atol=2e-5)
 
 
 @pytest.mark.realdata
@@ -106,8 +123,20 @@ def test_real_photoobj_layout(client, tmp_path):
         objid = np.array([int(x) for x in d["OBJID"]], dtype=np.uint64)
         primary = sf.survey_primary(d["RESOLVE_STATUS"])
         modelmag, psfmag = d["MODELMAG"].astype(np.float64), d["PSFMAG"].astype(np.float64)
+        cmodelmag = d["CMODELMAG"].astype(np.float64)
         ra, dec = d["RA"].astype(np.float64), d["DEC"].astype(np.float64)
     assert len(objid) == 981 and int(primary.sum()) == 703
+    # every row: the bands with inverse variance 0 are null exactly where SDSS's own magnitudes are -9999
+    s = convert(client, REAL_PHOTOOBJ, tmp_path / "all", cuts=False)
+    out = read(tmp_path / "all")
+    no_measurement = modelmag == -9999
+    assert int(no_measurement.sum()) == 179 and not (no_measurement & primary[:, None]).any()
+    np.testing.assert_array_equal(out[BANDS].isna().to_numpy(), no_measurement)
+    np.testing.assert_array_equal(out[PSF].isna().to_numpy(), psfmag == -9999)
+    np.testing.assert_allclose(out[BANDS].to_numpy(), np.where(no_measurement, np.nan, modelmag), atol=2e-5)
+    assert sum(s.nulls.get(b, 0) for b in BANDS) == 179
+    convert(client, REAL_PHOTOOBJ, tmp_path / "cmodel", cuts=False, magnitudes="cmodel")
+    np.testing.assert_array_equal(read(tmp_path / "cmodel")[BANDS].isna().to_numpy(), cmodelmag == -9999)
     s = convert(client, REAL_PHOTOOBJ, tmp_path / "ds")
     accounting(s)
     assert (s.read, s.written, s.filtered) == (981, 703, {"survey_primary": 278})
@@ -156,8 +185,8 @@ def test_specobj_with_photoposplate_cuts_and_row_join(client, spec_pair, tmp_pat
     assert out["obj_ID"].tolist() == spec.bestobjid[good].astype(np.uint64).tolist()
     assert out["class"].tolist() == spec.cls[good].tolist()
     np.testing.assert_array_equal(out["redshift"].to_numpy(), spec.z[good])
-    np.testing.assert_allclose(out[BANDS].to_numpy(), photo.modelmag[good], atol=2e-5)
-    np.testing.assert_allclose(out[PSF].to_numpy(), photo.psfmag[good], atol=2e-5)
+    np.testing.assert_allclose(out[BANDS].to_numpy(), measured(photo.modelmag, photo)[good], atol=2e-5)
+    np.testing.assert_allclose(out[PSF].to_numpy(), measured(photo.psfmag, photo)[good], atol=2e-5)
     assert out["plate"].tolist() == spec.plate[good].tolist() and out["MJD"].tolist() == spec.mjd[good].tolist()
     q = quarantine(tmp_path / "ds")
     assert set(q["reason"]) == {"no_photometry", "objid_mismatch"}
@@ -165,6 +194,22 @@ def test_specobj_with_photoposplate_cuts_and_row_join(client, spec_pair, tmp_pat
     s = convert(client, spec.path, tmp_path / "all", photometry=str(photo.path), cuts=False)
     accounting(s)
     assert s.filtered == {} and s.written + s.quarantined == spec.n
+
+
+def test_specobj_records_the_magnitude_system_of_its_photometry(client, spec_pair, tmp_path):
+    """The issue's M2: a specObj + photoPosPlate conversion recorded no magnitudes ("magnitudes": []) and not
+    whether it was dereddened."""
+    spec, photo = spec_pair
+    s = convert(client, spec.path, tmp_path / "dered", photometry=str(photo.path), deredden=True, cuts=False)
+    want = "model, dereddened (asinh magnitudes of MODELFLUX - EXTINCTION; from photoPosPlate-dr17.fits)"
+    assert s.magnitudes == want and f"magnitudes u..z: {want}" in s.lines()
+    meta = json.loads((tmp_path / "dered" / "_astrodask.json").read_text())
+    assert meta["magnitudes"] == want and meta["inputs"][0]["magnitudes"] == want
+    assert meta["fingerprint"]["options"]["photometry"] == str(photo.path.resolve())
+    out = read(tmp_path / "dered")
+    row = {v: k for k, v in enumerate(spec.specobjid)}
+    rows = [row[v] for v in out["spec_obj_ID"]]
+    np.testing.assert_allclose(out[BANDS].to_numpy(), measured(photo.dered_modelmag, photo)[rows], atol=2e-5)
 
 
 def test_specobj_needs_matching_photometry(client, spec_pair, tmp_path):
@@ -184,12 +229,14 @@ def test_photoobj_string_objids_and_mode(client, tmp_path):
     assert s.filtered == {"survey_primary": int((~t.primary).sum())}
     out = read(tmp_path / "ds")
     assert out["obj_ID"].tolist() == t.objid[t.primary].astype(np.uint64).tolist()
-    np.testing.assert_allclose(out[BANDS].to_numpy(), t.modelmag[t.primary], atol=2e-5)
+    np.testing.assert_allclose(out[BANDS].to_numpy(), measured(t.modelmag, t)[t.primary], atol=2e-5)
     s = convert(client, t.path, tmp_path / "cm", magnitudes="cmodel", cuts=False)
-    np.testing.assert_allclose(read(tmp_path / "cm")[BANDS].to_numpy(), t.cmodelmag, atol=2e-5)
+    np.testing.assert_allclose(read(tmp_path / "cm")[BANDS].to_numpy(), measured(t.cmodelmag, t), atol=2e-5)
     assert s.magnitudes.startswith("cmodel")
-    zero = t.rows["zero_flux"]
-    assert np.isfinite(read(tmp_path / "cm")["u"].to_numpy()[zero]).all()
+    zero, neg = t.rows["zero_flux"], t.rows["negative_flux"]
+    assert len(zero) and read(tmp_path / "cm")["u"].isna().to_numpy()[zero].all()  # inverse variance 0: null
+    assert s.nulls["u"] == len(zero) and s.nulls["psf_u"] == len(zero)
+    assert np.isfinite(read(tmp_path / "cm")[["u", "g"]].to_numpy()[neg]).all()  # measured, negative: finite
 
 
 def test_sweeps_star_and_gal_in_blocks(client, tmp_path):
@@ -199,7 +246,8 @@ def test_sweeps_star_and_gal_in_blocks(client, tmp_path):
     assert (s.read, s.written, s.quarantined) == (5000, 5000, 0)
     out = read(tmp_path / "ds")
     assert out["obj_ID"].tolist() == [*star.objid.tolist(), *gal.objid.tolist()]
-    np.testing.assert_allclose(out[BANDS].to_numpy(), np.vstack([star.modelmag, gal.modelmag]), atol=2e-5)
+    np.testing.assert_allclose(out[BANDS].to_numpy(), measured(np.vstack([star.modelmag, gal.modelmag]), star, gal),
+                               atol=2e-5)
     assert len(list((tmp_path / "ds").glob("part-*.parquet"))) > 4  # uncompressed: read in row ranges
     with pytest.raises(AstrodaskError, match="CMODELFLUX"):
         convert(client, star.path, tmp_path / "x", magnitudes="cmodel")

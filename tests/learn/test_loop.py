@@ -118,21 +118,65 @@ def test_resume_of_a_finished_loop_runs_no_epoch(tmp_path):
     assert again.stop == "early_stop" and len(again.history) == 7 and (again.theta == 4.0).all()
 
 
-def test_checkpoint_of_other_settings_or_damaged_is_refused(tmp_path):
+def test_checkpoint_of_other_settings_is_refused(tmp_path):
     settings = LoopSettings(max_epochs=3, patience=0, monitor="accuracy", quiet=True)
     run(Scripted(), settings, Checkpoint(tmp_path, "fp-a"), log=lambda m: None)
     with pytest.raises(AstrodaskError, match="other settings"):
         run(Scripted(), settings, Checkpoint(tmp_path, "fp-b"), resume=True, log=lambda m: None)
-    doc = json.loads((tmp_path / "checkpoint.json").read_text())
-    (tmp_path / doc["arrays"]).write_bytes(b"not an npz")
-    with pytest.raises(AstrodaskError, match="damaged"):
-        run(Scripted(), settings, Checkpoint(tmp_path, "fp-a"), resume=True, log=lambda m: None)
 
 
-def test_checkpoint_keeps_one_array_file_and_clear_removes_it(tmp_path):
+def _kill_at(tmp_path, epoch: int, settings) -> None:
+    with pytest.raises(Interrupted):
+        run(Scripted(fail_at=epoch), settings, Checkpoint(tmp_path, "fp"), log=lambda m: None)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "missing", "json"])
+def test_a_damaged_checkpoint_is_reported_and_the_run_resumes_from_the_previous_one(tmp_path, damage):
+    """The issue's I3: a truncated checkpoint npz gave 'internal error: BadZipFile', and no earlier one was kept."""
+    settings = LoopSettings(max_epochs=12, patience=3, monitor="accuracy", quiet=True)
+    whole = run(Scripted(), settings, log=lambda m: None)
+    _kill_at(tmp_path, 7, settings)  # checkpoints of epochs 5 (previous) and 6 (last)
+    assert json.loads((tmp_path / "checkpoint.prev.json").read_text())["epoch"] == 5
+    last = tmp_path / json.loads((tmp_path / "checkpoint.json").read_text())["arrays"]
+    if damage == "truncate":
+        last.write_bytes(last.read_bytes()[:50])
+    elif damage == "garbage":
+        last.write_bytes(b"not an npz")
+    elif damage == "missing":
+        last.unlink()
+    else:
+        (tmp_path / "checkpoint.json").write_text('{"fingerprint": "fp", "epo')
+    messages = []
+    resumed = run(Scripted(), settings, Checkpoint(tmp_path, "fp"), resume=True, log=messages.append)
+    what = "checkpoint" if damage == "json" else "checkpoint of epoch 6"
+    why = {"truncate": "BadZipFile", "garbage": "ValueError", "missing": "FileNotFoundError",
+           "json": "not valid JSON"}[damage]
+    assert f"resume: the {what} is damaged ({why}); continuing from epoch 5" in messages, messages
+    assert "resume: continuing from epoch 5" in messages
+    assert [h.valid_accuracy for h in resumed.history] == [h.valid_accuracy for h in whole.history]
+    assert resumed.best_epoch == whole.best_epoch and (resumed.theta == whole.theta).all()
+
+
+def test_with_every_checkpoint_damaged_the_epochs_restart(tmp_path):
+    settings = LoopSettings(max_epochs=12, patience=3, monitor="accuracy", quiet=True)
+    whole = run(Scripted(), settings, log=lambda m: None)
+    _kill_at(tmp_path, 7, settings)
+    for npz in tmp_path.glob("checkpoint-*.npz"):
+        npz.write_bytes(npz.read_bytes()[:50])
+    messages = []
+    fresh = Scripted()
+    resumed = run(fresh, settings, Checkpoint(tmp_path, "fp"), resume=True, log=messages.append)
+    assert messages[0] == ("resume: the checkpoint of epoch 6 is damaged (BadZipFile) and no earlier one is good; "
+                           "restarting the epochs"), messages
+    assert fresh.started and len(resumed.history) == len(whole.history)
+    assert (resumed.theta == whole.theta).all()
+
+
+def test_checkpoint_keeps_the_last_two_array_files_and_clear_removes_them(tmp_path):
     ckpt = Checkpoint(tmp_path, "fp")
     run(Scripted(), LoopSettings(max_epochs=5, patience=0, monitor="accuracy", quiet=True), ckpt, log=lambda m: None)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-000005.npz", "checkpoint.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-000004.npz", "checkpoint-000005.npz",
+                                                          "checkpoint.json", "checkpoint.prev.json"]
     ckpt.clear()
     assert list(tmp_path.iterdir()) == []
 

@@ -755,6 +755,38 @@ def test_an_overwrite_or_commit_killed_half_way_is_never_complete_and_resumes_cl
         ["_SUCCESS", "_astrodask.json", "part-9.parquet"]
 
 
+def test_without_the_permission_to_delete_no_reader_sees_success_beside_a_staging_marker(s3_bucket, monkeypatch):
+    """The issue's M1: an S3 user without s3:DeleteObject got ``_SUCCESS`` beside the staging marker and a message
+    about something else. Now the overwrite is refused before it changes anything, and a new output's commit
+    (which must delete its marker) before it writes ``_SUCCESS``; both name the permission."""
+    import astrodask.storage as st
+    from astrodask.errors import AstrodaskError
+
+    dest = st.Location.of(s3_bucket.url("nodelete"), s3_bucket.storage_options)
+    _commit(dest, ["part-0.parquet"], {"v": "old"})
+
+    def denied(path, *a, **kw):
+        raise PermissionError("Access Denied")
+
+    monkeypatch.setattr(dest.fs, "rm", denied)
+    with pytest.raises(AstrodaskError) as err:
+        _commit(dest, ["part-0.parquet"], {"v": "new"}, overwrite=True)
+    assert "needs the permission to delete objects (s3:DeleteObject)" in str(err.value)
+    assert "the existing predictions is unchanged" in str(err.value)
+    assert sorted(k.split("/", 1)[1] for k in s3_bucket.keys("nodelete/")) == \
+        ["_SUCCESS", "_astrodask.json", "part-0.parquet"]
+    assert st.is_complete(dest) and st.read_meta(dest)["fingerprint"] == {"v": "old"}
+
+    fresh = st.Location.of(s3_bucket.url("nodelete-new"), s3_bucket.storage_options)
+    with pytest.raises(AstrodaskError, match=r"committing an output needs the permission to delete objects "
+                                             r"\(s3:DeleteObject\)"):
+        _commit(fresh, ["part-0.parquet"], {"v": "new"})
+    keys = [k.split("/", 1)[1] for k in s3_bucket.keys("nodelete-new/")]
+    assert "_SUCCESS" not in keys and not st.is_complete(fresh), keys
+    with pytest.raises(AstrodaskError, match="incomplete predictions"):
+        st.require_not_incomplete(fresh, "predictions")
+
+
 def _fail_on(write_bytes, name):
     def wrapped(self, data):
         if self.name == name:

@@ -109,6 +109,9 @@ class Block:
     """Reader-specific options fixed at planning (e.g. which magnitudes, cuts): a frozen dataclass."""
     id_tag: int | None = None
     """With ``--row-ids``: the file's tag; ``obj_ID`` is generated from it and each row's position (ingest.ids)."""
+    alternates: tuple[tuple[str, str], ...] = ()
+    """(source column, canonical column): other columns the rules fill a canonical column from
+    (``schema.ColumnMap.alternates``); read too, and compared with the one in ``mapping``."""
 
 
 @dataclass

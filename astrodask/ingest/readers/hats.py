@@ -74,7 +74,7 @@ class HatsReader(ParquetReader):
         have = {c for _, c in cmap.pairs}
         extra = [(src, canon) for src, canon in ((info.ra, "alpha"), (info.dec, "delta"))
                  if canon not in have and src in probe.columns]
-        return schema.ColumnMap(cmap.pairs + tuple(extra), cmap.magnitudes)
+        return schema.ColumnMap(cmap.pairs + tuple(extra), cmap.magnitudes, cmap.alternates)
 
     def plan(self, probe: Probe, block_bytes: int):
         return super().plan(_as_parquet(probe), block_bytes)

@@ -59,7 +59,7 @@ class ParquetReader(Reader):
 
     def read(self, block: Block) -> Iterator[Chunk]:
         e: RowGroups = block.extent
-        want = {src for src, _ in block.mapping}
+        want = {src for src, _ in (*block.mapping, *block.alternates)}
         try:
             with open_input(block.location) as fh:
                 pf = pq.ParquetFile(fh)

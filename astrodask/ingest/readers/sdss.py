@@ -7,7 +7,10 @@ SPECPRIMARY. Derived on the workers, block by block:
 
 * u..z: SDSS asinh magnitudes of MODELFLUX (``--magnitudes psf|cmodel``: PSFFLUX / CMODELFLUX),
   m = -(2.5 / ln 10) [asinh((f / f0) / (2b)) + ln b], f / f0 = flux * 1e-9, b per band (``ASINH_B``): finite for
-  zero and negative fluxes. ``psf_u..psf_z`` from PSFFLUX. ``--deredden`` subtracts EXTINCTION from both.
+  zero and negative fluxes. ``psf_u..psf_z`` from PSFFLUX. ``--deredden`` subtracts EXTINCTION from both. A band
+  whose inverse variance (MODELFLUX_IVAR, PSFFLUX_IVAR, CMODELFLUX_IVAR) is 0 holds no measurement (SDSS's own
+  MODELMAG is -9999 there): it is null (counted in the summary's nulls, imputed and flagged by a model), never the
+  magnitude of its placeholder flux.
 * ``obj_ID``: OBJID (a string in photoObj files), or composed as CAS does where there is none (sweeps):
   skyVersion 2 << 59 | rerun << 48 | run << 32 | camcol << 29 | field << 16 | id.
 * specObj: ``spec_obj_ID`` from the string SPECOBJID, class, redshift Z, its warning bits ZWARNING (``zwarning``:
@@ -59,6 +62,16 @@ def asinh_mags(flux_nmgy: np.ndarray) -> np.ndarray:
     """SDSS asinh magnitudes of (n, 5) u g r i z fluxes in nanomaggies."""
     x = np.asarray(flux_nmgy, np.float64) * 1e-9
     return -(2.5 / math.log(10.0)) * (np.arcsinh(x / (2.0 * ASINH_B)) + np.log(ASINH_B))
+
+
+def no_measurement(flux: np.ndarray, ivar: np.ndarray | None) -> np.ndarray:
+    """(n, 5) True where a band holds no measurement: inverse variance 0 (SDSS's mark: the flux is then a
+    placeholder, often exactly 0, and the catalogue's own magnitude -9999), or a flux that is not finite. Such a
+    band is null, not the finite asinh magnitude of its placeholder flux."""
+    bad = ~np.isfinite(np.asarray(flux, np.float64))
+    if ivar is not None:
+        bad |= ~(np.asarray(ivar, np.float64) > 0)
+    return bad
 
 
 def compose_objid(rerun, run, camcol, field, ident) -> np.ndarray:
@@ -150,9 +163,9 @@ class SdssReader(Reader):
         if options.deredden and kind != "specobj" and not _has_flux(cols, "EXTINCTION"):
             raise AstrodaskError(f"{probe.source}: --deredden needs EXTINCTION, which the file lacks; drop "
                                  "--deredden")
-        described = "" if kind == "specobj" else \
-            f"{mags}{', dereddened' if options.deredden else ''} (asinh magnitudes of " \
-            f"{FLUXES[mags]}{' - EXTINCTION' if options.deredden else ''})"
+        origin = f"; from {Location.of(photometry).name}" if kind == "specobj" else ""
+        described = f"{mags}{', dereddened' if options.deredden else ''} (asinh magnitudes of " \
+            f"{FLUXES[mags]}{' - EXTINCTION' if options.deredden else ''}{origin})"
         return schema.ColumnMap(_derived_pairs(kind, bool(photometry)), described)
 
     def block_options(self, probe: Probe, options: ReaderOptions) -> SdssOptions:
@@ -207,7 +220,8 @@ class SdssReader(Reader):
         mags = FLUXES[o.magnitudes]
         want = [*PHOTO_COLUMNS, *(c for c in ("OBJID", "RESOLVE_STATUS", "MODE") if c in photo_cols)]
         bases = [mags, "PSFFLUX"] + (["EXTINCTION"] if o.deredden else [])
-        p = read_columns(photo_loc, photo_src, e.start, e.length, want + bases)
+        ivars = [f"{b}_IVAR" for b in (mags, "PSFFLUX") if _has_flux(photo_cols, f"{b}_IVAR")]
+        p = read_columns(photo_loc, photo_src, e.start, e.length, want + bases + ivars)
         n = e.length
         rerun = np.array([int(x) if x.isdigit() else 0 for x in p["RERUN"]], np.int64) \
             if p["RERUN"].dtype.kind in "US" else p["RERUN"].astype(np.int64)
@@ -222,8 +236,9 @@ class SdssReader(Reader):
         ext = p["EXTINCTION"].astype(np.float64) if o.deredden else 0.0
         for base, names in ((mags, schema.BANDS), ("PSFFLUX", schema.PSF_BANDS)):
             m = asinh_mags(p[base]) - ext
+            unmeasured = no_measurement(p[base], p.get(f"{base}_IVAR"))
             for k, name in enumerate(names):
-                out[name] = pa.array(m[:, k].astype(np.float32))
+                out[name] = pa.array(m[:, k].astype(np.float32), mask=unmeasured[:, k])
         out["run_ID"], out["cam_col"], out["field_ID"] = (pa.array(p[c]) for c in ("RUN", "CAMCOL", "FIELD"))
         out["rerun_ID"] = pa.array(rerun)
         if o.cuts and o.kind != "specobj":
@@ -236,7 +251,9 @@ class SdssReader(Reader):
             rejects["no_photometry"] = missing
             rejects["objid_mismatch"] = ~missing & (best != objid)
             for name in (*schema.BANDS, *schema.PSF_BANDS, "run_ID", "rerun_ID", "cam_col", "field_ID"):
-                out[name] = pa.array(out[name].to_numpy(zero_copy_only=False), mask=missing)
+                col = out[name]
+                null = missing | col.is_null().to_numpy(zero_copy_only=False)
+                out[name] = pa.array(col.to_numpy(zero_copy_only=False), mask=null)
         table = pa.table({c: out[c] for c, _ in block.mapping})
         assert table.num_rows == n
         yield Chunk(table, cuts=cuts, rejects=rejects)

@@ -201,6 +201,10 @@ def make_csv() -> None:
     two = ["objid", *(f"psfMag_{b}" for b in "ugriz"), *(f"cModelMag_{b}" for b in "ugriz"), "class"]
     write("two_magnitude_systems.csv", csv_text([[r[0], *r[3:8], *r[3:8], r[col("class")]] for r in rows],
                                                 header=two))
+    # ra and alpha both present, alpha off by 1 degree in 2 rows: which is the position cannot be told
+    both = ["ra", *HEADER]
+    moved = [[f"{(float(r[col('alpha')]) + (1.0 if k in (4, 9) else 0.0)) % 360:.6f}", *r] for k, r in enumerate(rows)]
+    write("ra_and_alpha_differ.csv", csv_text(moved, header=both))
 
     # not text at all
     write("binary_garbage.csv", bytes(range(256)) * 4)
