@@ -38,13 +38,14 @@ def softmax_sums(x, y, w, coef, intercept, grad):  # pragma: no cover - compiled
             if z[k] > z[top]:
                 top = k
         m = z[top]
+        yi = y[i]
+        ly = z[yi] - m  # the log-sum-exp form: exp(z_y - m) underflows when z_y is > ~745 below the top class
         total = 0.0
         for k in range(k_classes):
             z[k] = np.exp(z[k] - m)
             total += z[k]
-        yi = y[i]
         wi = np.float64(w[i])
-        loss -= wi * (np.log(z[yi]) - np.log(total))
+        loss -= wi * (ly - np.log(total))
         wsum += wi
         if top == yi:
             correct += wi
