@@ -41,18 +41,14 @@ def main(dataset: str) -> None:
         spec, counts = fitted.spec, fitted.counts
         t = phase("quantile pass", t)
         w = feature_stats.class_weights(counts, None)
-        work = be.map(blocks.load_block, items, spec=spec, weights=w, rule=HOLDOUT)
+        work = be.map(blocks.load_block, items, placed=True, spec=spec, weights=w, rule=HOLDOUT)
         wait(work)
         t = phase("persist blocks", t)
         spec = feature_stats.fit_scaler(be, work, spec, w, HOLDOUT)
         t = phase("scaler moments", t)
-        work = be.map(blocks.standardise_block, work, spec=spec)
-        wait(work)
-        t = phase("standardise", t)
         theta = np.zeros((len(schema.CLASSES), spec.n_features + 1))
         for _ in range(3):
-            be.tree_sum(blocks.add_sums, be.map(blocks.grad_sums, work, theta=theta, spec=spec, weights=w,
-                                                rule=HOLDOUT))
+            be.group_sum(blocks.grad_sums, blocks.add_sums, work, theta=theta, spec=spec, weights=w, rule=HOLDOUT)
             t = phase("gradient evaluation", t)
         model = SoftmaxModel(spec, theta[:, :-1], theta[:, -1], schema.CLASSES, info={})
         evaluate.holdout(client, model, ds.files, quiet=True)

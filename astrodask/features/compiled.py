@@ -18,7 +18,13 @@ All in float64: results equal the reference's to rounding (about 1e-15), not bit
 (tests/features/test_compiled.py holds them to 1e-6).
 
 :func:`expand_kernel` shares steps 1-3 (:func:`_row_bases`) and writes the expanded features instead of
-scoring them: the training blocks (``learn.blocks.make_block``; ``FeatureSpec.expand`` is its reference).
+scoring them (``FeatureSpec.expand`` is its reference; the incremental mode's blocks).
+
+:func:`compact_kernel` runs steps 1-3 for CHUNK rows at a time (:func:`_bases_chunk`: the interval search and the
+recursion vectorise over rows; the same values as :func:`_row_bases`) and writes what a training row's gradient
+needs -- the standardised base features and, per distinct basis, its DEGREE+1 non-zero values and the index of the
+first -- a few hundred bytes instead of the expanded row (``learn.blocks``; :class:`Layout` says where each value
+goes among the model's columns).
 
 Everything the kernel needs about a model is in plain NumPy arrays (:class:`KernelParams`), built once per
 model (``SoftmaxModel.kernel_params`` keeps them). Compiled code is cached beside this module (numba's
@@ -33,6 +39,7 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 
 from .. import schema
 from ..jit import jit
@@ -234,6 +241,134 @@ def expand_kernel(x, impute, bits, op, base_mean, base_std, basis_feat, knots, n
             out[row, inter[s, 2]] = zb[inter[s, 0]] * zb[inter[s, 1]]
 
 
+CHUNK = 256
+"""Rows whose bases :func:`_bases_chunk` computes together."""
+
+
+@jit(fastmath={"contract"})
+def _bases_chunk(x, start, m, impute, bits, op, base_mean, base_std, basis_feat, knots, n_knots, redshift_scale,
+                 inv, lo, hi, xb, zb, vals, first, mask, ood):
+    """:func:`_row_bases` of rows ``start .. start + m`` of ``x``, basis-major (``xb``/``zb`` base x CHUNK,
+    ``vals`` bases x 4 x CHUNK, ``first`` bases x CHUNK), so the loops run over rows; also each row's imputed
+    mask and its out-of-domain mask (bit set where the measured input lies outside ``lo``..``hi``)."""
+    degree = _DEGREE
+    n_raw = x.shape[0]
+    n_base = op.shape[0]
+    n_bases = basis_feat.shape[0]
+    raw = np.empty((n_raw, CHUNK))
+    for r in range(m):
+        mask[r] = 0
+        ood[r] = 0
+    for c in range(n_raw):
+        imp = impute[c]
+        b = bits[c]
+        low = lo[c]
+        high = hi[c]
+        for r in range(m):
+            v = np.float64(x[c, start + r])
+            if np.isnan(v):
+                v = imp
+                mask[r] |= b
+            elif v < low or v > high:
+                ood[r] |= b
+            raw[c, r] = v
+    for j in range(n_base):
+        kind = op[j, 0]
+        a = op[j, 1]
+        bb = op[j, 2]
+        mu = base_mean[j]
+        sd = base_std[j]
+        for r in range(m):
+            if kind == RAW:
+                v = raw[a, r]
+            elif kind == DIFF:
+                v = raw[a, r] - raw[bb, r]
+            else:  # ASINH_Z
+                v = math.asinh(raw[a, r] / redshift_scale)
+            xb[j, r] = v
+            zb[j, r] = (v - mu) / sd
+    clipped = np.empty(CHUNK)
+    interval = np.empty(CHUNK, np.int64)
+    for q in range(n_bases):
+        low_i = degree
+        high_i = n_knots[q] - degree - 2
+        f = basis_feat[q]
+        tlo = knots[q, low_i]
+        thi = knots[q, high_i + 1]
+        for r in range(m):
+            v = xb[f, r]
+            clipped[r] = tlo if v < tlo else (thi if v > thi else v)
+            interval[r] = low_i
+        for kk in range(low_i + 1, high_i + 1):
+            t = knots[q, kk]
+            for r in range(m):
+                interval[r] += clipped[r] >= t
+        for r in range(m):  # _row_bases's recursion, the same operations in the same order
+            i = interval[r]
+            v = clipped[r]
+            l1 = v - knots[q, i]
+            l2 = v - knots[q, i - 1]
+            l3 = v - knots[q, i - 2]
+            r1 = knots[q, i + 1] - v
+            r2 = knots[q, i + 2] - v
+            r3 = knots[q, i + 3] - v
+            tmp = inv[q, i, 0]
+            n0 = r1 * tmp
+            n1 = l1 * tmp
+            tmp = n0 * inv[q, i, 1]
+            n0 = r1 * tmp
+            saved = l2 * tmp
+            tmp = n1 * inv[q, i, 2]
+            n1 = r2 * tmp + saved
+            n2 = l1 * tmp
+            tmp = n0 * inv[q, i, 3]
+            n0 = r1 * tmp
+            saved = l3 * tmp
+            tmp = n1 * inv[q, i, 4]
+            n1 = r2 * tmp + saved
+            saved = l2 * tmp
+            tmp = n2 * inv[q, i, 5]
+            n2 = r3 * tmp + saved
+            vals[q, 0, r] = n0
+            vals[q, 1, r] = n1
+            vals[q, 2, r] = n2
+            vals[q, 3, r] = l1 * tmp
+            first[q, r] = i - degree
+
+
+@jit
+def compact_kernel(x, impute, bits, op, base_mean, base_std, basis_feat, knots, n_knots, redshift_scale, inv,
+                   zb_out, vals_out, first_out):
+    """The compact training rows of ``x`` (raw inputs x rows, NaN = missing): ``zb_out`` (rows x base, float32)
+    the standardised base features, ``vals_out`` (rows x bases x 4, float32) the non-zero values of each distinct
+    basis and ``first_out`` (rows x bases, uint8) the index of the first (see :class:`Layout`)."""
+    degree = _DEGREE
+    n = x.shape[1]
+    n_raw = x.shape[0]
+    n_base = op.shape[0]
+    n_bases = basis_feat.shape[0]
+    xb = np.empty((n_base, CHUNK))
+    zb = np.empty((n_base, CHUNK))
+    vals = np.empty((n_bases, degree + 1, CHUNK))
+    first = np.empty((n_bases, CHUNK), np.int64)
+    mask = np.empty(CHUNK, np.int64)
+    ood = np.empty(CHUNK, np.int64)
+    lo = np.full(n_raw, -np.inf)
+    hi = np.full(n_raw, np.inf)
+    for start in range(0, n, CHUNK):
+        m = min(CHUNK, n - start)
+        _bases_chunk(x, start, m, impute, bits, op, base_mean, base_std, basis_feat, knots, n_knots, redshift_scale,
+                     inv, lo, hi, xb, zb, vals, first, mask, ood)
+        for r in range(m):
+            row = start + r
+            for j in range(n_base):
+                zb_out[row, j] = zb[j, r]
+            for q in range(n_bases):
+                first_out[row, q] = first[q, r]
+                for t in range(degree + 1):
+                    vals_out[row, q, t] = vals[q, t, r]
+
+
 @dataclass(frozen=True, eq=False)
 class KernelParams:
     """A model as the kernels' arguments: plain, contiguous NumPy arrays (see :func:`score_kernel`), and the raw
@@ -372,6 +507,88 @@ def score(params: KernelParams, df, logits: bool = False) -> tuple[np.ndarray, n
         score_kernel(x, *params.bases(), params.w, params.bias, params.redshift_scale, params.inv, link,
                      out[start:stop], mask[start:stop])
     return out, mask
+
+
+def input_matrix(raw: tuple[str, ...], columns) -> np.ndarray:
+    """The kernels' ``x`` (inputs x rows, NaN = missing) from ``columns`` (input name -> a NumPy array, a pandas
+    Series or an Arrow array): float32 when every input is float32 (a dataset's magnitudes: no copy wider than
+    the data), else float64."""
+    import pandas as pd
+
+    arrays = []
+    for c in raw:
+        v = columns[c]
+        if isinstance(v, pd.Series):  # NA -> NaN
+            v = v.to_numpy(dtype=np.float32 if v.dtype == np.float32 else np.float64, na_value=np.nan)
+        elif isinstance(v, pa.ChunkedArray):
+            v = v.to_numpy()  # nulls of a float column become NaN
+        elif isinstance(v, pa.Array):
+            v = v.to_numpy(zero_copy_only=False)
+        arrays.append(np.asarray(v))
+    dtype = np.float32 if all(a.dtype == np.float32 for a in arrays) else np.float64
+    x = np.empty((len(raw), len(arrays[0]) if arrays else 0), dtype)
+    for k, a in enumerate(arrays):
+        x[k] = a
+    return x
+
+
+@dataclass(frozen=True, eq=False)
+class Layout:
+    """Where the values of a compact training row go among a spec's expanded columns (and the spec's scaler),
+    for the gradient kernels of ``learn.loss_kernel``.
+
+    A compact row holds ``zb`` (the n_base standardised base features: the first n_base columns), and for each
+    distinct B-spline basis q its DEGREE+1 non-zero values and the index ``first`` of the first. ``spline`` (n x 2:
+    basis, first column), ``tensor`` (n x 4: basis a, basis b, first column, size of basis b) and ``inter`` (n x 3:
+    base a, base b, column) say which columns they make, as in :func:`score_kernel`.
+    """
+
+    params: KernelParams
+    """The spec's kernel arrays (zero weights): what :func:`compact_kernel` reads."""
+    n_base: int
+    n_bases: int
+    n_features: int
+    mean: np.ndarray
+    """The expanded features' scaler (0 and 1 before it is fitted), float64."""
+    scale: np.ndarray
+
+    @property
+    def row_bytes(self) -> int:
+        """Bytes of one compact row: float32 base features, float32 basis values, uint8 first index, int8
+        label."""
+        return 4 * self.n_base + self.n_bases * (4 * (_DEGREE + 1) + 1) + 1
+
+
+def layout(spec) -> Layout:
+    """The compact layout of a FeatureSpec."""
+    d = spec.n_features
+    params = kernel_params(spec, np.zeros((1, d)), np.zeros(1))
+    widest = int(params.n_knots.max(initial=0)) - _DEGREE - 1  # bases of the largest basis
+    if widest > 256:
+        raise ValueError(f"a basis of {widest} functions: the compact rows index at most 256")
+    mean = np.zeros(d) if spec.mean is None else np.asarray(spec.mean, np.float64)
+    scale = np.ones(d) if spec.scale is None else np.asarray(spec.scale, np.float64)
+    return Layout(params, len(spec.base), len(params.basis_feat), d, mean, scale)
+
+
+def compact(lay: Layout, columns) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(zb, vals, first) of the rows of ``columns`` (a frame, or input name -> array: :func:`input_matrix`) by
+    :func:`compact_kernel`, CHUNK_ROWS rows at a time."""
+    p = lay.params
+    n = len(columns[p.raw[0]]) if p.raw else 0
+    zb = np.empty((n, lay.n_base), np.float32)
+    vals = np.empty((n, lay.n_bases, _DEGREE + 1), np.float32)
+    first = np.empty((n, lay.n_bases), np.uint8)
+    for start in range(0, n, CHUNK_ROWS):
+        stop = min(n, start + CHUNK_ROWS)
+        x = input_matrix(p.raw, {c: _rows(columns[c], start, stop) for c in p.raw})
+        compact_kernel(x, p.impute, p.bits, p.op, p.base_mean, p.base_std, p.basis_feat, p.knots, p.n_knots,
+                       p.redshift_scale, p.inv, zb[start:stop], vals[start:stop], first[start:stop])
+    return zb, vals, first
+
+
+def _rows(v, start: int, stop: int):
+    return v.iloc[start:stop] if hasattr(v, "iloc") else v[start:stop]
 
 
 def expand(spec, df) -> np.ndarray:

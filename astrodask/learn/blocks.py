@@ -2,8 +2,16 @@
 
 Every function here is module-level and pure (no client, no globals), so it runs as a Dask task on a worker or
 in this process for a pandas frame, and is tested without a cluster. An *item* is what one task works on: a
-dataset file (a Location, read on the worker), a :class:`Rows` (rows already in memory: the estimator's), or a
-:class:`FeatureBlock` (expanded features persisted on a worker).
+dataset file (a Location, read on the worker), a :class:`Rows` (rows already in memory: the estimator's), a
+:class:`FeatureBlock` (a partition's training rows persisted on a worker) or a :class:`SpilledBlock` (the same,
+saved to the worker's local disk).
+
+The parallel mode's blocks are *compact* (:class:`CompactPart`): per row what the gradient needs -- the
+standardised base features and each distinct B-spline basis's 4 non-zero values with the index of the first --
+about 300 bytes a row whatever the number of expanded columns (329-1,281); the gradient kernel forms the
+expanded values itself (``loss.compact_block_sums``). They do not depend on the expanded features' scaler (it is
+folded into the weights), so they are built once, before it is fitted. The incremental mode's blocks are dense
+(:class:`Part`: dask-ml trains on arrays).
 
 Rows are split by a :class:`dataset.SplitRule` on a key (``obj_ID``, or a hash of the row's values): the
 ``train`` stage's ``dataset.HOLDOUT``, or the estimator's ``dataset.validation_split``. Unlabelled rows (no
@@ -13,15 +21,21 @@ no measurement (``schema.usable_redshift``: its photometric companion learns fro
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+import threading
+import weakref
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from .. import labels, schema
-from ..dataset import N_BUCKETS, TEST, TRAIN, VALID, SplitRule, read_part
+from ..dataset import N_BUCKETS, TEST, TRAIN, VALID, SplitRule, hash64, read_part
+from ..errors import AstrodaskError
 from ..features import TAIL_LEVELS, FeatureSpec, base_matrix, quantile_summary, raw_columns
-from .loss import SplitSums, block_sums
+from .loss import LossSums, SplitSums, block_sums, compact_block_sums
 
 K = len(schema.CLASSES)
 SPLITS = (TRAIN, VALID, TEST)
@@ -135,25 +149,79 @@ def summarise(item, feature_set: str, base_names: tuple[str, ...], rule: SplitRu
 
 
 class Part(NamedTuple):
-    """The rows of one split of a block."""
+    """The rows of one split of a dense block (the incremental mode's)."""
 
     x: np.ndarray
-    """Expanded features (rows, features), float32."""
+    """Expanded, standardised features (rows, features), float32."""
     y: np.ndarray
     """Class index (int8)."""
     w: np.ndarray
     """Row weight (float32, the class weight)."""
 
 
+class CompactPart(NamedTuple):
+    """The rows of one split of a compact block (``features.compiled.compact``): the parallel mode's."""
+
+    zb: np.ndarray
+    """Standardised base features (rows, base), float32."""
+    vals: np.ndarray
+    """The 4 non-zero values of each distinct B-spline basis (rows, bases, 4), float32."""
+    first: np.ndarray
+    """Index of the first of them (rows, bases), uint8."""
+    y: np.ndarray
+    """Class index (int8); the row weight is the class's (``weights[y]``)."""
+    n_warm: int = 0
+    """The first ``n_warm`` rows are the warm-start subsample (:func:`warm_rows`)."""
+
+    def head(self, n: int) -> CompactPart:
+        return CompactPart(self.zb[:n], self.vals[:n], self.first[:n], self.y[:n], n)
+
+    @property
+    def nbytes(self) -> int:
+        return self.zb.nbytes + self.vals.nbytes + self.first.nbytes + self.y.nbytes
+
+
 class FeatureBlock(NamedTuple):
-    """A partition's labelled training and validation rows as expanded features (holdout rows are not kept)."""
+    """A partition's labelled training and validation rows (holdout rows are not kept): compact parts (parallel
+    mode) or dense ones (incremental mode)."""
 
-    train: Part
-    valid: Part
+    train: Part | CompactPart
+    valid: Part | CompactPart
 
 
-def make_block(rows: Rows, spec: FeatureSpec, weights: np.ndarray, rule: SplitRule) -> FeatureBlock:
-    """Expand the labelled TRAIN and VALID rows (standardised when ``spec`` has its scaler)."""
+WARM_SALT = 0x3A7
+"""Salt of the hash that picks the warm-start subsample (independent of the split's)."""
+
+
+def warm_rows(keys: np.ndarray, fraction: float) -> np.ndarray:
+    """True for the rows in the warm-start subsample: ``fraction`` of the rows, by a salted hash of their key (the
+    same rows whatever the partitioning)."""
+    if fraction <= 0:
+        return np.zeros(len(keys), bool)
+    h = (hash64(keys, WARM_SALT) >> np.uint64(11)).astype(np.float64)  # 53 bits, uniform in [0, 2**53)
+    return h < fraction * 2.0**53
+
+
+def make_block(rows: Rows, spec: FeatureSpec, weights: np.ndarray, rule: SplitRule, warm: float = 0.0) -> FeatureBlock:
+    """The compact block of the labelled TRAIN and VALID rows, the warm-start subsample (``warm`` of them) first."""
+    from ..features import compiled
+
+    lay = layout_of(spec)
+    split = rule.of(rows.keys)
+    known = rows.labels >= 0
+    sub = warm_rows(rows.keys, warm)
+    parts = []
+    for s in (TRAIN, VALID):
+        m = (split == s) & known
+        order = np.concatenate([np.flatnonzero(m & sub), np.flatnonzero(m & ~sub)])
+        frame = rows.frame.iloc[order]
+        zb, vals, first = compiled.compact(lay, frame)
+        parts.append(CompactPart(zb, vals, first, rows.labels[order].astype(np.int8), int((m & sub).sum())))
+    return FeatureBlock(*parts)
+
+
+def dense_block(rows: Rows, spec: FeatureSpec, weights: np.ndarray, rule: SplitRule) -> FeatureBlock:
+    """The labelled TRAIN and VALID rows as expanded, standardised features (``spec`` scaled)."""
     from ..features import compiled
     split = rule.of(rows.keys)
     known = rows.labels >= 0
@@ -166,18 +234,104 @@ def make_block(rows: Rows, spec: FeatureSpec, weights: np.ndarray, rule: SplitRu
     return FeatureBlock(*parts)
 
 
-def load_block(item, spec: FeatureSpec, weights: np.ndarray, rule: SplitRule) -> FeatureBlock:
-    """A file's or Rows' feature block (the task whose results are persisted with the memory cache)."""
-    return make_block(rows_of(item, spec.feature_set), spec, weights, rule)
+def load_block(item, spec: FeatureSpec, weights: np.ndarray, rule: SplitRule, warm: float = 0.0) -> FeatureBlock:
+    """A file's or Rows' compact block (the task whose results are persisted with ``--cache memory``)."""
+    return make_block(rows_of(item, spec.feature_set), spec, weights, rule, warm)
 
 
 def frame_block(df: pd.DataFrame, spec: FeatureSpec, weights: np.ndarray, rule: SplitRule) -> FeatureBlock:
-    """The feature block of a frame in the dataset's columns (the incremental mode's shuffled partitions)."""
-    return make_block(rows_from_frame(df, spec.feature_set), spec, weights, rule)
+    """The dense block of a frame in the dataset's columns (the incremental mode's shuffled partitions)."""
+    return dense_block(rows_from_frame(df, spec.feature_set), spec, weights, rule)
 
 
-def block_of(item, spec: FeatureSpec, weights: np.ndarray, rule: SplitRule) -> FeatureBlock:
-    return item if isinstance(item, FeatureBlock) else load_block(item, spec, weights, rule)
+class SpilledBlock:
+    """A compact block saved to the local disk of the worker that built it (``np.save``), read back
+    memory-mapped at every pass: ``--cache spill``, for blocks that do not fit in the workers' memory. The files
+    are removed when the object goes (its future released, or the worker process ending). Sent to another
+    process it travels as the in-memory block."""
+
+    _ARRAYS = ("zb", "vals", "first", "y")
+
+    def __init__(self, block: FeatureBlock, directory: str | None = None):
+        directory = directory or spill_directory()
+        try:
+            self.path = tempfile.mkdtemp(prefix="astrodask-block-", dir=directory)
+        except OSError as exc:
+            raise AstrodaskError(f"cannot spill training blocks to {directory} ({exc.strerror}); give the workers a "
+                                 "writable local directory, or use --cache stream") from None
+        self._finalizer = weakref.finalize(self, shutil.rmtree, self.path, True)
+        self.n_warm = (block.train.n_warm, block.valid.n_warm)
+        self.rows = (len(block.train.y), len(block.valid.y))
+        try:
+            for split, part in zip(("train", "valid"), block):
+                for name in self._ARRAYS:
+                    np.save(os.path.join(self.path, f"{split}-{name}.npy"), getattr(part, name), allow_pickle=False)
+        except OSError as exc:
+            self._finalizer()
+            need = sum(p.nbytes for p in block) / 2**20
+            raise AstrodaskError(f"cannot spill a training block ({need:,.0f} MiB) to {directory}: {exc.strerror}; "
+                                 "free space there (dask's temporary-directory), add workers, or use --cache "
+                                 "stream") from None
+
+    def load(self) -> FeatureBlock:
+        """The block, its arrays memory-mapped (read from disk as the kernel reaches them)."""
+        parts = []
+        for split, n_warm in zip(("train", "valid"), self.n_warm):
+            arrays = [np.asarray(np.load(os.path.join(self.path, f"{split}-{name}.npy"), mmap_mode="r",
+                                         allow_pickle=False)) for name in self._ARRAYS]
+            parts.append(CompactPart(*arrays, n_warm))
+        return FeatureBlock(*parts)
+
+    def __reduce__(self):
+        block = self.load()
+        return FeatureBlock, tuple(CompactPart(*(np.array(a) for a in p[:4]), p.n_warm) for p in block)
+
+    def __sizeof__(self) -> int:  # what the worker holds in memory: the paths
+        return 1024
+
+
+def spill_directory() -> str:
+    """Where a worker spills: its local directory (dask's temporary-directory), or the system's outside Dask."""
+    try:
+        from distributed import get_worker
+
+        return get_worker().local_directory
+    except (ImportError, ValueError):
+        return tempfile.gettempdir()
+
+
+def spill_block(item, spec: FeatureSpec, weights: np.ndarray, rule: SplitRule, warm: float = 0.0) -> SpilledBlock:
+    """A file's or Rows' compact block saved to this worker's local disk (``--cache spill``)."""
+    return SpilledBlock(load_block(item, spec, weights, rule, warm))
+
+
+def block_of(item, spec: FeatureSpec, weights: np.ndarray, rule: SplitRule, warm: float = 0.0) -> FeatureBlock:
+    """The block of an item: persisted, spilled (memory-mapped), or built from a file or Rows (``--cache
+    stream``)."""
+    if isinstance(item, FeatureBlock):
+        return item
+    if isinstance(item, SpilledBlock):
+        return item.load()
+    return load_block(item, spec, weights, rule, warm)
+
+
+_LAYOUTS: dict = {}
+_LAYOUTS_LOCK = threading.Lock()
+
+
+def layout_of(spec: FeatureSpec):
+    """``features.compiled.layout(spec)``, kept for the last few specs (a task sums many blocks with one)."""
+    from ..features import compiled
+
+    hit = _LAYOUTS.get(id(spec))
+    if hit is not None and hit[0] is spec:
+        return hit[1]
+    lay = compiled.layout(spec)
+    with _LAYOUTS_LOCK:
+        if len(_LAYOUTS) >= 8:
+            _LAYOUTS.clear()
+        _LAYOUTS[id(spec)] = (spec, lay)
+    return lay
 
 
 class Moments(NamedTuple):
@@ -188,28 +342,30 @@ class Moments(NamedTuple):
     sumsq: np.ndarray
 
 
-def moments(item, spec: FeatureSpec, weights: np.ndarray, rule: SplitRule) -> Moments:
-    """Moments of a block's (unscaled) training features, summed in float64 in one compiled pass."""
-    from .loss_kernel import column_moments
+def moments(item, spec: FeatureSpec, weights: np.ndarray, rule: SplitRule, warm: float = 0.0) -> Moments:
+    """Moments of a block's unscaled training features, summed in float64 in one compiled pass."""
+    from .loss_kernel import compact_moments
 
-    x = block_of(item, spec, weights, rule).train.x
-    s, ss = np.zeros(x.shape[1]), np.zeros(x.shape[1])
-    column_moments(np.ascontiguousarray(x), s, ss)
-    return Moments(len(x), s, ss)
-
-
-def standardise_block(block: FeatureBlock, spec: FeatureSpec) -> FeatureBlock:
-    """Apply the fitted scaler to a block persisted unscaled, in place (a copy would double the workers'
-    memory); returns the block."""
-    for part in block:
-        spec.standardise(part.x)
-    return block
+    part = block_of(item, spec, weights, rule, warm).train
+    p = layout_of(spec).params
+    s, ss = np.zeros(spec.n_features), np.zeros(spec.n_features)
+    compact_moments(part.zb, part.vals, part.first, p.spline, p.tensor, p.inter, s, ss)
+    return Moments(len(part.y), s, ss)
 
 
-def grad_sums(item, theta: np.ndarray, spec: FeatureSpec, weights: np.ndarray, rule: SplitRule) -> SplitSums:
-    """Loss and gradient sums of a block's training and validation rows at ``theta``."""
-    b = block_of(item, spec, weights, rule)
-    return SplitSums(block_sums(*b.train, theta), block_sums(*b.valid, theta))
+def _part_sums(part: Part | CompactPart, theta: np.ndarray, spec: FeatureSpec, weights: np.ndarray) -> LossSums:
+    if isinstance(part, Part):
+        return block_sums(*part, theta)
+    return compact_block_sums(part.zb, part.vals, part.first, part.y, weights, theta, layout_of(spec))
+
+
+def grad_sums(item, theta: np.ndarray, spec: FeatureSpec, weights: np.ndarray, rule: SplitRule, warm: float = 0.0,
+              subsample: bool = False) -> SplitSums:
+    """Loss and gradient sums of a block's training and validation rows at ``theta`` (with ``subsample``: of its
+    warm-start rows only)."""
+    b = block_of(item, spec, weights, rule, warm)
+    train, valid = (b.train.head(b.train.n_warm), b.valid.head(b.valid.n_warm)) if subsample else b
+    return SplitSums(_part_sums(train, theta, spec, weights), _part_sums(valid, theta, spec, weights))
 
 
 def add_sums(*parts: SplitSums) -> SplitSums:
@@ -221,7 +377,7 @@ def add_sums(*parts: SplitSums) -> SplitSums:
 
 
 def permuted(block: FeatureBlock, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A block's training rows in a random order (features, labels)."""
+    """A dense block's training rows in a random order (features, labels)."""
     idx = np.random.default_rng(seed).permutation(len(block.train.y))
     return block.train.x[idx], block.train.y[idx]
 
@@ -233,15 +389,15 @@ def n_train(block: FeatureBlock) -> int:
 # ------------------------------------------------------------------------------------------------ cache
 
 
-def expanded_bytes(n_rows: int, n_features: int, rule: SplitRule) -> float:
-    """Bytes of the persisted blocks of ``n_rows`` rows: TRAIN and VALID rows, float32 features + label + weight."""
+def compact_bytes(n_rows: int, spec: FeatureSpec, rule: SplitRule) -> float:
+    """Bytes of the compact blocks of ``n_rows`` rows: their TRAIN and VALID rows (``Layout.row_bytes`` each)."""
     kept = 1 - (rule.test[1] - rule.test[0]) / N_BUCKETS
-    return n_rows * kept * (n_features + 2) * 4
+    return n_rows * kept * layout_of(spec).row_bytes
 
 
 def choose_cache(cache: str, need: float, memory: int) -> str:
-    """``memory`` or ``stream``: ``auto`` persists when the blocks take under half the workers' memory (or the
-    memory is unknown, e.g. in this process)."""
+    """``memory``, ``spill`` or ``stream``: ``auto`` keeps the blocks in memory when they take under half the
+    workers' memory (or the memory is unknown, e.g. in this process), else spills them to the workers' disks."""
     if cache != "auto":
         return cache
-    return "memory" if memory == 0 or need < 0.5 * memory else "stream"
+    return "memory" if memory == 0 or need < 0.5 * memory else "spill"

@@ -19,7 +19,7 @@ from ..features import FEATURE_SETS
 from ..options import JobFlags, check_choices
 
 MODES = ("parallel", "incremental")
-CACHES = ("auto", "memory", "stream")
+CACHES = ("auto", "memory", "spill", "stream")
 MONITORS = ("accuracy", "loss")
 CLASS_WEIGHTS = ("balanced",)
 SCHEDULES = ("optimal", "invscaling", "adaptive", "constant")
@@ -62,9 +62,14 @@ class TrainOptions:
     eta0: float = 0.01
     """Incremental mode: initial learning rate of the ``invscaling``, ``adaptive`` and ``constant`` schedules."""
     cache: str = field(default="auto", metadata={"choices": CACHES})
-    """``memory`` persists the expanded features on the workers, ``stream`` re-reads the data every pass,
-    ``auto`` persists them when they fit in half the workers' memory (parallel mode; incremental always
-    persists its shuffled blocks)."""
+    """Parallel mode: ``memory`` keeps the training rows on the workers in a compact form (about 300 bytes a row),
+    ``spill`` keeps them on the workers' local disks (read back memory-mapped every pass), ``stream`` re-reads
+    and re-expands the data every pass; ``auto`` keeps them in memory when they fit in half the workers' memory,
+    else spills them (the incremental mode always keeps its shuffled blocks in memory)."""
+    warm_start_rows: int = 250_000
+    """Parallel mode: first fit the model to convergence on a subsample of about this many training rows (chosen
+    by a hash of the row id), then continue on all rows from there with the stopping rule; a fit on all rows to
+    the optimum would take several times more full passes. 0: start from zero weights."""
     seed: int = 0
     """Seed of the incremental mode's shuffles (the parallel mode is deterministic)."""
     report: bool = True
@@ -83,6 +88,9 @@ class TrainOptions:
                               "use e.g. 0.0005, or 0 to count any gain")
         if not (self.tol >= 0 and np.isfinite(self.tol)):
             raise ConfigError("tol", f"must be a finite number >= 0, got {self.tol}", "use e.g. 1e-9")
+        if self.warm_start_rows < 0:
+            raise ConfigError("warm_start_rows", f"must be >= 0, got {self.warm_start_rows}",
+                              "use e.g. 250000, or 0 to start from zero weights")
         if not (self.eta0 > 0 and np.isfinite(self.eta0)):
             raise ConfigError("eta0", f"must be a positive number, got {self.eta0}", "use e.g. 0.01")
 

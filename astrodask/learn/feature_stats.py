@@ -136,10 +136,11 @@ def fit_features(backend, items, feature_set: str, rule: SplitRule, where: str) 
     return features_from_summaries(backend.gather(handles, "features: quantiles"), feature_set, where)
 
 
-def fit_scaler(backend, items, spec: FeatureSpec, weights: np.ndarray, rule: SplitRule) -> FeatureSpec:
-    """The scaler's statistics summed on the workers over ``items`` (unscaled persisted blocks, or files and
-    rows expanded on the fly); returns the scaled spec."""
-    handles = backend.map(blocks.moments, items, spec=spec, weights=weights, rule=rule)
+def fit_scaler(backend, items, spec: FeatureSpec, weights: np.ndarray, rule: SplitRule,
+               warm: float = 0.0) -> FeatureSpec:
+    """The scaler's statistics summed on the workers over ``items`` (compact blocks, or files and rows made into
+    blocks on the fly, with the warm-start subsample ``warm``); returns the scaled spec."""
+    handles = backend.map(blocks.moments, items, spec=spec, weights=weights, rule=rule, warm=warm)
     return scaler_from_moments(backend.gather(handles, "features: scaling"), spec)
 
 

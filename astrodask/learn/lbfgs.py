@@ -114,8 +114,13 @@ class LbfgsOptimiser:
 
     label = "train (L-BFGS)"
 
-    def __init__(self, evaluate: Callable[[np.ndarray], SplitSums], shape: tuple[int, int], l2: float, tol: float):
+    def __init__(self, evaluate: Callable[[np.ndarray], SplitSums], shape: tuple[int, int], l2: float, tol: float,
+                 warm: Callable[[], LbfgsState | None] | None = None, label: str | None = None):
         self.evaluate, self.shape, self.l2, self.tol = evaluate, shape, l2, tol
+        self.warm = warm
+        """Called by ``start``: a state to continue from (a minimisation of a subsample's objective), or None."""
+        if label:
+            self.label = label
         self.st: LbfgsState | None = None
         self._last: SplitSums | None = None
 
@@ -126,7 +131,15 @@ class LbfgsOptimiser:
         return f, g.ravel()
 
     def start(self) -> None:
-        self.st = start(self._fg, np.zeros(self.shape).ravel())
+        """From zero weights, or from the warm state: its point, re-evaluated here, and its curvature pairs (the
+        subsample's objective is the mean loss of the same model, so its curvature is this one's, nearly)."""
+        warm = self.warm() if self.warm is not None else None
+        if warm is None:
+            self.st = start(self._fg, np.zeros(self.shape).ravel())
+            return
+        f, g = self._fg(warm.x)
+        self.st = LbfgsState(np.array(warm.x, copy=True), f, g, [np.array(v) for v in warm.s],
+                             [np.array(v) for v in warm.y])
 
     def epoch(self, n: int) -> EpochStats | None:
         before = self.st.iteration

@@ -10,6 +10,9 @@ and how to save and restore its own state; everything around it is here, written
   least ``min_improvement`` over the score of the last epoch that made one (the stopping rule: more epochs have
   stopped paying), and the result is the best epoch's weights (with ``patience`` 0: never stops early, the result
   is the last epoch's);
+* with ``flat_window`` > 0 training also ends ("converged") once the objective has fallen by less than
+  ``flat_rtol`` (relative) over the last ``flat_window`` epochs: the warm start's rule, which runs to the
+  optimum of its subsample;
 * a :class:`Checkpoint` holding the optimiser's state, the history and the best epoch (score, epoch, weights)
   is written after every epoch; ``resume`` continues from it with nothing reset, so a killed run ends with the
   model of an uninterrupted one, early stopping included.
@@ -132,6 +135,9 @@ class LoopSettings:
     quiet: bool = False
     min_improvement: float = 0.0
     """An epoch resets the patience count only when it beats the last such epoch's score by at least this much."""
+    flat_window: int = 0
+    """With > 0: stop ("converged") when the objective fell by less than ``flat_rtol`` over this many epochs."""
+    flat_rtol: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -255,6 +261,14 @@ class _Damaged(Exception):
         self.what, self.why = what, why
 
 
+def _flat(history: list[EpochRecord], window: int, rtol: float) -> bool:
+    """The objective fell by less than ``rtol`` (relative) over the last ``window`` epochs."""
+    if len(history) <= window or history[-1].objective is None or history[-1 - window].objective is None:
+        return False
+    f, before = history[-1].objective, history[-1 - window].objective
+    return before - f < rtol * abs(f)
+
+
 def _bar(total: int, initial: int, desc: str, quiet: bool):
     from tqdm.auto import tqdm
 
@@ -304,6 +318,9 @@ def run(opt: Optimiser, settings: LoopSettings, checkpoint: Checkpoint | None = 
                 checkpoint.save(LoopState(epoch, tuple(history), best, stopped, opt.state(), paying))
             bar.update(1)
             bar.set_postfix(valid_accuracy=f"{rec.valid_accuracy or 0:.4f}", valid_loss=f"{rec.valid_loss or 0:.4f}")
+            if not stopped and settings.flat_window and _flat(history, settings.flat_window, settings.flat_rtol):
+                stop = "converged"
+                break
     finally:
         bar.close()
     if stop == "max_epochs" and opt.converged:

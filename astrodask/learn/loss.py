@@ -75,6 +75,35 @@ def block_sums(x: np.ndarray, y: np.ndarray, w: np.ndarray, theta: np.ndarray) -
     return LossSums(float(loss), g, float(weight), float(correct))
 
 
+def compact_block_sums(zb: np.ndarray, vals: np.ndarray, first: np.ndarray, y: np.ndarray, class_weight: np.ndarray,
+                       theta: np.ndarray, lay) -> LossSums:
+    """:func:`block_sums` of compact rows (``features.compiled.compact``; ``lay`` their ``Layout``), row weights
+    ``class_weight[y]``, by ``loss_kernel.compact_sums``: the same sums as the standardised dense block gives.
+
+    The kernel works on the unscaled features U; with X = (U - m) / s the standardised ones (``lay.mean``,
+    ``lay.scale``) and theta = [W | b] in X's space, the logits are b' + W' U with W' = W / s and
+    b' = b - W' m, and dL/dW = (G - R m) / s, dL/db = R, where G = sum_i r_i U_i and R = sum_i r_i
+    (r_i = w_i (p_i - onehot(y_i))).
+    """
+    from .loss_kernel import compact_sums
+
+    if theta.shape[0] != 3:
+        raise ValueError(f"the compact kernel is written for 3 classes, theta has {theta.shape[0]}")
+    theta = np.asarray(theta, np.float64)
+    w = theta[:, :-1] / lay.scale
+    bias = theta[:, -1] - w @ lay.mean
+    g = np.zeros(theta.shape)
+    if len(y) == 0:
+        return LossSums(0.0, g, 0.0, 0.0)
+    p = lay.params
+    loss, weight, correct = compact_sums(zb, vals, first, y, np.asarray(class_weight, np.float64), p.spline, p.tensor,
+                                         p.inter, np.ascontiguousarray(w), bias, g)
+    r = g[:, -1].copy()
+    g[:, :-1] -= r[:, None] * lay.mean
+    g[:, :-1] /= lay.scale
+    return LossSums(float(loss), g, float(weight), float(correct))
+
+
 def block_sums_numpy(x: np.ndarray, y: np.ndarray, w: np.ndarray, theta: np.ndarray) -> LossSums:
     """:func:`block_sums` in NumPy (the reference): the products run in ``x``'s precision, the softmax in
     float64."""

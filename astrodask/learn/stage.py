@@ -49,7 +49,8 @@ def _training_record(fitted: Fitted, cfg: TrainConfig) -> dict:
             "best_epoch": fitted.best_epoch, "stop": fitted.stop, "seconds": fitted.seconds,
             "rows": int(fitted.counts.train.sum()), "unlabelled_rows": fitted.counts.unlabelled,
             "unusable_rows": fitted.counts.unusable, "patience": cfg.patience,
-            "min_improvement": cfg.min_improvement, "monitor": cfg.monitor}
+            "min_improvement": cfg.min_improvement, "monitor": cfg.monitor, "cache": fitted.cache,
+            "warm_start": fitted.warm.to_json() if fitted.warm is not None else None}
 
 
 def _report(client, dest, ds, cfg: TrainConfig, model, figures, metrics: Metrics, history, seconds: float) -> None:

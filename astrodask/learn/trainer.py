@@ -21,7 +21,15 @@ from ..model import ModelInfo, SoftmaxModel
 from ..storage import Location
 from . import blocks, loop
 from .config import TrainOptions
-from .feature_stats import FEATURES_JSON, Counts, class_weights, fit_features, fit_scaler, load_features, save_features
+from .feature_stats import (
+    FEATURES_JSON,
+    Counts,
+    class_weights,
+    fit_features,
+    fit_scaler,
+    load_features,
+    save_features,
+)
 from .lbfgs import LbfgsOptimiser
 from .loop import Checkpoint, EpochRecord, LoopSettings
 
@@ -43,6 +51,24 @@ class Workspace:
 
 
 @dataclass(frozen=True)
+class WarmStart:
+    """What the warm start did: its subsample, epochs and time."""
+
+    fraction: float
+    """Of the training (and validation) rows."""
+    rows: int
+    """Training rows in the subsample."""
+    epochs: int
+    stop: str
+    seconds: float
+    objective: float | None
+
+    def to_json(self) -> dict:
+        return {"fraction": self.fraction, "rows": self.rows, "epochs": self.epochs, "stop": self.stop,
+                "seconds": self.seconds, "objective": self.objective}
+
+
+@dataclass(frozen=True)
 class Fitted:
     """The result of :func:`fit`."""
 
@@ -50,23 +76,42 @@ class Fitted:
     history: tuple[EpochRecord, ...]
     counts: Counts
     cache: str
-    """``memory`` (features persisted) or ``stream`` (re-read every pass)."""
+    """``memory`` (compact blocks on the workers), ``spill`` (on their disks) or ``stream`` (re-read every
+    pass)."""
     best_epoch: int
     stop: str
     """Why training ended: ``early_stop``, ``converged`` or ``max_epochs``."""
     seconds: float
     companion: Fitted | None = None
     """The photometric companion of a spectroscopic model, trained on the same rows."""
+    warm: WarmStart | None = None
+    """The warm start, when there was one (not after a resume past it)."""
 
 
-def parallel_evaluator(backend, items: list, spec, weights: np.ndarray, rule: SplitRule) -> Callable:
-    """theta -> SplitSums of every item, each computed where the item lives and added in a fixed-order tree."""
+def parallel_evaluator(backend, items: list, spec, weights: np.ndarray, rule: SplitRule, warm: float = 0.0,
+                       subsample: bool = False) -> Callable:
+    """theta -> SplitSums of every item (of their warm-start subsamples with ``subsample``), each computed where
+    the item lives and added in a fixed order (``backend.group_sum``)."""
 
     def evaluate(theta: np.ndarray):
-        parts = backend.map(blocks.grad_sums, items, theta=theta, spec=spec, weights=weights, rule=rule)
-        return backend.tree_sum(blocks.add_sums, parts)
+        return backend.group_sum(blocks.grad_sums, blocks.add_sums, items, theta=theta, spec=spec, weights=weights,
+                                 rule=rule, warm=warm, subsample=subsample)
 
     return evaluate
+
+
+WARM_WINDOW = 5
+WARM_RTOL = 1e-3
+"""The warm start runs until the subsample's objective falls by less than WARM_RTOL (relative) over WARM_WINDOW
+epochs: near its optimum (stopping it earlier leaves more full-data epochs to do)."""
+
+
+def warm_fraction(opts: TrainOptions, counts: Counts) -> float:
+    """The share of the training rows in the warm-start subsample (1: all of them; 0: no warm start)."""
+    n = int(counts.train.sum())
+    if opts.mode != "parallel" or opts.warm_start_rows <= 0 or n == 0:
+        return 0.0
+    return min(1.0, opts.warm_start_rows / n)
 
 
 COMPANION = "companion"
@@ -117,29 +162,36 @@ def fit_one(backend, items: list, n_rows: int, opts: TrainOptions, rule: SplitRu
             "does not learn from them")
     weights = class_weights(counts, opts.class_weight)
 
-    def scaled(spec, over):
-        spec = fit_scaler(backend, over, spec, weights, rule)
+    def scaled(spec, over, warm=0.0):
+        spec = fit_scaler(backend, over, spec, weights, rule, warm)
         if workspace is not None:
             workspace.directory.mkdir()
             save_features(workspace.directory, workspace.fingerprint, replace(fitted, spec=spec))
         return spec
 
     t0 = time.perf_counter()
+    warm_info: list[WarmStart] = []
     if opts.mode == "parallel":
-        need = blocks.expanded_bytes(n_rows, spec.n_features, rule)
+        need = blocks.compact_bytes(n_rows, spec, rule)
         memory = backend.memory()
         cache = blocks.choose_cache(opts.cache, need, memory)
         where_mem = f"workers have {memory / 2**30:.1f} GiB" if memory else "memory limit unknown"
-        log(f"features: {spec.n_features} per row, ~{need / 2**30:.2f} GiB expanded; {where_mem} -> {cache}")
+        log(f"features: {spec.n_features} per row, ~{need / 2**30:.2f} GiB of compact training rows; {where_mem} "
+            f"-> {cache}")
+        warm = warm_fraction(opts, counts)
         work = list(items)
-        if cache == "memory":  # persisted unscaled; the scaler's sums come from them, then scaled in place
-            work = backend.map(blocks.load_block, work, "features: persist", spec=spec, weights=weights, rule=rule)
+        kw = {"spec": spec, "weights": weights, "rule": rule, "warm": warm}
+        if cache == "memory":  # the compact rows do not depend on the scaler: built once, before it
+            work = backend.map(blocks.load_block, work, "features: persist", placed=True, **kw)
+        elif cache == "spill":
+            work = backend.map(blocks.spill_block, work, "features: spill to the workers' disks", placed=True, **kw)
         if spec.mean is None:
-            spec = scaled(spec, work)
-            if cache == "memory":
-                work = backend.map(blocks.standardise_block, work, spec=spec)
-        opt = LbfgsOptimiser(parallel_evaluator(backend, work, spec, weights, rule), (K, spec.n_features + 1),
-                             opts.l2, opts.tol)
+            spec = scaled(spec, work, warm)
+        shape = (K, spec.n_features + 1)
+        start = _warm_start(backend, work, spec, weights, rule, warm, opts, counts, quiet, log, warm_info) \
+            if warm > 0 else None
+        opt = LbfgsOptimiser(parallel_evaluator(backend, work, spec, weights, rule, warm), shape, opts.l2, opts.tol,
+                             warm=start)
     else:
         if shuffle is None:
             raise ConfigError("mode", "the incremental mode trains on a dataset on a Dask cluster",
@@ -164,7 +216,33 @@ def fit_one(backend, items: list, n_rows: int, opts: TrainOptions, rule: SplitRu
         n_train=int(counts.train.sum()), n_valid=int(counts.valid.sum()), n_test=int(counts.test.sum()),
         n_unlabelled=int(counts.unlabelled), train_seconds=seconds, epochs_run=len(result.history),
         best_epoch=result.best_epoch, stop=result.stop), domain=domain)
-    return Fitted(model, result.history, counts, cache, result.best_epoch, result.stop, seconds)
+    return Fitted(model, result.history, counts, cache, result.best_epoch, result.stop, seconds,
+                  warm=warm_info[0] if warm_info else None)
+
+
+def _warm_start(backend, work: list, spec, weights: np.ndarray, rule: SplitRule, warm: float, opts: TrainOptions,
+                counts: Counts, quiet: bool, log: Callable[[str], None], record: list) -> Callable:
+    """The optimiser's ``warm``: L-BFGS on the warm-start subsample of the same blocks (the same workers, no
+    data moved) until its objective flattens (WARM_RTOL over WARM_WINDOW epochs); its state."""
+
+    def run():
+        t0 = time.perf_counter()
+        rows = round(warm * int(counts.train.sum()))
+        opt = LbfgsOptimiser(parallel_evaluator(backend, work, spec, weights, rule, warm, subsample=True),
+                             (K, spec.n_features + 1), opts.l2, opts.tol, label="warm start (L-BFGS)")
+        res = loop.run(opt, LoopSettings(opts.max_epochs, 0, opts.monitor, quiet, flat_window=WARM_WINDOW,
+                                         flat_rtol=WARM_RTOL), None, False, log)
+        last = res.history[-1] if res.history else None
+        info = WarmStart(warm, rows, len(res.history), res.stop, time.perf_counter() - t0,
+                         last.objective if last else None)
+        record.append(info)
+        share = "all" if warm >= 1 else f"{warm:.1%}"
+        log(f"warm start: {info.epochs} epochs on ~{rows:,} training rows ({share} of them) in {info.seconds:.1f} s"
+            + (f", validation accuracy {last.valid_accuracy:.4f}" if last and last.valid_accuracy else "")
+            + "; continuing on all rows")
+        return opt.st
+
+    return run
 
 
 def clear(workspace: Workspace) -> None:

@@ -46,7 +46,8 @@ def test_parameters_clone_and_set_params():
     p = est.get_params()
     assert p["l2"] == 1e-4 and p["class_weight"] == "balanced" and p["patience"] == 5
     assert set(p) == {"features", "l2", "max_iter", "tol", "class_weight", "patience", "min_improvement", "monitor",
-                      "validation_fraction", "sentinels", "missing", "cache", "morphology", "priors", "verbose"}
+                      "validation_fraction", "sentinels", "missing", "cache", "morphology", "priors", "verbose",
+                      "warm_start_rows"}
     twin = clone(est)
     assert twin is not est and twin.get_params() == p
     assert est.set_params(max_iter=7) is est and est.max_iter == 7
@@ -333,7 +334,7 @@ def test_dask_fit_matches_pandas_and_predicts_lazily(dask_client, frame, fitted,
     from astrodask.learn.blocks import FeatureBlock, Rows
 
     received = []  # everything the client receives from the workers while fitting
-    for name in ("gather", "tree_sum"):
+    for name in ("gather", "group_sum"):
         real = getattr(OnCluster, name)
 
         def spy(self, *args, _real=real, **kw):

@@ -59,19 +59,25 @@ def test_one_and_two_workers_give_the_same_model(small_dataset, tmp_path):
     assert r1.metrics.accuracy == r2.metrics.accuracy > 0.9
 
 
-@pytest.mark.parametrize("memory, expected", [(10**15, "memory"), (1, "stream")])
+@pytest.mark.parametrize("memory, expected", [(10**15, "memory"), (1, "spill")])
 def test_auto_cache_follows_the_workers_memory(small_dataset, tmp_path, monkeypatch, memory, expected):
-    """--cache auto persists the features when they fit in half the workers' memory, else streams them."""
+    """--cache auto keeps the compact blocks in memory when they fit in half the workers' memory, else spills
+    them to the workers' disks."""
     monkeypatch.setattr("astrodask.cluster.workers.worker_memory", lambda client: memory)
     _fit(small_dataset, tmp_path / "m", epochs=2, patience=0, report=False)
     assert SoftmaxModel.load(tmp_path / "m").info.cache == expected
 
 
-def test_stream_and_memory_cache_give_the_same_model(small_dataset, tmp_path):
-    _fit(small_dataset, tmp_path / "mem", cache="memory", epochs=15, patience=0, report=False)
-    _fit(small_dataset, tmp_path / "stream", cache="stream", epochs=15, patience=0, report=False)
-    a, b = SoftmaxModel.load(tmp_path / "mem"), SoftmaxModel.load(tmp_path / "stream")
-    np.testing.assert_allclose(a.coef, b.coef, rtol=1e-9, atol=1e-9)
+def test_stream_spill_and_memory_cache_give_the_same_model(small_dataset, tmp_path):
+    kw = dict(epochs=15, patience=0, report=False, warm_start_rows=2000)  # a warm start on a subsample, then all
+    _fit(small_dataset, tmp_path / "mem", cache="memory", **kw)
+    for other in ("stream", "spill"):
+        r = _fit(small_dataset, tmp_path / other, cache=other, **kw)
+        assert r.metrics.train["warm_start"]["rows"] < r.metrics.train["rows"]
+        a, b = SoftmaxModel.load(tmp_path / "mem"), SoftmaxModel.load(tmp_path / other)
+        assert b.info.cache == other
+        np.testing.assert_allclose(a.coef, b.coef, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(a.companion.coef, b.companion.coef, rtol=1e-9, atol=1e-9)
 
 
 def _checkpoint_epoch(staging: Path) -> int:
