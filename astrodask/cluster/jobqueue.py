@@ -9,8 +9,8 @@ import subprocess
 import threading
 import warnings
 
-from ..errors import AstrodaskError, ConfigError
-from .config import DEFAULT_JOB_MEMORY, JOBQUEUE_CLUSTERS, ClusterConfig, note
+from ..errors import AstrodaskError, ConfigError, terminate_as_interrupt
+from .config import DEFAULT_JOB_MEMORY, JOBQUEUE_CLUSTERS, MIN_WORKER_MEMORY, ClusterConfig, note
 from .workers import close_cluster, first_line, scale, wait_for_workers
 
 
@@ -144,12 +144,5 @@ def _job_states(kind: str, ids: list[str]) -> str:
 
 def _terminate_as_interrupt(stack: contextlib.ExitStack) -> None:
     """While batch jobs run for us, SIGTERM (scancel of an enclosing job, kill, a CI timeout) unwinds like Ctrl-C,
-    so the jobs are cancelled instead of left running until their walltime."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    stack.callback(signal.signal, signal.SIGTERM, previous)
+    so the jobs are cancelled instead of left running until their walltime (also outside the command line)."""
+    stack.enter_context(terminate_as_interrupt())

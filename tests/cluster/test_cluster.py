@@ -297,3 +297,25 @@ def test_importing_dask_jobqueue_keeps_ctrl_c_an_interrupt():
             "print(signal.getsignal(signal.SIGINT) is before, before is signal.default_int_handler)\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=GUARD)
     assert r.stdout.split() == ["True", "True"], r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("text, cause", [
+    ("jobqueue:\n  slurm:\n    cores: 2\n    memory: [2GiB\n",
+     "while parsing a flow sequence (line 4, column 13): expected ',' or ']', but got '<stream end>' (line 5, column 1)"),
+    ("jobqueue:\n  slurm:\n\tcores: 2\n",
+     "while scanning for the next token: found character '\\t' that cannot start any token (line 3, column 1)"),
+])
+def test_a_malformed_dask_config_file_is_one_line_with_its_whole_cause(tmp_path, text, cause):
+    """I4: Dask reads every YAML file of its config directories at import: the CLI names the file and YAML's full
+    cause (what and where), not only the first line of dask's message."""
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "jobqueue.yaml").write_text(text)
+    r = subprocess.run([sys.executable, "-m", "astrodask.cli", "convert", "in.csv", str(tmp_path / "ds"), "-q"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                       env={**os.environ, "DASK_CONFIG": str(conf)})
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 1 and len(lines) == 1, r.stderr
+    assert lines[0] == (f"astrodask: error: the Dask config file {conf / 'jobqueue.yaml'} is not valid ({cause}); fix "
+                        "it or move it away (Dask reads every YAML file in $DASK_CONFIG, ~/.config/dask and "
+                        "/etc/dask)"), lines[0]
