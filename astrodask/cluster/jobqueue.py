@@ -50,7 +50,27 @@ def jobqueue_kwargs(cfg: ClusterConfig) -> dict:
         kw["memory"] = f"{parse_bytes(cfg.memory_limit) * processes}B"
     elif conf.get("memory") is None:
         kw["memory"] = f"{parse_bytes(DEFAULT_JOB_MEMORY) * processes}B"
+    else:
+        _check_job_memory(cfg, conf["memory"], processes)
     return kw
+
+
+def _check_job_memory(cfg: ClusterConfig, memory, processes: int) -> None:
+    """Refuse a jobqueue ``memory`` that gives each worker less than MIN_WORKER_MEMORY: its workers would pause or
+    be restarted in a loop (an unreadable value is left to dask-jobqueue's own error)."""
+    from dask.utils import parse_bytes
+
+    try:
+        per = parse_bytes(memory) // max(1, int(processes))
+    except (ValueError, TypeError):
+        return
+    if per < MIN_WORKER_MEMORY:
+        least = MIN_WORKER_MEMORY >> 20
+        raise ConfigError(f"jobqueue.{cfg.cluster}.memory",
+                          f"{memory} per job is {per >> 20} MiB per worker (processes {processes}), below the "
+                          f"{least} MiB a worker needs",
+                          f"set memory: {least * processes}MiB or more under jobqueue.{cfg.cluster} in the Dask "
+                          f"config, or pass --memory-limit {least}MiB (per worker)")
 
 
 def job_script(cfg: ClusterConfig) -> str:

@@ -216,6 +216,7 @@ def test_workers_that_cannot_start_are_reported_in_one_line(tmp_path):
     ({"cluster": "pbs", "tls_ca": __file__, "tls_cert": __file__, "tls_key": __file__}, "tls"),
     ({"memory_limit": "1MiB"}, "memory_limit"),
     ({"memory_limit": "256MiB"}, "memory_limit"),
+    ({"memory_limit": "639MiB"}, "memory_limit"),
     ({"worker_timeout": 0}, "worker_timeout"),
     ({"timeout": -1}, "timeout"),
     ({"scheduler": "http://127.0.0.1:8787/status"}, "scheduler"),
@@ -236,7 +237,7 @@ def test_cluster_config_refuses_with_the_field_named(kwargs, field):
     {"cluster": "htcondor", "adapt_max": 3},
     {"scheduler": "tls://10.0.0.5:8786"},
     {"scheduler": "127.0.0.1:8786"},
-    {"memory_limit": "384MiB"},
+    {"memory_limit": "640MiB"},
 ])
 def test_cluster_config_accepts(kwargs):
     ClusterConfig(**kwargs)
