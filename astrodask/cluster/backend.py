@@ -15,6 +15,7 @@ The cluster backend never gathers rows or blocks: ``map`` leaves the results on 
 from __future__ import annotations
 
 from ..console import track
+from .watch import as_done
 
 FAN = 16
 """Handles added by one task of the first level of ``tree_sum``."""
@@ -29,7 +30,7 @@ class InProcess:
     def gather(self, handles, desc: str | None = None) -> list:
         return list(handles)
 
-    def tree_sum(self, fn, handles):
+    def tree_sum(self, fn, handles, desc: str = "training"):
         handles = list(handles)
         return fn(*[fn(*handles[i:i + FAN]) for i in range(0, len(handles), FAN)])
 
@@ -53,10 +54,14 @@ class OnCluster:
     def gather(self, handles, desc: str | None = None) -> list:
         return track(list(handles), desc or "gather", self.quiet or desc is None)
 
-    def tree_sum(self, fn, handles):
+    def tree_sum(self, fn, handles, desc: str = "training"):
         handles = list(handles)
         level = [self.client.submit(fn, *handles[i:i + FAN], pure=False) for i in range(0, len(handles), FAN)]
-        return self.client.submit(fn, *level, pure=False).result()
+        top = self.client.submit(fn, *level, pure=False)
+        for fut in as_done([*level, top], desc):  # bounded: a cluster that cannot run it ends the wait
+            if fut.status == "error" or fut is top:
+                break
+        return top.result()
 
     def memory(self) -> int:
         from ..cluster import worker_memory

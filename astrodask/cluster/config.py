@@ -54,7 +54,8 @@ class ClusterConfig:
     """Seconds to wait for the scheduler to answer (connect and Dask handshake) before giving up."""
     worker_timeout: float = field(default=60.0, metadata={"metavar": "SECONDS"})
     """Seconds to wait for workers before giving up: the first worker of a running scheduler or of batch jobs
-    (raise it when jobs wait in a busy queue), every worker of a LocalCluster."""
+    (raise it when jobs wait in a busy queue), every worker of a LocalCluster; and, mid-job, a cluster that has
+    no running worker (all lost, or paused for memory) or whose workers keep restarting."""
     cluster: str = field(default="local", metadata={"choices": CLUSTERS})
     """What to start when no scheduler address is given: ``local`` (a LocalCluster on this machine) or a batch
     queue through dask-jobqueue, ``slurm``, ``pbs``, ``sge``, ``lsf`` or ``htcondor``; jobs are sized by the
