@@ -516,3 +516,18 @@ def test_enough_training_data_is_not_warned_about(frame):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         SDSSClassifier(**FAST).fit(frame, frame["class"])
+
+
+@pytest.mark.cluster
+def test_dask_integer_labels_are_class_indices(dask_client, frame, other):
+    """A Dask Series of integers: the same model as the names, and predict (lazy) returns the indices."""
+    ddf = _dask(frame, 4)
+    y = ddf["class"].map({"GALAXY": 0, "QSO": 1, "STAR": 2}, meta=("class", "int64"))
+    est = SDSSClassifier(**FAST).fit(ddf, y)
+    named = SDSSClassifier(**FAST).fit(ddf, ddf["class"])
+    assert list(est.classes_) == [0, 1, 2]
+    np.testing.assert_array_equal(est.coef_, named.coef_)
+    lazy = est.predict(_dask(other, 3))
+    expected = pd.Series(named.predict(other)).map({"GALAXY": 0, "QSO": 1, "STAR": 2}).to_numpy()
+    np.testing.assert_array_equal(np.asarray(lazy.compute()).astype(np.int64), expected)
+    assert est.score(ddf, y) == named.score(ddf, ddf["class"])
