@@ -24,6 +24,7 @@ from sklearn.utils.validation import check_is_fitted
 from .. import labels, schema
 from ..cluster.backend import InProcess, OnCluster
 from ..console import log as console_log
+from ..console import track
 from ..dataset import validation_split
 from ..errors import AstrodaskError, ConfigError
 from ..features import FEATURE_SETS, resolve_feature_set
@@ -313,7 +314,7 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
             self._policies()
             require_columns(X, model.required, "X", model.optional)
             parts = [delayed(_prior_sums_partition)(p, model, self.sentinels, self.missing) for p in X.to_delayed()]
-            sums = sum(_current_client().compute(parts, sync=True), priors.PriorSums())
+            sums = sum(track(_current_client().compute(parts), "priors", quiet=True), priors.PriorSums())
         else:
             scored = model.score(self._frame(X))
             sums = priors.sums_of(scored.proba, scored.photometric)
@@ -398,8 +399,9 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
             require_columns(X, model.required, "X", model.optional)
             cols = [*model.columns_for(X.columns), *[c for c in (schema.ZWARNING,) if c in X.columns]]
             frame = X[cols].assign(**{LABEL: y})
-            sums = frame.map_partitions(_score_partition, model, self.sentinels, self.missing,
-                                        meta=np.empty((0, 2))).sum(axis=0).compute()
+            total = frame.map_partitions(_score_partition, model, self.sentinels, self.missing,
+                                         meta=np.empty((0, 2))).sum(axis=0)
+            sums = track([_current_client().compute(total)], "score", quiet=True)[0]  # bounded (cluster.watch)
             correct, n = float(sums[0]), float(sums[1])
         else:
             codes = labels.encode(_pandas_labels(y, len(X)), where="y")

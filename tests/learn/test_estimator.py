@@ -531,3 +531,13 @@ def test_dask_integer_labels_are_class_indices(dask_client, frame, other):
     expected = pd.Series(named.predict(other)).map({"GALAXY": 0, "QSO": 1, "STAR": 2}).to_numpy()
     np.testing.assert_array_equal(np.asarray(lazy.compute()).astype(np.int64), expected)
     assert est.score(ddf, y) == named.score(ddf, ddf["class"])
+
+
+@pytest.mark.cluster
+def test_dask_priors_estimate_matches_pandas(dask_client, frame, fitted, other):
+    """priors="estimate" on a Dask X sums on the workers (a bounded wait) and gives pandas' probabilities."""
+    est = SDSSClassifier(priors="estimate", **FAST).fit(frame, frame["class"])
+    on_pandas = est.predict_proba(other)
+    on_dask = np.asarray(est.predict_proba(_dask(other, 3)).compute())
+    np.testing.assert_allclose(on_dask, on_pandas, rtol=1e-9, atol=1e-12)
+    assert not np.allclose(on_pandas, fitted.predict_proba(other))  # the estimate moved them
