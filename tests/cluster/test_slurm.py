@@ -306,21 +306,31 @@ def test_job_script_without_a_site_profile_runs_this_python(tmp_path):
     assert lines[0] == "#!/usr/bin/env bash"
 
 
-def test_job_script_refuses_a_jobqueue_memory_under_the_floor():
+def test_job_script_refuses_a_jobqueue_memory_under_the_floor(tmp_path):
     """The per-worker share of jobqueue memory is checked for job_script as for a run; --memory-limit (per
-    worker) overrides it. Needs no SLURM."""
-    import dask
-
-    pytest.importorskip("dask_jobqueue", reason="dask-jobqueue is not installed (pip install -e .[hpc])")
-    from astrodask.cluster import ClusterConfig, job_script
-    from astrodask.errors import ConfigError
-
-    with dask.config.set({"jobqueue.slurm.memory": "1GiB", "jobqueue.slurm.processes": 2,
-                          "jobqueue.slurm.cores": 2}):
-        with pytest.raises(ConfigError) as info:
+    worker) overrides it. Needs no SLURM; in a subprocess with its own DASK_CONFIG, like the tests above."""
+    if os.environ.get("CI", "").lower() != "true":
+        pytest.importorskip("dask_jobqueue", reason="dask-jobqueue is not installed (pip install -e .[hpc])")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "jobqueue.yaml").write_text("jobqueue:\n  slurm:\n    cores: 2\n    memory: 1GiB\n    processes: 2\n")
+    code = textwrap.dedent(f"""\
+        import json
+        from astrodask.cluster import ClusterConfig, job_script
+        from astrodask.errors import ConfigError
+        try:
             job_script(ClusterConfig(cluster="slurm"))
-        assert str(info.value).startswith("jobqueue.slurm.memory: 1GiB per job is 512 MiB per worker (processes 2), "
-                                          f"below the {MIN_MIB} MiB a worker needs; set memory: {2 * MIN_MIB}MiB"), \
-            str(info.value)
-        script = job_script(ClusterConfig(cluster="slurm", memory_limit=f"{MIN_MIB}MiB"))
-    assert f"--memory-limit {MIN_MIB}.00MiB --nworkers 2" in script, script
+            refused = None
+        except ConfigError as exc:
+            refused = str(exc)
+        script = job_script(ClusterConfig(cluster="slurm", memory_limit="{MIN_MIB}MiB"))
+        print(json.dumps({{"refused": refused, "script": script}}))
+        """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env=_env(DASK_CONFIG=str(site)))
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["refused"] is not None and out["refused"].startswith(
+        f"jobqueue.slurm.memory: 1GiB per job is 512 MiB per worker (processes 2), below the {MIN_MIB} MiB a worker "
+        f"needs; set memory: {2 * MIN_MIB}MiB"), out["refused"]
+    assert f"--memory-limit {MIN_MIB}.00MiB --nworkers 2" in out["script"], out["script"]
