@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 
 import click
 
 # the configs every command is derived from (light modules: nothing here starts Dask)
 from .cluster.config import ClusterConfig
-from .errors import AstrodaskError
+from .errors import AstrodaskError, Terminated, terminate_as_interrupt
 from .evaluate import EvaluateConfig
 from .ingest.config import ConvertConfig, ConvertOptions
 from .learn.config import TrainConfig, TrainOptions
@@ -295,11 +296,43 @@ def _object_store_error(exc: BaseException) -> str | None:
     return None
 
 
+_DASK_CONFIG = re.compile(r"A dask config file at '(?P<path>.+?)' is malformed(?P<rest>.*)", re.S)
+_YAML_MARK = re.compile(r'^in "[^"]*", (line \d+, column \d+):?$')
+
+
+def _dask_config_error(exc: BaseException) -> str | None:
+    """The one-line message for a Dask config file that cannot be read (dask reads them all at ``import dask``,
+    so every command fails on it), with the YAML error whole, or None."""
+    m = _DASK_CONFIG.match(str(exc)) if isinstance(exc, ValueError) else None
+    if m is None:
+        return None
+    rest = re.sub(r"^(, original error message:|\s*-\s*)", "", m["rest"].strip()).strip()
+    parts, snippet = [], False
+    for text in rest.splitlines():
+        line = text.strip()
+        mark = _YAML_MARK.match(line)
+        if mark:  # YAML's 'in "<unicode string>", line 4, column 13:' and then the line quoted, with a caret
+            parts[-1:] = [f"{parts[-1]} ({mark[1]})" if parts else f"at {mark[1]}"]
+            snippet = True
+        elif snippet:
+            snippet = line != "^"
+        elif line:
+            parts.append(line)
+    detail = ": ".join(parts) or "unreadable"
+    return (f"the Dask config file {m['path']} is not valid ({detail}); fix it or move it away (Dask reads every "
+            "YAML file in $DASK_CONFIG, ~/.config/dask and /etc/dask)")
+
+
 def main(argv=None, prog_name="astrodask") -> int:
     """Entry point: run the CLI; user errors -> one line on stderr and exit 1."""
     try:
-        cli.main(args=argv, prog_name=prog_name, standalone_mode=False)
-    except (click.exceptions.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+        with terminate_as_interrupt():  # SIGTERM unwinds like Ctrl-C: the cluster is closed, the staging kept
+            cli.main(args=argv, prog_name=prog_name, standalone_mode=False)
+    except (click.exceptions.Abort, KeyboardInterrupt) as exc:  # click turns Ctrl-C into Abort
+        cause = exc if isinstance(exc, Terminated) else exc.__cause__ or exc.__context__
+        if isinstance(cause, Terminated):
+            click.echo("astrodask: terminated (SIGTERM); rerun the same command with --resume to continue", err=True)
+            return 128 + cause.signum
         click.echo("astrodask: interrupted; rerun the same command with --resume to continue", err=True)
         return 130
     except click.exceptions.NoArgsIsHelpError as exc:  # `astrodask` alone: show the help
@@ -337,7 +370,11 @@ def main(argv=None, prog_name="astrodask") -> int:
                        "give each worker more memory (--memory-limit, or the cluster's) or make smaller partitions "
                        "(convert --block-size), then rerun with --resume", err=True)
             return EXIT_USER_ERROR
-        msg = str(exc).splitlines()[0] if str(exc) else ""
+        config = _dask_config_error(exc)
+        if config:
+            click.echo(f"astrodask: error: {config}", err=True)
+            return EXIT_USER_ERROR
+        msg = "; ".join(ln.strip() for ln in str(exc).splitlines() if ln.strip())[:400]
         click.echo(f"astrodask: internal error: {type(exc).__name__}: {msg} (set ASTRODASK_DEBUG=1 for details)",
                    err=True)
         return EXIT_INTERNAL

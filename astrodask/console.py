@@ -15,14 +15,15 @@ def track(futures, desc: str, quiet: bool = False, gather: bool = True):
     """Wait for ``futures`` with a progress bar; return their results in order (re-raising the first error).
 
     With ``gather=False`` the results stay on the workers (for persisted data: only errors reach the client).
+    The wait is bounded: a cluster that cannot run the tasks ends it in one line (``cluster.watch``).
     """
-    from distributed import as_completed
+    from .cluster.watch import as_done
 
     futures = list(futures)
     if not futures:
         return []
     with tqdm(total=len(futures), desc=desc, unit="task", disable=quiet or None, file=sys.stderr, leave=False) as bar:
-        for fut in as_completed(futures, loop=futures[0].client.loop):  # works without a default client
+        for fut in as_done(futures, desc):
             if fut.status == "error":
                 break
             bar.update(1)

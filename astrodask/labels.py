@@ -2,7 +2,9 @@
 
 A label is compared after trimming whitespace and upper-casing (as ``convert`` does); a missing label (null,
 NaN, empty) means an unlabelled row (index -1: e.g. a photometric object without a spectrum), which trains
-nothing and is left out of the metrics; any other value is refused, never guessed.
+nothing and is left out of the metrics; any other value is refused, never guessed. Labels given as integers
+(an integer dtype, as scikit-learn's label encoding gives) are class indices: 0 GALAXY, 1 QSO, 2 STAR
+(``schema.CLASSES``, sorted as a ``LabelEncoder`` sorts the names); text such as ``"0"`` is not.
 """
 
 from __future__ import annotations
@@ -62,6 +64,35 @@ def codes(values) -> np.ndarray:
     return out
 
 
+def integer_labels(values) -> bool:
+    """True when ``values`` are integers by type: an integer NumPy/pandas dtype (nullable too), or a sequence of
+    Python/NumPy integers and nulls (never booleans, floats or text)."""
+    dtype = getattr(values, "dtype", None)
+    if dtype is not None and getattr(dtype, "kind", "O") != "O":
+        return pd.api.types.is_integer_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
+    items = [v for v in (values.tolist() if hasattr(values, "tolist") else list(values)) if not pd.isna(v)]
+    return bool(items) and all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+                               for v in items)
+
+
+def names_of_indices(values, where: str = "y") -> pd.Series:
+    """Class names (object Series; None for a null) of integer labels 0, 1, 2 (indices of ``schema.CLASSES``);
+    AstrodaskError naming ``where`` and the values when one is no index."""
+    s = pd.Series(values, copy=False) if not isinstance(values, pd.Series) else values
+    known = s.notna().to_numpy()
+    idx = s[known].astype(np.int64).to_numpy()
+    bad = (idx < 0) | (idx >= len(schema.CLASSES))
+    if bad.any():
+        found = Counter(int(v) for v in idx[bad])
+        listed = ", ".join(f"{v} ({n:,})" for v, n in found.most_common(3))
+        raise AstrodaskError(
+            f"{where}: integer labels are class indices, 0 = {schema.CLASSES[0]}, 1 = {schema.CLASSES[1]}, "
+            f"2 = {schema.CLASSES[2]}; {sum(found.values()):,} are not: {listed}; fix them, or give class names")
+    out = np.full(len(s), None, dtype=object)
+    out[known] = np.asarray(schema.CLASSES, dtype=object)[idx]
+    return pd.Series(out, index=s.index, name=s.name)
+
+
 def unknown_values(values, codes: np.ndarray) -> Counter:
     """How often each value that is no class occurs (``codes`` from :func:`codes`)."""
     bad = codes == UNKNOWN
@@ -76,9 +107,12 @@ def refuse_unknown(unknown: Counter, where: str) -> None:
         return
     listed = ", ".join(f"{v!r} ({n:,})" for v, n in unknown.most_common(3))
     more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
+    digits = all(v.strip().lstrip("-").replace(".", "", 1).isdigit() for v in unknown)
+    hint = (f" (class indices are read only from integers: 0 = {schema.CLASSES[0]}, 1 = {schema.CLASSES[1]}, "
+            f"2 = {schema.CLASSES[2]})") if digits else ""
     raise AstrodaskError(
         f"{where}: {sum(unknown.values()):,} label(s) are not one of {', '.join(schema.CLASSES)}: {listed}{more}; "
-        "fix them, or make them null to leave those rows unlabelled"
+        f"fix them, or make them null to leave those rows unlabelled{hint}"
     )
 
 

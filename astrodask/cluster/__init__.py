@@ -3,11 +3,14 @@ batch-queue cluster (SLURM, PBS, SGE, LSF, HTCondor) through dask-jobqueue.
 
 The caller owns the client (``with connect(cfg) as client:``) and passes it to every stage. Every wait is
 bounded and ends in one ``AstrodaskError`` line: the scheduler must answer as a Dask scheduler within
-``timeout`` and at least one worker must join within ``worker_timeout``.
+``timeout``, at least one worker must join within ``worker_timeout``, and while the stages wait for results a
+cluster that cannot run them (no workers, all paused, restarting in a loop) ends the wait after
+``worker_timeout``.
 
 ``config`` (ClusterConfig; no distributed import), ``address`` (a running scheduler), ``local`` (LocalCluster),
-``jobqueue`` (batch queues), ``workers`` (waits, the allocator plugin, memory), ``backend`` (where worker
-functions run: ``OnCluster`` or ``InProcess``, with the fixed-order ``tree_sum``).
+``jobqueue`` (batch queues), ``workers`` (waits, the allocator plugin, memory), ``watch`` (every wait for results
+bounded: no workers, all paused or restarting for longer than ``worker_timeout`` ends it), ``backend`` (where
+worker functions run: ``OnCluster`` or ``InProcess``, with the fixed-order ``tree_sum``).
 """
 
 from __future__ import annotations
@@ -54,9 +57,10 @@ def connect(cfg: ClusterConfig | None = None, quiet: bool = False) -> Iterator[d
             from .jobqueue import start_jobqueue
 
             client, where = start_jobqueue(cfg, stack, quiet)
+        from .watch import bounded
         from .workers import register_malloc_plugin
 
         register_malloc_plugin(client)
         note(quiet, f"cluster: {where}; dashboard: {client.dashboard_link}")
-        with client.as_current():
+        with client.as_current(), bounded(client, cfg.worker_timeout):
             yield client

@@ -22,6 +22,7 @@ The cluster backend never gathers rows or blocks: ``map`` leaves the results on 
 from __future__ import annotations
 
 from ..console import track
+from .watch import as_done
 
 FAN = 16
 """Handles added by one task of the first level of ``tree_sum``."""
@@ -62,12 +63,12 @@ class InProcess:
     def gather(self, handles, desc: str | None = None) -> list:
         return list(handles)
 
-    def group_sum(self, fn, add, handles, **kw):
+    def group_sum(self, fn, add, handles, desc: str = "training", **kw):
         handles = list(handles)
         spans = groups(len(handles))
         return add_groups(add, [(0, k) for k in range(len(spans))], group_sums(fn, add, spans, kw, *handles))
 
-    def tree_sum(self, fn, handles):
+    def tree_sum(self, fn, handles, desc: str = "training"):
         handles = list(handles)
         return fn(*[fn(*handles[i:i + FAN]) for i in range(0, len(handles), FAN)])
 
@@ -129,7 +130,7 @@ class OnCluster:
     def gather(self, handles, desc: str | None = None) -> list:
         return track(list(handles), desc or "gather", self.quiet or desc is None)
 
-    def group_sum(self, fn, add, handles, **kw):
+    def group_sum(self, fn, add, handles, desc: str = "training", **kw):
         handles = list(handles)
         spans = groups(len(handles))
         homes = self._homes(handles)
@@ -150,12 +151,20 @@ class OnCluster:
                     order[k] = (len(futs), pos)
                 futs.append(self.client.submit(group_sums, fn, add, local, kw, *items, workers=[w],
                                                allow_other_workers=True, pure=False))
-        return self.client.submit(add_groups, add, order, *futs, pure=False).result()
+        top = self.client.submit(add_groups, add, order, *futs, pure=False)
+        for fut in as_done([*futs, top], desc):  # bounded: a cluster that cannot run it ends the wait
+            if fut.status == "error" or fut is top:
+                break
+        return top.result()
 
-    def tree_sum(self, fn, handles):
+    def tree_sum(self, fn, handles, desc: str = "training"):
         handles = list(handles)
         level = [self.client.submit(fn, *handles[i:i + FAN], pure=False) for i in range(0, len(handles), FAN)]
-        return self.client.submit(fn, *level, pure=False).result()
+        top = self.client.submit(fn, *level, pure=False)
+        for fut in as_done([*level, top], desc):  # bounded: a cluster that cannot run it ends the wait
+            if fut.status == "error" or fut is top:
+                break
+        return top.result()
 
     def memory(self) -> int:
         from ..cluster import worker_memory

@@ -18,10 +18,12 @@ JOBQUEUE_CLUSTERS = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "sge": "SGECl
 CLUSTERS = ("local", *JOBQUEUE_CLUSTERS)
 SCHEMES = ("tcp", "tls", "inproc", "ucx", "ws", "wss")
 """Address schemes distributed can connect to (an address without one is tcp)."""
-MIN_WORKER_MEMORY = 384 * 2**20
-"""Smallest memory limit per worker. A worker process with astrodask's imports holds ~210 MiB before any task;
-distributed pauses a worker at 80 % of its limit, so at 256 MiB the workers pause at once and the job hangs
-(measured), and at 1 MiB the nanny kills the worker over and over."""
+MIN_WORKER_MEMORY = 640 * 2**20
+"""Smallest memory limit per worker. A worker that has run astrodask's tasks holds ~400-450 MiB (resident) before
+any data: distributed, pandas, pyarrow, numba and the compiled kernels, most of it library pages that nothing can
+give back. distributed pauses a worker at 80 % of its limit and restarts it at 95 %, so under ~560 MiB the
+workers pause for good or are restarted over and over; at 640 MiB training and prediction run with a cold numba
+cache (peak ~450 MiB of the 512 MiB pause threshold)."""
 DEFAULT_JOB_MEMORY = "2GiB"
 """Memory of a batch worker when neither --memory-limit nor the jobqueue config gives one."""
 PROGRESS_EVERY = 15.0
@@ -40,7 +42,7 @@ class ClusterConfig:
     threads_per_worker: int = field(default=1, metadata={"flag": "--threads"})
     """Threads in each worker process (a LocalCluster's; a batch job's cores when its jobqueue config has none)."""
     memory_limit: str = "auto"
-    """Memory per worker (``"4GiB"``; at least 384 MiB). ``"auto"``: LocalCluster = machine memory / workers,
+    """Memory per worker (``"4GiB"``; at least 640 MiB). ``"auto"``: LocalCluster = machine memory / workers,
     batch job = the jobqueue config's ``memory`` (else 2 GiB)."""
     tls_ca: str | None = None
     """CA certificate (PEM) that signed the scheduler's certificate; needed for ``tls://`` addresses."""
@@ -52,7 +54,8 @@ class ClusterConfig:
     """Seconds to wait for the scheduler to answer (connect and Dask handshake) before giving up."""
     worker_timeout: float = field(default=60.0, metadata={"metavar": "SECONDS"})
     """Seconds to wait for workers before giving up: the first worker of a running scheduler or of batch jobs
-    (raise it when jobs wait in a busy queue), every worker of a LocalCluster."""
+    (raise it when jobs wait in a busy queue), every worker of a LocalCluster; and, mid-job, a cluster that has
+    no running worker (all lost, or paused for memory) or whose workers keep restarting."""
     cluster: str = field(default="local", metadata={"choices": CLUSTERS})
     """What to start when no scheduler address is given: ``local`` (a LocalCluster on this machine) or a batch
     queue through dask-jobqueue, ``slurm``, ``pbs``, ``sge``, ``lsf`` or ``htcondor``; jobs are sized by the

@@ -9,8 +9,8 @@ import subprocess
 import threading
 import warnings
 
-from ..errors import AstrodaskError, ConfigError
-from .config import DEFAULT_JOB_MEMORY, JOBQUEUE_CLUSTERS, ClusterConfig, note
+from ..errors import AstrodaskError, ConfigError, terminate_as_interrupt
+from .config import DEFAULT_JOB_MEMORY, JOBQUEUE_CLUSTERS, MIN_WORKER_MEMORY, ClusterConfig, note
 from .workers import close_cluster, first_line, scale, wait_for_workers
 
 
@@ -50,7 +50,27 @@ def jobqueue_kwargs(cfg: ClusterConfig) -> dict:
         kw["memory"] = f"{parse_bytes(cfg.memory_limit) * processes}B"
     elif conf.get("memory") is None:
         kw["memory"] = f"{parse_bytes(DEFAULT_JOB_MEMORY) * processes}B"
+    else:
+        _check_job_memory(cfg, conf["memory"], processes)
     return kw
+
+
+def _check_job_memory(cfg: ClusterConfig, memory, processes: int) -> None:
+    """Refuse a jobqueue ``memory`` that gives each worker less than MIN_WORKER_MEMORY: its workers would pause or
+    be restarted in a loop (an unreadable value is left to dask-jobqueue's own error)."""
+    from dask.utils import parse_bytes
+
+    try:
+        per = parse_bytes(memory) // max(1, int(processes))
+    except (ValueError, TypeError):
+        return
+    if per < MIN_WORKER_MEMORY:
+        least = MIN_WORKER_MEMORY >> 20
+        raise ConfigError(f"jobqueue.{cfg.cluster}.memory",
+                          f"{memory} per job is {per >> 20} MiB per worker (processes {processes}), below the "
+                          f"{least} MiB a worker needs",
+                          f"set memory: {least * processes}MiB or more under jobqueue.{cfg.cluster} in the Dask "
+                          f"config, or pass --memory-limit {least}MiB (per worker)")
 
 
 def job_script(cfg: ClusterConfig) -> str:
@@ -144,12 +164,5 @@ def _job_states(kind: str, ids: list[str]) -> str:
 
 def _terminate_as_interrupt(stack: contextlib.ExitStack) -> None:
     """While batch jobs run for us, SIGTERM (scancel of an enclosing job, kill, a CI timeout) unwinds like Ctrl-C,
-    so the jobs are cancelled instead of left running until their walltime."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    stack.callback(signal.signal, signal.SIGTERM, previous)
+    so the jobs are cancelled instead of left running until their walltime (also outside the command line)."""
+    stack.enter_context(terminate_as_interrupt())

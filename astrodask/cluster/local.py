@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import sys
 import threading
 
 import psutil
 
-from ..errors import AstrodaskError
-from .config import ClusterConfig
+from ..errors import AstrodaskError, ConfigError
+from .config import MIN_WORKER_MEMORY, ClusterConfig
 from .workers import close_cluster, first_line, scale, wait_for_workers
 
 
@@ -26,6 +27,7 @@ def start_local(cfg: ClusterConfig, stack: contextlib.ExitStack):
 
     n, threads = local_size(cfg)
     memory = local_memory(cfg.memory_limit, n)
+    check_local_memory(cfg, n, memory)
     # no workers at construction (LocalCluster would wait for them without a bound): scale, then wait, bounded
     cluster = LocalCluster(n_workers=0, threads_per_worker=threads, memory_limit=memory,
                            dashboard_address="127.0.0.1:0", host="127.0.0.1", processes=True,
@@ -77,3 +79,24 @@ def local_memory(limit: str, n_workers: int) -> str | int:
     from distributed.system import MEMORY_LIMIT
 
     return int(MEMORY_LIMIT // max(1, n_workers))
+
+
+def check_local_memory(cfg: ClusterConfig, n: int, memory: str | int) -> None:
+    """Refuse up front a LocalCluster whose automatic memory per worker is under MIN_WORKER_MEMORY (its workers
+    would pause or be restarted for ever); warn when explicit limits add up to more than the machine has."""
+    from dask.utils import format_bytes, parse_bytes
+    from distributed.system import MEMORY_LIMIT
+
+    machine = int(MEMORY_LIMIT)
+    least = f"{MIN_WORKER_MEMORY >> 20} MiB"
+    if cfg.memory_limit == "auto" and int(memory) < MIN_WORKER_MEMORY:
+        most = machine // MIN_WORKER_MEMORY
+        fix = (f"use at most {most} workers (--workers {most})" if most >= 1 else
+               "run on a machine with more memory, or on a cluster (--scheduler, --cluster)")
+        workers = f"--workers {n}" if cfg.n_workers else f"{n} workers (one per core)"
+        raise ConfigError("n_workers", f"{workers}: this machine's {format_bytes(machine)} split {n} ways is "
+                          f"{int(memory) >> 20} MiB per worker, below the {least} a worker needs", fix)
+    if cfg.memory_limit != "auto" and n * parse_bytes(cfg.memory_limit) > machine:
+        print(f"[astrodask] warning: {n} workers x {cfg.memory_limit} is more memory than this machine has "
+              f"({format_bytes(machine)}): the system may kill workers; use fewer --workers or a smaller "
+              "--memory-limit", file=sys.stderr, flush=True)

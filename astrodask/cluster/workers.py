@@ -15,24 +15,25 @@ from .config import PROGRESS_EVERY
 
 
 def wait_for_workers(client, n: int, timeout: float, message, progress=None) -> None:
-    """Wait until ``n`` workers are connected, for at most ``timeout`` seconds; then raise
-    ``AstrodaskError(message(workers_now))``. ``progress()`` is called every PROGRESS_EVERY seconds."""
-    deadline = time.monotonic() + timeout
+    """Wait until ``n`` workers have joined (running, or paused for memory: the stages' waits report a cluster
+    that stays paused), for at most ``timeout`` seconds; then raise ``AstrodaskError(message(workers_now))``.
+    ``progress()`` is called every PROGRESS_EVERY seconds."""
+    from .watch import look
+
+    start = time.monotonic()
+    deadline, next_note = start + timeout, start + PROGRESS_EVERY
     while True:
-        left = deadline - time.monotonic()
-        step = min(left, PROGRESS_EVERY) if progress else left
-        try:
-            client.wait_for_workers(n, timeout=max(step, 0.01))
+        info = look(client) or {}
+        have = sum(w.get("status") in ("running", "paused") for w in info.values())
+        if have >= n:
             return
-        except TimeoutError:
-            if time.monotonic() >= deadline - 0.05:
-                try:
-                    have = len(client.scheduler_info(n_workers=-1)["workers"])
-                except Exception:  # noqa: BLE001 - the count is only for the message
-                    have = 0
-                raise AstrodaskError(message(have)) from None
-            if progress:
-                progress()
+        now = time.monotonic()
+        if now >= deadline:
+            raise AstrodaskError(message(have))
+        if progress and now >= next_note:
+            progress()
+            next_note += PROGRESS_EVERY
+        time.sleep(min(0.2, max(0.0, deadline - now)))
 
 
 def scale(cluster, n: int, timeout: float) -> None:

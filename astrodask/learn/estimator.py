@@ -24,11 +24,12 @@ from sklearn.utils.validation import check_is_fitted
 from .. import labels, schema
 from ..cluster.backend import InProcess, OnCluster
 from ..console import log as console_log
+from ..console import track
 from ..dataset import validation_split
 from ..errors import AstrodaskError, ConfigError
 from ..features import FEATURE_SETS, resolve_feature_set
 from ..model import HISTORY_JSON, ModelInfo, SoftmaxModel
-from ..storage import Location, StagedOutput, read_json, write_json_atomic
+from ..storage import Location, StagedOutput, is_complete, read_json, read_meta, write_json_atomic
 from .config import DEFAULT_EPOCHS, TrainOptions
 from .inputs import (
     MISSING_POLICIES,
@@ -45,7 +46,7 @@ from .inputs import (
     report_of,
     require_columns,
 )
-from .trainer import fit
+from .trainer import fit, small_data
 
 K = len(schema.CLASSES)
 LABEL = "__astrodask_label__"
@@ -113,8 +114,12 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
 
     Attributes
     ----------
-    classes_ : ndarray of str
-        ``GALAXY, QSO, STAR`` (the columns of ``predict_proba``).
+    classes_ : ndarray
+        The columns of ``predict_proba`` and what ``predict`` returns: the names ``GALAXY, QSO, STAR``, or, when
+        ``fit`` was given integer labels (class indices: 0 GALAXY, 1 QSO, 2 STAR, as scikit-learn's label
+        encoding of the names gives them), ``0, 1, 2``.
+    class_names_ : ndarray of str
+        ``GALAXY, QSO, STAR`` (what ``classes_`` stands for).
     coef_ : ndarray (3, n_expanded)
         Weights of the expanded, standardised features (``expanded_feature_names_``), one row per class.
     intercept_ : ndarray (3,)
@@ -201,9 +206,11 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y):
         """Fit on X (a pandas DataFrame: in this process; a Dask DataFrame: on the current client's workers)
-        and y (class names in any case, null = unlabelled; for a Dask X, a Dask Series from the same frame).
-        Returns self."""
+        and y (class names in any case, or integer class indices 0 GALAXY, 1 QSO, 2 STAR; null = unlabelled; for
+        a Dask X, a Dask Series from the same frame). Returns self."""
         opts = self._options()
+        indices = _integer_labels(y)
+        y = _label_names(y)
         opts = replace(opts, features=self._feature_set(X, opts.features))
         companion = self._feature_set(X, "photometric") if opts.features == "spectroscopic" else None
         need = inputs_of(opts.features, companion)
@@ -223,9 +230,15 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
         if report.unlabelled:
             warnings.warn(f"{report.unlabelled:,} of {report.rows:,} rows have no label (null in y): left out of "
                           "training", UserWarning, stacklevel=2)
-        fitted = fit(backend, items, report.rows, opts, validation_split(self.validation_fraction), where="X",
-                     config={"estimator": self.get_params()}, quiet=not self.verbose, log=log, companion=companion)
+        rule = validation_split(self.validation_fraction)
+        fitted = fit(backend, items, report.rows, opts, rule, where="X", config={"estimator": self.get_params()},
+                     quiet=not self.verbose, log=log, companion=companion)
+        small = small_data(fitted.counts, rule)
+        if small:
+            warnings.warn(f"X: {small}", UserWarning, stacklevel=2)
         self._set_model(fitted.model, [r.to_json() for r in fitted.history])
+        if indices:  # predict and predict_proba speak the caller's labels (scikit-learn's cross_val_predict)
+            self.classes_ = np.arange(K)
         self.n_imputed_ = int(report.imputed_rows)
         self.n_unlabelled_ = int(report.unlabelled)
         return self
@@ -262,7 +275,8 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
         self.info_ = model.info
         self.domain_ = model.domain
         self.companion_ = model.companion
-        self.classes_ = np.asarray(model.classes_, dtype=object)
+        self.class_names_ = np.asarray(model.classes_, dtype=object)
+        self.classes_ = self.class_names_
         self.coef_ = np.asarray(model.coef, dtype=np.float64)
         self.intercept_ = np.asarray(model.intercept, dtype=np.float64)
         self.feature_names_in_ = np.asarray(model.inputs, dtype=object)
@@ -276,7 +290,7 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
     def model_(self) -> SoftmaxModel:
         """The fitted model as data (what ``save`` writes and ``astrodask predict`` scores with)."""
         check_is_fitted(self, "coef_")
-        return SoftmaxModel(self.spec_, self.coef_, self.intercept_, tuple(self.classes_), info=self.info_,
+        return SoftmaxModel(self.spec_, self.coef_, self.intercept_, tuple(self.class_names_), info=self.info_,
                             domain=self.domain_, companion=self.companion_)
 
     # ------------------------------------------------------------------------------------------ prediction
@@ -308,7 +322,7 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
             self._policies()
             require_columns(X, model.required, "X", model.optional)
             parts = [delayed(_prior_sums_partition)(p, model, self.sentinels, self.missing) for p in X.to_delayed()]
-            sums = sum(_current_client().compute(parts, sync=True), priors.PriorSums())
+            sums = sum(track(_current_client().compute(parts), "priors", quiet=True), priors.PriorSums())
         else:
             scored = model.score(self._frame(X))
             sums = priors.sums_of(scored.proba, scored.photometric)
@@ -335,12 +349,13 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
         return _proba(model, self._frame(X), target)
 
     def predict(self, X):
-        """The most probable class name of each row (NumPy, or a lazy Dask array)."""
+        """The most probable class of each row, as ``classes_`` (NumPy, or a lazy Dask array)."""
         X = catalog_frame(X)
         model = self.model_
         target = self._target_priors(X)
         if is_dask_frame(X):
-            return self._lazy(X, _predict_partition, np.empty((0,), dtype=object), target)
+            return self._lazy(X, _predict_partition, np.empty((0,), dtype=self.classes_.dtype), target,
+                              self.classes_)
         return self.classes_[_proba(model, self._frame(X), target).argmax(axis=1)]
 
     def expanded_features(self, X) -> np.ndarray:
@@ -379,8 +394,10 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
         return _mask_of(self.model_.score(self._frame(X)), what)
 
     def score(self, X, y, sample_weight=None):
-        """Accuracy on the labelled rows of y (labels in any case; null labels are left out)."""
+        """Accuracy on the labelled rows of y (names in any case, or integer class indices as in ``fit``; null
+        labels are left out)."""
         model = self.model_
+        y = _label_names(y)
         if is_dask_frame(X):
             if sample_weight is not None:
                 raise AstrodaskError("sample_weight is not supported with a Dask DataFrame X")
@@ -390,8 +407,9 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
             require_columns(X, model.required, "X", model.optional)
             cols = [*model.columns_for(X.columns), *[c for c in (schema.ZWARNING,) if c in X.columns]]
             frame = X[cols].assign(**{LABEL: y})
-            sums = frame.map_partitions(_score_partition, model, self.sentinels, self.missing,
-                                        meta=np.empty((0, 2))).sum(axis=0).compute()
+            total = frame.map_partitions(_score_partition, model, self.sentinels, self.missing,
+                                         meta=np.empty((0, 2))).sum(axis=0)
+            sums = track([_current_client().compute(total)], "score", quiet=True)[0]  # bounded (cluster.watch)
             correct, n = float(sums[0]), float(sums[1])
         else:
             codes = labels.encode(_pandas_labels(y, len(X)), where="y")
@@ -407,10 +425,16 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
 
     def save(self, path, overwrite: bool = False) -> str:
         """Write the model directory (``model.json`` + ``weights.npz``, as ``astrodask train`` does, and
-        ``history.json``) to ``path`` (a directory or URL), committed whole; returns where it went."""
+        ``history.json``) to ``path`` (a directory or URL), committed whole; returns where it went.
+
+        A model (or other output) astrodask wrote at ``path`` is replaced only with ``overwrite=True``."""
         model = self.model_
         model = replace(model, info=replace(self.info_, config={"estimator": self.get_params()}))
         dest = Location.of(path)
+        if not overwrite and is_complete(dest):
+            kind = read_meta(dest).get("kind") or "output"
+            raise AstrodaskError(f"{dest} already exists (an astrodask {kind}); pass overwrite=True to replace it, "
+                                 "or choose another path")
         weights = hashlib.sha256(self.coef_.tobytes() + self.intercept_.tobytes()).hexdigest()[:16]
         fp = {"stage": "estimator", "weights": weights, "params": self.get_params()}
         with StagedOutput(dest, overwrite=overwrite, kind="model", fingerprint=fp) as out:
@@ -443,6 +467,21 @@ def _current_client():
     except (ImportError, ValueError):
         raise AstrodaskError("X is a Dask DataFrame but no Dask client is running; connect one first "
                              "(astrodask.cluster.connect(...) or distributed.Client(...))") from None
+
+
+def _integer_labels(y) -> bool:
+    if is_dask_series(y):
+        return pd.api.types.is_integer_dtype(y.dtype) and not pd.api.types.is_bool_dtype(y.dtype)
+    return y is not None and labels.integer_labels(y)
+
+
+def _label_names(y):
+    """``y`` with integer class indices read as class names (``labels.names_of_indices``); other labels as given."""
+    if not _integer_labels(y):
+        return y
+    if is_dask_series(y):
+        return y.map_partitions(labels.names_of_indices, meta=(y.name, object))
+    return labels.names_of_indices(y if isinstance(y, pd.Series) else pd.Series(list(y), dtype=object))
 
 
 def _pandas_labels(y, n: int) -> pd.Series:
@@ -501,9 +540,10 @@ def _proba_partition(df, model, sentinels, missing, target=None):
     return _proba(model, _checked(df, model, sentinels, missing), target)
 
 
-def _predict_partition(df, model, sentinels, missing, target=None):
+def _predict_partition(df, model, sentinels, missing, target=None, classes=None):
     p = _proba_partition(df, model, sentinels, missing, target)
-    return np.asarray(model.classes_, dtype=object)[p.argmax(axis=1)]
+    names = np.asarray(model.classes_, dtype=object) if classes is None else np.asarray(classes)
+    return names[p.argmax(axis=1)]
 
 
 def _mask_partition(df, model, sentinels, missing, what):

@@ -88,6 +88,31 @@ class Fitted:
     """The warm start, when there was one (not after a resume past it)."""
 
 
+SMALL = 100
+"""Fewer labelled training rows than this in a class, or held-out rows in all, make :func:`small_data` warn."""
+
+
+def small_data(counts: Counts, rule: SplitRule) -> str | None:
+    """The warning for a training too small to trust (fewer than SMALL training rows in a class, or fewer than
+    SMALL held-out rows: the holdout, or without one the validation rows), or None."""
+    train = counts.train
+    if rule.test[1] > rule.test[0]:
+        held, name = int(counts.test.sum()), "holdout"
+    elif rule.valid[1] > rule.valid[0]:
+        held, name = int(counts.valid.sum()), "validation"
+    else:
+        held, name = None, ""  # no held-out rows asked for
+    reasons = [f"under ~{SMALL} training rows in a class"] if train.min() < SMALL else []
+    if held is not None and held < SMALL:
+        reasons.append(f"under ~{SMALL} {name} rows")
+    if not reasons:
+        return None
+    by_class = ", ".join(f"{c} {int(n):,}" for c, n in zip(schema.CLASSES, train))
+    held_part = f" and {held:,} {name} rows" if held is not None else ""
+    return (f"only {int(train.sum()):,} labelled training rows ({by_class}){held_part}: with "
+            f"{' and '.join(reasons)} the model and its metrics are not reliable; train on more rows")
+
+
 def parallel_evaluator(backend, items: list, spec, weights: np.ndarray, rule: SplitRule, warm: float = 0.0,
                        subsample: bool = False) -> Callable:
     """theta -> SplitSums of every item (of their warm-start subsamples with ``subsample``), each computed where
@@ -134,15 +159,16 @@ def fit(backend, items: list, n_rows: int, opts: TrainOptions, rule: SplitRule, 
         f"flagged; {main.counts.unusable:,} of the labelled rows here)")
     comp = fit_one(backend, items, n_rows, replace(opts, features=companion), rule, where=where,
                    workspace=workspace.child(COMPANION) if workspace is not None else None, shuffle=shuffle,
-                   config=config, quiet=quiet, log=log)
+                   config=config, quiet=quiet, log=log, check_size=False)
     return replace(main, model=replace(main.model, companion=comp.model), companion=comp)
 
 
 def fit_one(backend, items: list, n_rows: int, opts: TrainOptions, rule: SplitRule, *, where: str,
             workspace: Workspace | None = None, shuffle: Callable | None = None, config: dict | None = None,
-            quiet: bool = False, log: Callable[[str], None] = console_log) -> Fitted:
+            quiet: bool = False, log: Callable[[str], None] = console_log, check_size: bool = True) -> Fitted:
     """Fit the features on ``items`` (pass 1), build the feature blocks by the cache policy, fit the scaler and
-    run the epoch loop with the optimiser of ``opts.mode``: one model."""
+    run the epoch loop with the optimiser of ``opts.mode``: one model (``check_size``: log the
+    :func:`small_data` warning)."""
     resume = workspace is not None and workspace.resume
     fitted = load_features(workspace.directory, workspace.fingerprint) if resume else None
     if fitted is not None:
@@ -154,6 +180,9 @@ def fit_one(backend, items: list, n_rows: int, opts: TrainOptions, rule: SplitRu
     if len(present) < 2:
         raise AstrodaskError(f"{where}: the labelled training rows are all {present[0]}; a classifier needs rows of "
                              "at least two classes")
+    small = small_data(counts, rule) if check_size else None
+    if small:
+        log(f"warning: {small}")
     if counts.unlabelled:
         log(f"{counts.unlabelled:,} unlabelled rows (no class) left out of training and evaluation; "
             f"{int(counts.by_split.sum()):,} labelled rows used")

@@ -279,9 +279,9 @@ def reliability(m: Metrics):
         ax.plot([0, 1], [0, 1], color="grey", ls=":", lw=1.2)
         big = cnt >= MIN_N
         # NaN in the small bins breaks the line there: only neighbouring well-filled bins are joined
-        ax.errorbar(np.where(big, x, np.nan), np.where(big, y, np.nan),
-                    yerr=[np.where(big, y - lo, 0), np.where(big, hi - y, 0)], fmt="o-", color=COLOURS[c], ms=5,
-                    lw=1.6, capsize=2)
+        bars = np.clip([np.where(big, y - lo, 0), np.where(big, hi - y, 0)], 0, None)  # rounding: never < 0
+        ax.errorbar(np.where(big, x, np.nan), np.where(big, y, np.nan), yerr=bars, fmt="o-", color=COLOURS[c],
+                    ms=5, lw=1.6, capsize=2)
         small = (cnt > 0) & ~big
         ax.plot(x[small], y[small], "o", mfc="white", mec=COLOURS[c], ms=6)
         ax.set_xlim(0, 1)

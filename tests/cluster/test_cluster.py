@@ -216,6 +216,7 @@ def test_workers_that_cannot_start_are_reported_in_one_line(tmp_path):
     ({"cluster": "pbs", "tls_ca": __file__, "tls_cert": __file__, "tls_key": __file__}, "tls"),
     ({"memory_limit": "1MiB"}, "memory_limit"),
     ({"memory_limit": "256MiB"}, "memory_limit"),
+    ({"memory_limit": "639MiB"}, "memory_limit"),
     ({"worker_timeout": 0}, "worker_timeout"),
     ({"timeout": -1}, "timeout"),
     ({"scheduler": "http://127.0.0.1:8787/status"}, "scheduler"),
@@ -236,7 +237,7 @@ def test_cluster_config_refuses_with_the_field_named(kwargs, field):
     {"cluster": "htcondor", "adapt_max": 3},
     {"scheduler": "tls://10.0.0.5:8786"},
     {"scheduler": "127.0.0.1:8786"},
-    {"memory_limit": "384MiB"},
+    {"memory_limit": "640MiB"},
 ])
 def test_cluster_config_accepts(kwargs):
     ClusterConfig(**kwargs)
@@ -297,3 +298,25 @@ def test_importing_dask_jobqueue_keeps_ctrl_c_an_interrupt():
             "print(signal.getsignal(signal.SIGINT) is before, before is signal.default_int_handler)\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=GUARD)
     assert r.stdout.split() == ["True", "True"], r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("text, cause", [
+    ("jobqueue:\n  slurm:\n    cores: 2\n    memory: [2GiB\n",
+     "while parsing a flow sequence (line 4, column 13): expected ',' or ']', but got '<stream end>' (line 5, column 1)"),
+    ("jobqueue:\n  slurm:\n\tcores: 2\n",
+     "while scanning for the next token: found character '\\t' that cannot start any token (line 3, column 1)"),
+])
+def test_a_malformed_dask_config_file_is_one_line_with_its_whole_cause(tmp_path, text, cause):
+    """I4: Dask reads every YAML file of its config directories at import: the CLI names the file and YAML's full
+    cause (what and where), not only the first line of dask's message."""
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "jobqueue.yaml").write_text(text)
+    r = subprocess.run([sys.executable, "-m", "astrodask.cli", "convert", "in.csv", str(tmp_path / "ds"), "-q"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                       env={**os.environ, "DASK_CONFIG": str(conf)})
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 1 and len(lines) == 1, r.stderr
+    assert lines[0] == (f"astrodask: error: the Dask config file {conf / 'jobqueue.yaml'} is not valid ({cause}); fix "
+                        "it or move it away (Dask reads every YAML file in $DASK_CONFIG, ~/.config/dask and "
+                        "/etc/dask)"), lines[0]

@@ -19,7 +19,10 @@ import uuid
 from pathlib import Path
 
 import pytest
+from support import preloads
 from support.slurm_util import cancel, require_slurm, squeue, wait_until_gone
+
+from astrodask.cluster import MIN_WORKER_MEMORY
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "data" / "sdss_sample.csv"
@@ -27,6 +30,7 @@ SBATCH_SCRIPT = ROOT / "jobs" / "classify_sdss.sbatch"
 CLI = [sys.executable, "-m", "astrodask.cli"]
 GUARD = 300  # subprocess timeouts: guards against a hang, never measured durations
 EPOCHS = "5"
+MIN_MIB = MIN_WORKER_MEMORY >> 20
 
 
 def _env(**extra) -> dict:
@@ -149,6 +153,47 @@ def test_jobs_that_start_no_worker_in_time_are_cancelled(slurm, jobqueue_config,
     assert wait_until_gone(name=name) == [], "jobs left in the queue"
 
 
+@pytest.mark.cluster
+def test_jobqueue_memory_under_the_floor_is_refused_before_any_job(slurm, jobqueue_config, tmp_path):
+    """jobqueue memory too small for a worker (its workers restarted in a loop): refused in one line, up front,
+    naming the per-worker memory and both fixes; nothing is submitted."""
+    config, name = jobqueue_config
+    with open(config / "jobqueue.yaml", "a") as f:
+        f.write("    memory: 100MiB\n")
+    r = subprocess.run([*CLI, "convert", str(SAMPLE), str(tmp_path / "ds"), "--cluster", "slurm", "-q"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=GUARD,
+                       env=_env(DASK_CONFIG=str(config)), stdin=subprocess.DEVNULL)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 1 and len(lines) == 1, r.stderr
+    assert lines[0] == (f"astrodask: error: jobqueue.slurm.memory: 100MiB per job is 100 MiB per worker (processes 1), "
+                        f"below the {MIN_MIB} MiB a worker needs; set memory: {MIN_MIB}MiB or more under jobqueue.slurm "
+                        f"in the Dask config, or pass --memory-limit {MIN_MIB}MiB (per worker)"), lines[0]
+    assert squeue(name=name) == []
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_worker_jobs_restarting_in_a_loop_end_the_job_at_the_worker_timeout(slurm, jobqueue_config, tmp_path):
+    """A worker job whose worker its nanny restarts over and over for memory (joined paused, then over 95 % of its
+    limit: no task ever dies on it, so distributed never gives up): one line once --worker-timeout has passed with
+    no task finished, and the job is cancelled."""
+    config, name = jobqueue_config
+    preload = preloads.restarting(tmp_path / "restart_preload.py")
+    with open(config / "jobqueue.yaml", "a") as f:
+        f.write(f"    memory: 1GiB\n    worker-extra-args: ['--preload', '{preload}']\n")
+    r = subprocess.run([*CLI, "convert", str(SAMPLE), str(tmp_path / "ds"), "--cluster", "slurm", "--worker-timeout",
+                        "30", "-q"], capture_output=True, text=True, cwd=tmp_path, timeout=GUARD,
+                       env=_env(DASK_CONFIG=str(config)), stdin=subprocess.DEVNULL)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 1 and len(lines) == 1, r.stderr
+    assert lines[0].startswith("astrodask: error: convert: the Dask workers keep restarting ("), lines[0]
+    assert "without a task finishing" in lines[0] and lines[0].endswith("--resume"), lines[0]
+    logs = "".join(p.read_text(errors="replace") for p in tmp_path.glob("slurm-*.out"))
+    assert logs.count("Restarting") >= 2, logs[-3000:]  # the nanny's "exceeded 95% memory budget. Restarting..."
+    assert wait_until_gone(name=name) == [], "jobs left in the queue"
+    assert not (tmp_path / "ds").exists()
+
+
 # ------------------------------------------------------------------------------------------------ one allocation
 
 
@@ -259,3 +304,33 @@ def test_job_script_without_a_site_profile_runs_this_python(tmp_path):
     assert "--nthreads 2" in worker and "--memory-limit 2.00GiB" in worker, worker
     assert shutil.which("bash")  # the generated script's shebang
     assert lines[0] == "#!/usr/bin/env bash"
+
+
+def test_job_script_refuses_a_jobqueue_memory_under_the_floor(tmp_path):
+    """The per-worker share of jobqueue memory is checked for job_script as for a run; --memory-limit (per
+    worker) overrides it. Needs no SLURM; in a subprocess with its own DASK_CONFIG, like the tests above."""
+    if os.environ.get("CI", "").lower() != "true":
+        pytest.importorskip("dask_jobqueue", reason="dask-jobqueue is not installed (pip install -e .[hpc])")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "jobqueue.yaml").write_text("jobqueue:\n  slurm:\n    cores: 2\n    memory: 1GiB\n    processes: 2\n")
+    code = textwrap.dedent(f"""\
+        import json
+        from astrodask.cluster import ClusterConfig, job_script
+        from astrodask.errors import ConfigError
+        try:
+            job_script(ClusterConfig(cluster="slurm"))
+            refused = None
+        except ConfigError as exc:
+            refused = str(exc)
+        script = job_script(ClusterConfig(cluster="slurm", memory_limit="{MIN_MIB}MiB"))
+        print(json.dumps({{"refused": refused, "script": script}}))
+        """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env=_env(DASK_CONFIG=str(site)))
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["refused"] is not None and out["refused"].startswith(
+        f"jobqueue.slurm.memory: 1GiB per job is 512 MiB per worker (processes 2), below the {MIN_MIB} MiB a worker "
+        f"needs; set memory: {2 * MIN_MIB}MiB"), out["refused"]
+    assert f"--memory-limit {MIN_MIB}.00MiB --nworkers 2" in out["script"], out["script"]

@@ -330,6 +330,59 @@ def test_ctrl_c_mid_training_ends_quietly_with_a_resume_hint(small_csv, tmp_path
     assert (model / "_SUCCESS").is_file()
 
 
+def _group_gone(pgid: int, timeout: float = 60) -> bool:
+    """Wait until no process of group ``pgid`` is left (the CLI's LocalCluster and multiprocessing's resource
+    tracker, which prints its leak warnings as it exits)."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        left = []
+        for p in psutil.process_iter(["pid", "status"]):
+            try:
+                if os.getpgid(p.pid) == pgid and p.info["status"] != psutil.STATUS_ZOMBIE:
+                    left.append(p)
+            except (ProcessLookupError, psutil.Error):
+                pass
+        if not left:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_sigterm_mid_training_ends_with_one_line_a_resume_hint_and_no_leak(small_csv, tmp_path):
+    """SIGTERM (kill, a batch system's timeout) to the CLI alone, mid-training on its own LocalCluster: the cluster
+    is closed in order (no leaked-semaphore warning from multiprocessing's resource tracker), one line with the
+    --resume hint, exit 143 (128 + SIGTERM); --resume then finishes the model."""
+    model, ds = tmp_path / "m", tmp_path / "ds"
+    assert run_cli("convert", small_csv, ds, "--workers", "1", "--quiet").returncode == 0
+    argv = ["train", str(ds), "--model", str(model), "--epochs", "60", "--patience", "0"]
+    with (tmp_path / "err.txt").open("w") as err:
+        proc = subprocess.Popen([*CLI, *argv, "--workers", "2"], stdout=subprocess.DEVNULL, stderr=err,
+                                start_new_session=True,
+                                env={k: v for k, v in os.environ.items() if k != "DASK_SCHEDULER_ADDRESS"})
+        ckpt = tmp_path / ".m.staging" / "checkpoint.json"
+        deadline = time.monotonic() + 120
+        while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        try:
+            assert ckpt.exists(), (tmp_path / "err.txt").read_text()
+            proc.send_signal(signal.SIGTERM)  # the CLI only, not its workers
+            proc.wait(timeout=90)
+            assert _group_gone(proc.pid), "processes of the terminated job were left behind"
+        finally:
+            if proc.poll() is None or not _group_gone(proc.pid, 0):
+                os.killpg(proc.pid, signal.SIGKILL)
+    stderr = (tmp_path / "err.txt").read_text()
+    lines = [ln for ln in message_lines(stderr) if not ln.startswith("[astrodask]")]
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert "Traceback" not in stderr and "resource_tracker" not in stderr and "leaked" not in stderr, stderr
+    assert lines == ["astrodask: terminated (SIGTERM); rerun the same command with --resume to continue"], stderr
+    r = run_cli(*argv, "--resume", "--workers", "1", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert (model / "_SUCCESS").is_file()
+
+
 def test_reports_say_which_rows_their_metrics_are_over(job):
     holdout = (job / "model" / "report" / "index.html").read_text()
     assert "Holdout rows" in holdout

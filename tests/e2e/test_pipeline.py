@@ -272,12 +272,12 @@ _PINNED: list = []
 
 
 def _fragment_heap() -> int:
-    """Task: 200 MiB of 1 MiB NumPy arrays interleaved with small objects that stay alive (so the freed
+    """Task: 300 MiB of 1 MiB NumPy arrays interleaved with small objects that stay alive (so the freed
     space is fragmented heap, not the top of it); returns how many small objects are pinned."""
     import numpy as np
 
     big = []
-    for _ in range(200):
+    for _ in range(300):
         big.append(np.ones(1 << 17))
         _PINNED.append(np.ones(16))  # pins the heap above each big block
     del big
@@ -295,14 +295,16 @@ def _rss() -> int:
 def test_workers_give_freed_memory_back_under_a_tight_limit(monkeypatch):
     """Memory a task freed must not stay with the worker: a worker paused for memory runs no task, so memory
     that only a task could release would keep it paused for ever (seen with predict at 512 MiB per worker)."""
-    from astrodask.cluster import TRIM_FRACTION
+    from astrodask.cluster import MIN_WORKER_MEMORY, TRIM_FRACTION
 
     monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
-    # a limit the fragmented 200 MiB pushes the worker over TRIM_FRACTION of (as under a tight production limit)
-    with connect(ClusterConfig(n_workers=1, memory_limit="500MiB"), quiet=True) as client:
+    # the smallest limit, which the fragmented 300 MiB push the worker over TRIM_FRACTION of (as under a tight
+    # production limit)
+    with connect(ClusterConfig(n_workers=1, memory_limit=f"{MIN_WORKER_MEMORY >> 20}MiB"), quiet=True) as client:
         before = list(client.run(_rss).values())[0]
-        assert before < TRIM_FRACTION * (500 << 20), f"the worker starts at {before >> 20} MiB: raise the limit"
-        assert client.submit(_fragment_heap, pure=False).result() == 200
+        assert before < TRIM_FRACTION * MIN_WORKER_MEMORY, f"the worker starts at {before >> 20} MiB: raise the limit"
+        assert before + (300 << 20) > TRIM_FRACTION * MIN_WORKER_MEMORY, "the task would not reach the trim threshold"
+        assert client.submit(_fragment_heap, pure=False).result() == 300
         after = list(client.run(_rss).values())[0]
     assert after - before < 50 << 20, f"worker kept {(after - before) >> 20} MiB after the task"
 

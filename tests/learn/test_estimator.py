@@ -442,3 +442,103 @@ def test_public_names_are_exported_lazily_and_lower_layers_never_import_learn():
             "bad = [m for m in ('astrodask.learn', 'sklearn') if m in sys.modules]; print(bad); sys.exit(bool(bad))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+# ------------------------------------------------------------------------------------------------ labels (issue 24)
+
+
+def _indices(y: pd.Series) -> pd.Series:
+    return y.map({"GALAXY": 0, "QSO": 1, "STAR": 2}).astype("int64")
+
+
+def test_integer_labels_are_class_indices_in_schema_order(frame, fitted, other):
+    """0 GALAXY, 1 QSO, 2 STAR (what a LabelEncoder gives the names): the same model as the names; classes_,
+    predict and score then speak integers."""
+    est = SDSSClassifier(**FAST).fit(frame, _indices(frame["class"]))
+    np.testing.assert_array_equal(est.coef_, fitted.coef_)
+    assert list(est.classes_) == [0, 1, 2] and list(est.class_names_) == CLASSES
+    names = fitted.predict(other)
+    np.testing.assert_array_equal(est.predict(other), pd.Series(names).map({"GALAXY": 0, "QSO": 1, "STAR": 2}))
+    np.testing.assert_array_equal(est.predict_proba(other), fitted.predict_proba(other))
+    assert est.score(frame, _indices(frame["class"])) == fitted.score(frame, frame["class"])
+
+
+def test_digit_text_labels_are_no_class_indices(frame):
+    with pytest.raises(AstrodaskError) as info:
+        SDSSClassifier(**FAST).fit(frame, _indices(frame["class"]).astype(str))
+    msg = str(info.value)
+    assert "label(s) are not one of GALAXY, QSO, STAR: '0' (" in msg, msg
+    assert msg.endswith("(class indices are read only from integers: 0 = GALAXY, 1 = QSO, 2 = STAR)"), msg
+
+
+def test_an_integer_label_out_of_range_is_refused_with_the_mapping(frame):
+    y = _indices(frame["class"])
+    y.iloc[:5] = 3
+    with pytest.raises(AstrodaskError) as info:
+        SDSSClassifier(**FAST).fit(frame, y)
+    assert str(info.value) == ("y: integer labels are class indices, 0 = GALAXY, 1 = QSO, 2 = STAR; 5 are not: 3 (5); "
+                               "fix them, or give class names"), str(info.value)
+
+
+def test_cross_val_predict_with_predict_proba(frame):
+    """scikit-learn encodes the names as 0, 1, 2 for method='predict_proba' and checks classes_ against them."""
+    from sklearn.model_selection import cross_val_predict
+
+    p = cross_val_predict(SDSSClassifier(max_iter=20, patience=0), frame, frame["class"], cv=3,
+                          method="predict_proba")
+    assert p.shape == (len(frame), 3)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-9)
+    truth = _indices(frame["class"]).to_numpy()
+    assert (p.argmax(axis=1) == truth).mean() > 0.85
+
+
+def test_save_into_an_existing_model_names_the_python_parameter(fitted, tmp_path):
+    fitted.save(tmp_path / "model")
+    with pytest.raises(AstrodaskError) as info:
+        fitted.save(tmp_path / "model")
+    msg = str(info.value)
+    assert msg == (f"{tmp_path / 'model'} already exists (an astrodask model); pass overwrite=True to replace it, or "
+                   "choose another path"), msg
+    assert "--" not in msg
+
+
+def test_small_training_data_is_warned_about_with_the_counts(frame):
+    few = pd.concat([frame[frame["class"] == c].head(n) for c, n in (("GALAXY", 300), ("QSO", 40), ("STAR", 200))])
+    with pytest.warns(UserWarning) as record:
+        SDSSClassifier(**FAST).fit(few, few["class"])
+    msgs = [str(w.message) for w in record if "labelled training rows" in str(w.message)]
+    assert len(msgs) == 1, [str(w.message) for w in record]
+    assert msgs[0].startswith("X: only "), msgs[0]
+    assert "under ~100 training rows in a class and under ~100 validation rows" in msgs[0], msgs[0]
+    assert "train on more rows" in msgs[0], msgs[0]
+
+
+def test_enough_training_data_is_not_warned_about(frame):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        SDSSClassifier(**FAST).fit(frame, frame["class"])
+
+
+@pytest.mark.cluster
+def test_dask_integer_labels_are_class_indices(dask_client, frame, other):
+    """A Dask Series of integers: the same model as the names, and predict (lazy) returns the indices."""
+    ddf = _dask(frame, 4)
+    y = ddf["class"].map({"GALAXY": 0, "QSO": 1, "STAR": 2}, meta=("class", "int64"))
+    est = SDSSClassifier(**FAST).fit(ddf, y)
+    named = SDSSClassifier(**FAST).fit(ddf, ddf["class"])
+    assert list(est.classes_) == [0, 1, 2]
+    np.testing.assert_array_equal(est.coef_, named.coef_)
+    lazy = est.predict(_dask(other, 3))
+    expected = pd.Series(named.predict(other)).map({"GALAXY": 0, "QSO": 1, "STAR": 2}).to_numpy()
+    np.testing.assert_array_equal(np.asarray(lazy.compute()).astype(np.int64), expected)
+    assert est.score(ddf, y) == named.score(ddf, ddf["class"])
+
+
+@pytest.mark.cluster
+def test_dask_priors_estimate_matches_pandas(dask_client, frame, fitted, other):
+    """priors="estimate" on a Dask X sums on the workers (a bounded wait) and gives pandas' probabilities."""
+    est = SDSSClassifier(priors="estimate", **FAST).fit(frame, frame["class"])
+    on_pandas = est.predict_proba(other)
+    on_dask = np.asarray(est.predict_proba(_dask(other, 3)).compute())
+    np.testing.assert_allclose(on_dask, on_pandas, rtol=1e-9, atol=1e-12)
+    assert not np.allclose(on_pandas, fitted.predict_proba(other))  # the estimate moved them

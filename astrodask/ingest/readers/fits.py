@@ -10,6 +10,7 @@ multi-dimensional arrays are not carried.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,22 +28,39 @@ def open_fits(loc: Location, path: str):
     """The FITS file at ``loc`` (memory-mapped when local and uncompressed); ``path`` is the name errors show."""
     from astropy.io import fits
 
-    with warnings.catch_warnings():  # astropy's verification chatter; errors are reported in one line below
-        warnings.simplefilter("ignore")
-        try:
-            if not loc.is_local:
-                return fits.open(loc.url, use_fsspec=True, fsspec_kwargs=loc.options, lazy_load_hdus=True)
-            return fits.open(loc.url, memmap=not loc.url.lower().endswith((".gz", ".bz2")), lazy_load_hdus=True)
-        except (OSError, ValueError, TypeError, EOFError) as exc:
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise AstrodaskError(f"{path}: not a readable FITS file ({msg}); check the file") from None
+    quiet_astropy()  # astropy's verification chatter; errors are reported in one line below
+    try:
+        if not loc.is_local:
+            return fits.open(loc.url, use_fsspec=True, fsspec_kwargs=loc.options, lazy_load_hdus=True)
+        return fits.open(loc.url, memmap=not loc.url.lower().endswith((".gz", ".bz2")), lazy_load_hdus=True)
+    except (OSError, ValueError, TypeError, EOFError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise AstrodaskError(f"{path}: not a readable FITS file ({msg}); check the file") from None
+
+
+_QUIET = threading.Lock()
+_FITS_MODULES = (r"astropy\.io\.fits(\..*)?", r"astrodask\.ingest\.readers\.fits")
+
+
+def quiet_astropy() -> None:
+    """Ignore astropy's FITS warnings (raised in astropy.io.fits or attributed to this module), process-wide.
+
+    Installed once, not per call with ``warnings.catch_warnings()``: the filters are one process-global list,
+    and catch_warnings in worker threads (two blocks read at a time) saves and restores it across each other,
+    leaving any thread's state, e.g. "ignore everything", to the whole process (pytest's checks included)."""
+    from astropy.utils.exceptions import AstropyWarning
+
+    with _QUIET:
+        present = {(f[0], getattr(f[2], "__name__", None), getattr(f[3], "pattern", None)) for f in warnings.filters}
+        for module in _FITS_MODULES:
+            if ("ignore", AstropyWarning.__name__, module) not in present:
+                warnings.filterwarnings("ignore", category=AstropyWarning, module=module)
 
 
 def table_hdu(hdul, path: str):
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            hdus = list(hdul[1:])
+        quiet_astropy()
+        hdus = list(hdul[1:])
         for hdu in hdus:
             if hdu.header.get("XTENSION") == "BINTABLE":
                 return hdu
