@@ -66,10 +66,10 @@ class TrainOptions:
     ``spill`` keeps them on the workers' local disks (read back memory-mapped every pass), ``stream`` re-reads
     and re-expands the data every pass; ``auto`` keeps them in memory when they fit in half the workers' memory,
     else spills them (the incremental mode always keeps its shuffled blocks in memory)."""
-    warm_start_rows: int = 250_000
-    """Parallel mode: first fit the model to convergence on a subsample of about this many training rows (chosen
-    by a hash of the row id), then continue on all rows from there with the stopping rule; a fit on all rows to
-    the optimum would take several times more full passes. 0: start from zero weights."""
+    warm_start_rows: int = 0
+    """Parallel mode: first fit the model until its objective flattens on a subsample of about this many training
+    rows (chosen by a hash of the row id), then continue on all rows from there with the stopping rule (e.g.
+    250000). 0 (the default): start from zero weights."""
     seed: int = 0
     """Seed of the incremental mode's shuffles (the parallel mode is deterministic)."""
     report: bool = True
