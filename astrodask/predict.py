@@ -270,13 +270,18 @@ def run(cfg: PredictConfig, client) -> PredictResult:
         hats_output.require_hats_import()
     carry = [c for c in CARRY if c in ds.columns]
     dest = Location.of(cfg.out, so)
-    fp = {**fingerprint(ds, model_dir, model), "format": cfg.format, "report": cfg.report}
+    # the report is an addition to the predictions, not an option of them: a rerun with or without it keeps them
+    fp = {**fingerprint(ds, model_dir, model), "format": cfg.format}
     t0 = time.perf_counter()
     with StagedOutput(dest, cfg.overwrite, cfg.resume, kind="predictions", fingerprint=fp,
                       inputs=(ds.location, model_dir)) as out:
         names = [f.name for f in ds.files]
         if out.done:
-            return PredictResult.of_manifest(str(dest), read_meta(dest))
+            done = PredictResult.of_manifest(str(dest), read_meta(dest))
+            if cfg.report and not done.report:
+                log(f"{dest}: the finished predictions have no report; write one with "
+                    f"`astrodask report {dest} --out DIR`")
+            return done
         if len(set(names)) != len(names):
             raise AstrodaskError(f"{ds.path}: partition file names repeat; reconvert the dataset")
         where = out.staging / hats_output.SCORED_DIR if cfg.format == "hats" else out.staging

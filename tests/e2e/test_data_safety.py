@@ -140,10 +140,7 @@ def test_predict_resume_on_a_finished_output_succeeds_and_changes_nothing(sched,
     """Batch systems requeue jobs: a rerun of a finished predict must succeed without touching its output."""
     out = copy_job(job, tmp_path)
     before = snapshot(out)
-    # the job's predict wrote its report (run's --report): the same options again
-    line = one_line_error(run_cli("predict", out / "dataset", out / "model", out / "predictions", "--resume", *sched))
-    assert "differ: report" in line
-    r = run_cli("predict", out / "dataset", out / "model", out / "predictions", "--report", "--resume", *sched)
+    r = run_cli("predict", out / "dataset", out / "model", out / "predictions", "--resume", *sched)
     assert r.returncode == 0, r.stderr
     assert "already complete" in r.stderr
     assert snapshot(out) == before
