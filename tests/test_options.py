@@ -171,7 +171,7 @@ def test_no_cuts_and_block_size_on_the_command_line():
 
 
 @pytest.mark.parametrize("field, value, words", [
-    ("cache", "disk", "use one of auto, memory, stream"),
+    ("cache", "disk", "use one of auto, memory, spill, stream"),
     ("monitor", "f1", "use one of accuracy, loss"),
     ("class_weight", "equal", "use one of balanced or leave it out"),
     ("features", "x-ray", "use one of spectroscopic, photometric"),
