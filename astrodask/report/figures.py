@@ -43,6 +43,14 @@ def _fig(w, h, **kw):
         return plt.figure(figsize=(w, h), dpi=DPI, layout="constrained", **kw)
 
 
+def _over_counts(height: float):
+    """A full-width figure: the main axes over a counts panel sharing its x axis; (fig, ax, axc)."""
+    fig = _fig(FULL, height)
+    gs = fig.add_gridspec(2, 1, height_ratios=[3, 1.3])
+    ax = fig.add_subplot(gs[0])
+    return fig, ax, fig.add_subplot(gs[1], sharex=ax)
+
+
 def save(fig, loc) -> tuple[int, int]:
     """Write ``fig`` as PNG to ``loc`` (a ``storage.Location``; exact size: no tight bbox); return its (width,
     height) in pixels."""
@@ -149,10 +157,7 @@ def accuracy_by(st: S.ReportSums, axis: str = "r", rng: S.Range | None = None, t
     centres = np.sqrt(edges[:-1] * edges[1:]) if axis == "z" else (edges[:-1] + edges[1:]) / 2
     n = tab.n[sl]
     ok = n >= MIN_N
-    fig = _fig(FULL, 6.2)
-    gs = fig.add_gridspec(2, 1, height_ratios=[3, 1.3])
-    ax = fig.add_subplot(gs[0])
-    axc = fig.add_subplot(gs[1], sharex=ax)
+    fig, ax, axc = _over_counts(6.2)
     acc, lo, hi = (np.where(ok, a[sl], np.nan) for a in (tab.accuracy, tab.acc_lo, tab.acc_hi))
     ax.fill_between(centres, lo, hi, color="black", alpha=0.15, step=None, lw=0)
     ax.plot(centres, acc, "o-", color="black", lw=2, ms=5, label="accuracy (band: 68 % interval)")
@@ -200,10 +205,7 @@ def class_share_by_r(st: S.ReportSums, r_range=None):
     edges = np.asarray(tab.bins.edges)
     n_all = tab.n_all[sl]
     ok = n_all >= MIN_N
-    fig = _fig(FULL, 6.0)
-    gs = fig.add_gridspec(2, 1, height_ratios=[3, 1.3])
-    ax = fig.add_subplot(gs[0])
-    axc = fig.add_subplot(gs[1], sharex=ax)
+    fig, ax, axc = _over_counts(6.0)
     bottom = np.zeros(int(ok.sum()))
     left, right = edges[:-1][ok], edges[1:][ok]
     for k, c in enumerate(S.CLASSES):
@@ -598,10 +600,7 @@ def ood_by_r(st: S.ReportSums, r_range=None, bit_names=schema.INPUT_BITS):
     xc = (edges[:-1] + edges[1:]) / 2
     n_all = tab.n_all[sl]
     ok = n_all >= MIN_N
-    fig = _fig(FULL, 5.6)
-    gs = fig.add_gridspec(2, 1, height_ratios=[3, 1.3])
-    ax = fig.add_subplot(gs[0])
-    axc = fig.add_subplot(gs[1], sharex=ax)
+    fig, ax, axc = _over_counts(5.6)
     share = np.where(ok, tab.ood_share[sl], np.nan)
     ax.plot(xc, share, "o-", color="black", lw=2.2, label="any input outside the training range")
     bits = st.ood_r_bits[sl]
