@@ -1,58 +1,22 @@
-"""The ``evaluate`` stage, and the holdout evaluation of a model: metrics as mergeable sums on the workers.
+"""The ``evaluate`` stage: predictions with true classes -> metrics (and a report), from sums made on the workers.
 
-Each partition's task returns fixed-size sums (:class:`~astrodask.metrics.EvalSums` for the metrics,
-:class:`~astrodask.report.sums.ReportSums` for the report's figures); they are added on the workers and only the
-total reaches the client, which derives the :class:`~astrodask.metrics.Metrics` and draws the report.
+Each predictions file's task returns fixed-size sums (``report.collect``); they are added on the workers and only
+the total reaches the client, which derives the :class:`~astrodask.metrics.Metrics` and draws the report.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
-import numpy as np
-
-from . import labels, schema
-from .cluster.backend import OnCluster
-from .console import track
-from .dataset import HOLDOUT, TEST, open_dataset, read_part
+from . import schema
+from .dataset import open_dataset
 from .errors import AstrodaskError
 from .metrics import HOLDOUT_JSON, METRICS_JSON, Metrics, finalize
 from .options import JobFlags
-from .report import provenance
-from .report import stage as report_stage
-from .report.stage import frame_sums
-from .report.sums import PartSums, add
-from .storage import Location, StagedOutput, parquet_file, read_json, read_meta, write_json_atomic
-
-
-def _holdout_task(file: str, model) -> PartSums:
-    cols = list(dict.fromkeys([schema.ID, schema.CLASS, "alpha", "delta", schema.REDSHIFT, schema.ZWARNING,
-                               *model.inputs]))
-    with parquet_file(file) as pf:
-        have = set(pf.schema_arrow.names)
-    df = read_part(file, [c for c in cols if c in have])
-    df = df[HOLDOUT.of(df[schema.ID].to_numpy()) == TEST]
-    y = labels.encode(df[schema.CLASS], where=f"{file}: column {schema.CLASS}").astype(np.int64)
-    unlabelled = int((y < 0).sum())
-    df = df[y >= 0]  # unlabelled holdout rows are not scored: only counted
-    s = model.score(df)
-    part = frame_sums(df, s.proba, s.photometric, s.imputed, s.out_of_domain)
-    return PartSums(replace(part.metrics, n_unlabelled=unlabelled), part.figures)
-
-
-def holdout_sums(client, model, files, quiet: bool = False) -> PartSums:
-    """The sums of ``model`` on the labelled rows of the holdout split (``dataset.HOLDOUT``) of a dataset's files,
-    added on the workers."""
-    futs = client.map(_holdout_task, list(files), model=model, pure=False)
-    track(futs, "evaluate", quiet, gather=False)
-    return OnCluster(client, quiet).tree_sum(add, futs)
-
-
-def holdout(client, model, files, quiet: bool = False) -> Metrics:
-    """Metrics of ``model`` on the labelled rows of the holdout split (``dataset.HOLDOUT``) of a dataset."""
-    return finalize(holdout_sums(client, model, files, quiet).metrics)
-
+from .report import build, provenance
+from .report.collect import sums_of
+from .storage import Location, StagedOutput, read_json, read_meta, write_json_atomic
 
 # ------------------------------------------------------------------------------------------------ the stage
 
@@ -112,7 +76,7 @@ def run(cfg: EvaluateConfig, client) -> EvaluateResult:
             raise AstrodaskError(f"--holdout {model_dir}: {METRICS_JSON} is not astrodask's metrics; give a model "
                                  "directory written by `astrodask train`") from None
     if not cfg.out:
-        return EvaluateResult(finalize(report_stage.sums_of(client, ds.files, None, cfg.quiet).metrics), None, held)
+        return EvaluateResult(finalize(sums_of(client, ds.files, None, cfg.quiet).metrics), None, held)
     meta = read_meta(src)
     dest = Location.of(cfg.out, so)
     fp = {"stage": "evaluate", "predictions": ds.identity(), "holdout": held.to_json() if held else None}
@@ -121,8 +85,8 @@ def run(cfg: EvaluateConfig, client) -> EvaluateResult:
         if out.done:
             return EvaluateResult(Metrics.from_json(read_json(dest / METRICS_JSON)), str(dest), held)
         t0 = time.perf_counter()
-        data = report_stage.dataset_of(src, meta, so) if meta.get("format") != "hats" else None
-        sums = report_stage.sums_of(client, ds.files, report_stage.paired_files(ds.files, data), cfg.quiet)
+        data = build.dataset_of(src, meta, so) if meta.get("format") != "hats" else None
+        sums = sums_of(client, ds.files, build.paired_files(ds.files, data), cfg.quiet)
         metrics = finalize(sums.metrics)
         write_json_atomic(out.staging / METRICS_JSON, metrics.to_json())
         if held is not None:
@@ -132,12 +96,12 @@ def run(cfg: EvaluateConfig, client) -> EvaluateResult:
         if data is not None:
             inputs_p.append(provenance.input_record("dataset", data.location, read_meta(data.location)))
         prov = provenance.make(client, inputs_p, {"holdout": cfg.holdout},
-                               (*report_stage.stage_times(meta), provenance.StageTime("evaluate",
+                               (*build.stage_times(meta), provenance.StageTime("evaluate",
                                                                                       time.perf_counter() - t0)))
         rows = ("All predicted rows (training, validation and holdout rows together; the holdout alone is in "
                 f"{HOLDOUT_JSON})") if held else None
         page.write(out.staging, sums.figures, metrics, kind="evaluation", title=title, subtitle=rows,
-                   ranges=report_stage.ranges_of(report_stage.load_model(meta, so)), provenance=prov)
+                   ranges=build.ranges_of(build.load_model(meta, so)), provenance=prov)
         out.commit({"predictions": ds.path, "accuracy": metrics.accuracy, "stage": "evaluate",
                     "seconds": time.perf_counter() - t0})
     return EvaluateResult(metrics, str(dest), held)

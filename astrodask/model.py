@@ -165,13 +165,6 @@ PATHS = ("spectroscopic", "photometric")
 """The scoring paths, the values of the predictions' ``scored_by`` column (index: ``Scores.photometric``)."""
 
 
-def reweight(proba: np.ndarray, train_priors, target_priors) -> np.ndarray:
-    """Bayes' rule for another class mix: p'(k|x) proportional to p(k|x) * target_k / train_k."""
-    w = np.asarray(target_priors, np.float64) / np.maximum(np.asarray(train_priors, np.float64), 1e-300)
-    p = proba * w
-    return p / np.maximum(p.sum(axis=1, keepdims=True), 1e-300)
-
-
 @dataclass
 class SoftmaxModel:
     """Multinomial logistic regression with the scikit-learn conventions ``classes_``, ``predict_proba``."""

@@ -28,8 +28,8 @@ from .dataset import open_dataset
 from .errors import AstrodaskError, ConfigError
 from .model import MODEL_JSON, PATHS, WEIGHTS, SoftmaxModel
 from .options import JobFlags, check_choices
+from .report.build import PREDICTIONS_REPORT_DIR, write_report
 from .report.provenance import StageTime
-from .report.stage import PREDICTIONS_REPORT_DIR, write_report
 from .storage import (
     FileCheck,
     Location,

@@ -15,7 +15,7 @@ T0 = time.perf_counter()
 import numpy as np
 from distributed import wait
 
-from astrodask import evaluate, schema
+from astrodask import schema
 from astrodask.cluster import ClusterConfig, connect
 from astrodask.cluster.backend import OnCluster
 from astrodask.dataset import (
@@ -24,6 +24,7 @@ from astrodask.dataset import (
 )
 from astrodask.learn import blocks, feature_stats
 from astrodask.model import SoftmaxModel
+from astrodask.report.collect import holdout
 
 
 def phase(name: str, t0: float) -> float:
@@ -51,7 +52,7 @@ def main(dataset: str) -> None:
             be.group_sum(blocks.grad_sums, blocks.add_sums, work, theta=theta, spec=spec, weights=w, rule=HOLDOUT)
             t = phase("gradient evaluation", t)
         model = SoftmaxModel(spec, theta[:, :-1], theta[:, -1], schema.CLASSES, info={})
-        evaluate.holdout(client, model, ds.files, quiet=True)
+        holdout(client, model, ds.files, quiet=True)
         t = phase("holdout evaluation", t)
     phase("cluster close", t)
 

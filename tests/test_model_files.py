@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from astrodask import evaluate, ingest
+from astrodask import ingest
 from astrodask.dataset import open_dataset
 from astrodask.errors import AstrodaskError
 from astrodask.learn import TrainConfig, stage
 from astrodask.model import FORMAT_VERSION, MODEL_JSON, WEIGHTS, SoftmaxModel, weights_digest
+from astrodask.report.collect import holdout
 
 EPOCHS = 30
 
@@ -123,7 +124,7 @@ def test_loaded_model_reproduces_the_training_metrics(trained):
     """metrics.json was computed with the in-memory model before saving; the loaded model gives the same."""
     client, ds, model_dir, _ = trained
     saved = json.loads((model_dir / "metrics.json").read_text())
-    again = evaluate.holdout(client, SoftmaxModel.load(model_dir), ds.files, quiet=True)
+    again = holdout(client, SoftmaxModel.load(model_dir), ds.files, quiet=True)
     assert [list(r) for r in again.confusion_matrix] == saved["confusion_matrix"]
     assert again.accuracy == saved["accuracy"] > 0.9
     assert again.log_loss == pytest.approx(saved["log_loss"], rel=1e-12)

@@ -30,6 +30,9 @@ Everything the kernel needs about a model is in plain NumPy arrays (:class:`Kern
 model (``SoftmaxModel.kernel_params`` keeps them). Compiled code is cached beside this module (numba's
 ``cache=True``); where that directory is read-only numba uses the user's cache directory, and where there is no
 writable one at all the kernel is compiled in each process (a few seconds, once, on first use).
+
+The three kernels are in one module because they share the per-row basis code (steps 1-3) that numba must
+compile together; that is why it is longer than most.
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ and weights, never the rows). Prediction on a Dask DataFrame is lazy and partiti
 ``ParallelPostFit``. ``save`` and ``load`` use the model files of the command line (JSON + npz, no pickle), so a
 model trained with ``astrodask train`` loads as an estimator and an estimator's model scores with
 ``astrodask predict``.
+
+One class with scikit-learn's whole surface (parameters, fit on pandas and on Dask, predict/predict_proba/
+score, the Dask partition-wise paths, save/load, LSDB), which is why this module is longer than most.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ gradient contribution are computed while the row is in cache, so a persisted flo
 epoch (the NumPy version reads it twice through two BLAS calls of width 3, which run far below the memory
 bandwidth). Sums are in float64 whatever the block's precision; its reductions may be reordered (``reassoc``)
 so that they vectorise: results match the NumPy reference to floating-point rounding, not bit for bit
-(tests/learn/test_loss.py). :func:`column_moments` is the scaler's sums.
+(tests/learn/test_loss.py).
 
 :func:`compact_sums` and :func:`compact_moments` do the same for *compact* rows (``features.compiled.Layout``:
 per row the standardised base features and, per distinct B-spline basis, its 4 non-zero values and the index of
@@ -66,18 +66,6 @@ def softmax_sums(x, y, w, coef, intercept, grad):  # pragma: no cover - compiled
             for j in range(d):
                 grad[k, j] += r * x[i, j]
     return loss, wsum, correct
-
-
-@jit  # no fastmath: it lets LLVM square in float32; the j loop vectorises anyway
-def column_moments(x, total, total_sq):  # pragma: no cover - compiled
-    """Add the column sums and sums of squares of ``x`` (float64) into ``total`` and ``total_sq``."""
-    n, d = x.shape
-    for i in range(n):
-        for j in range(d):
-            v = np.float64(x[i, j])
-            total[j] += v
-            total_sq[j] += v * v
-
 
 
 @jit(fastmath=FAST)
@@ -237,7 +225,7 @@ def compact_sums(zb, vals, first, y, class_weight, spline, tensor, inter, w, bia
     return loss, wsum, correct
 
 
-@jit  # no fastmath, as column_moments
+@jit  # no fastmath: it lets LLVM square in float32
 def compact_moments(zb, vals, first, spline, tensor, inter, total, total_sq):  # pragma: no cover - compiled
     """Add the column sums and sums of squares of the unscaled expanded features of compact rows (float64; only
     the non-zeros contribute) into ``total`` and ``total_sq``."""

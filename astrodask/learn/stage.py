@@ -14,14 +14,15 @@ import threading
 import time
 from dataclasses import asdict, dataclass, replace
 
-from .. import evaluate, schema
+from .. import schema
 from ..cluster.backend import OnCluster
 from ..console import log
 from ..dataset import HOLDOUT, open_dataset
 from ..features import raw_columns, resolve_feature_set
 from ..metrics import METRICS_JSON, Metrics, finalize
 from ..model import HISTORY_JSON
-from ..report.stage import MODEL_REPORT_DIR
+from ..report.build import MODEL_REPORT_DIR
+from ..report.collect import holdout_sums
 from ..storage import Location, StagedOutput, read_json, read_meta, write_json_atomic
 from .config import TrainConfig, digest
 from .loop import EpochRecord
@@ -56,7 +57,7 @@ def _training_record(fitted: Fitted, cfg: TrainConfig) -> dict:
 def _report(client, dest, ds, cfg: TrainConfig, model, figures, metrics: Metrics, history, seconds: float) -> None:
     """The model's report: the holdout's figures, the learning curve, provenance."""
     from ..report import page, provenance
-    from ..report.stage import ranges_of, training_run
+    from ..report.build import ranges_of, training_run
 
     prov = provenance.make(client, [provenance.input_record("dataset", ds.location, read_meta(ds.location))],
                            asdict(cfg.options()), [provenance.StageTime("train", seconds)])
@@ -107,7 +108,7 @@ def run(cfg: TrainConfig, client) -> TrainResult:
         train = _training_record(fitted, cfg)
         if fitted.companion is not None:
             train["companion"] = _training_record(fitted.companion, replace(cfg, features=companion))
-        sums = evaluate.holdout_sums(client, model, ds.files, quiet=cfg.quiet)
+        sums = holdout_sums(client, model, ds.files, quiet=cfg.quiet)
         metrics = replace(finalize(sums.metrics), train=train)
         history = [r.to_json() for r in fitted.history]
         model.save(out.staging)

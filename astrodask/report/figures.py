@@ -4,6 +4,9 @@
 Every builder returns a ``Figure`` of a fixed size in pixels (``FULL`` = 1200 px wide, ``HALF`` = 600 px; ``DPI``
 100, saved without a tight bounding box so the PNG is exactly that size); :func:`save` writes it. Legends sit
 outside the axes, so they never cover data; layout is matplotlib's constrained layout.
+
+Every figure of the report is here (about fifteen), sharing one style, the pixel sizes and the layout helpers;
+that shared look is why they are one module.
 """
 
 from __future__ import annotations
@@ -61,13 +64,6 @@ def save(fig, loc) -> tuple[int, int]:
     plt.close(fig)
     loc.write_bytes(buf.getvalue())
     return int(w), int(h)
-
-
-def png_size(data: bytes) -> tuple[int, int]:
-    """(width, height) from a PNG's IHDR chunk; ValueError for bytes that are not a PNG."""
-    if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
-        raise ValueError("not a PNG file")
-    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
 # ---- shared pieces ----------------------------------------------------------------------------------------------

@@ -28,6 +28,9 @@ output checks that it was made from the same inputs and options (its fingerprint
 writing anything; on an interrupted one it continues from the staging area (object stores: from the parts
 already in ``DEST``). A prefix holding astrodask's staging marker or manifest is astrodask's interrupted output:
 rerun without ``--resume`` clears it and starts again, like a local staging directory.
+
+One module because these rules are one protocol: the staging, the commit, overwrite and resume read and write the
+same marker and manifest, and splitting them would spread one invariant over several files.
 """
 
 from __future__ import annotations

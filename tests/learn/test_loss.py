@@ -88,16 +88,6 @@ def test_compiled_pass_matches_the_numpy_reference(dtype):
     assert abs(a.correct - b.correct) <= flips + 1e-9 * b.weight
 
 
-def test_compiled_moments_match_numpy():
-    from astrodask.learn.loss_kernel import column_moments
-
-    x = np.random.default_rng(5).normal(3.0, 2.0, size=(3000, 17)).astype(np.float32)
-    s, ss = np.zeros(17), np.zeros(17)
-    column_moments(x, s, ss)
-    np.testing.assert_allclose(s, x.astype(np.float64).sum(axis=0), rtol=1e-12)
-    np.testing.assert_allclose(ss, (x.astype(np.float64) ** 2).sum(axis=0), rtol=1e-12)
-
-
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_a_row_far_below_the_top_class_gives_a_finite_loss(dtype):
     """A row whose true class is ~1000 nats below the top one (wild photometry at sharp weights): exp of its

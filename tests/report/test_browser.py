@@ -10,7 +10,7 @@ import shutil
 import pytest
 from support.browser import BrowserUnavailable, check_page, find_chromium
 
-from astrodask.report.stage import MODEL_REPORT_DIR, PREDICTIONS_REPORT_DIR
+from astrodask.report.build import MODEL_REPORT_DIR, PREDICTIONS_REPORT_DIR
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -24,8 +24,8 @@ from astrodask.model import SoftmaxModel
 from astrodask.report import ReportConfig
 from astrodask.report import run as report_run
 from astrodask.report import sums as S
+from astrodask.report.build import MODEL_REPORT_DIR, PREDICTIONS_REPORT_DIR, training_run
 from astrodask.report.page import SUMS_NPZ
-from astrodask.report.stage import MODEL_REPORT_DIR, PREDICTIONS_REPORT_DIR, training_run
 
 PHOTOOBJ = SHARED_DATA / "sdss" / "photoObj-003900-6-0269.fits"
 LABELLED = {"accuracy_by_r.png", "accuracy_by_redshift.png", "confusion_matrix.png", "reliability.png"}

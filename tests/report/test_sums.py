@@ -15,7 +15,7 @@ from support import SHARED_DATA
 from astrodask import schema
 from astrodask.metrics import block_stats, finalize
 from astrodask.report import sums as S
-from astrodask.report.stage import frame_sums
+from astrodask.report.collect import frame_sums
 
 CLASSES = list(schema.CLASSES)
 K = len(CLASSES)

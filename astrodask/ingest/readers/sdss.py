@@ -49,13 +49,6 @@ SURVEY_PRIMARY = 1 << 8
 FLUXES = {"model": "MODELFLUX", "psf": "PSFFLUX", "cmodel": "CMODELFLUX"}
 PHOTO_COLUMNS = ("RUN", "RERUN", "CAMCOL", "FIELD", "ID", "RA", "DEC")
 SPEC_COLUMNS = ("SPECOBJID", "CLASS", "ZWARNING", "SPECPRIMARY", "PLUG_RA", "PLUG_DEC")
-CUTS = {
-    "spec_primary": "spectra other than the survey's primary spectrum of an object (SPECPRIMARY != 1)",
-    "zwarning": "spectra whose redshift fit has a warning (ZWARNING != 0)",
-    "survey_primary": "photometric detections that are not the survey's primary one (RESOLVE_STATUS bit 8 "
-                      "SURVEY_PRIMARY unset, or MODE != 1)",
-}
-"""Each named quality cut and the rows it removes."""
 
 
 def asinh_mags(flux_nmgy: np.ndarray) -> np.ndarray:
