@@ -12,9 +12,10 @@ import ast
 import functools
 import inspect
 import itertools
-import textwrap
+import sys
 import typing
 from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
 from typing import NamedTuple
 
 from .errors import ConfigError
@@ -47,18 +48,24 @@ class Option(NamedTuple):
 
 
 @functools.cache
+def _class_defs(path: str) -> dict[str, ast.ClassDef]:
+    """The top-level classes of a source file, parsed once (every CLI start reads these docstrings)."""
+    tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    return {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
+
+
+@functools.cache
 def field_docs(cls) -> dict[str, str]:
     """Field name -> the docstring written below the field, for ``cls`` and its dataclass bases."""
     docs: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
         if klass is object or not hasattr(klass, "__dataclass_fields__"):
             continue
-        try:
-            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
-        except (OSError, TypeError):  # pragma: no cover - source unavailable (frozen app)
+        path = getattr(sys.modules.get(klass.__module__), "__file__", None)
+        node = _class_defs(path).get(klass.__qualname__) if path and path.endswith(".py") else None
+        if node is None:  # pragma: no cover - source unavailable (frozen app) or a nested class
             continue
-        body = tree.body[0].body
-        for stmt, nxt in itertools.pairwise(body):
+        for stmt, nxt in itertools.pairwise(node.body):
             if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and isinstance(nxt, ast.Expr)
                     and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
                 docs[stmt.target.id] = " ".join(inspect.cleandoc(nxt.value.value).split())
