@@ -1,0 +1,167 @@
+"""CPU cost of ``predict.predict_file`` per 1 M rows, as a ratio to the raw pyarrow copy measured in the same process.
+
+What a predict task costs on a shared 2-core machine is its CPU time, not its wall time (the other job takes
+the cores it leaves), so this measures process CPU time (``time.process_time``: every thread of this process)
+of, alternately and ``--repeat`` times on each file of a synthetic dataset:
+
+* **raw**: ``pq.read_table`` of the columns predict reads (speed.py's RAW: ``PRED_COLUMNS``) + ``pq.write_table``
+  of them with pyarrow's defaults and zstd -- the I/O limit;
+* **predict_file**: the worker task as it is in this checkout (read, score, encode, write, digest).
+
+Both single-threaded in pyarrow (``pa.set_cpu_count(1)``, one I/O thread: a worker task on a 1-thread worker
+whose process shares the cores with the others). Medians over the repeats; ``ratio`` = raw CPU / predict CPU
+(1 = at the I/O limit; issue 23 item 3 asks >= 0.6). ``--label`` names the measurement in
+``results/predict_cpu.json`` (kept per label) and ``results/predict_cpu.md`` (one row per label).
+
+``--cli ROWS`` also times the whole command (``astrodask predict``, 2 workers) against the raw copy run as
+speed.py runs it (one process over the same files), wall time, alternated ``--repeat`` times.
+
+    PYTHONPATH=. python benchmarks/predict_cpu.py --data work/synth2M --model work/model-phot --label before
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import common  # noqa: E402
+from speed import PRED_COLUMNS, RAW  # noqa: E402
+
+RESULTS = HERE / "results"
+
+
+def _files(ds: Path) -> list[Path]:
+    return sorted(p for p in ds.rglob("*.parquet") if not p.name.startswith((".", "_")))
+
+
+def _raw(src: Path, dst: Path, cols: list[str]) -> None:
+    import pyarrow.parquet as pq
+
+    pq.write_table(pq.read_table(src, columns=cols, use_threads=False), dst, compression="zstd")
+
+
+def measure_cpu(ds: Path, model_dir: Path, repeat: int) -> dict:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from astrodask.model import SoftmaxModel
+    from astrodask.predict import CARRY, predict_file
+    from astrodask.storage import Location
+
+    pa.set_cpu_count(1)
+    pa.set_io_thread_count(1)
+    model = SoftmaxModel.load(str(model_dir))
+    files = _files(ds)
+    names = pq.ParquetFile(files[0]).schema_arrow.names
+    carry = [c for c in CARRY if c in names]
+    cols = [c for c in PRED_COLUMNS if c in names]
+    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    tmp = Path(tempfile.mkdtemp(prefix="predict_cpu-"))
+    try:
+        predict_file(Location.of(str(files[0])), Location.of(str(tmp / "warm.parquet")), model, carry)  # compile
+        _raw(files[0], tmp / "warm-raw.parquet", cols)
+        cpu: dict[str, list[float]] = {"raw": [], "predict_file": []}
+        for _ in range(repeat):
+            for name in cpu:
+                c0 = time.process_time()
+                for f in files:
+                    if name == "raw":
+                        _raw(f, tmp / f"raw-{f.name}", cols)
+                    else:
+                        predict_file(Location.of(str(f)), Location.of(str(tmp / f"pred-{f.name}")), model, carry)
+                cpu[name].append(time.process_time() - c0)
+        size = {name: sum((tmp / f"{p}-{f.name}").stat().st_size for f in files)
+                for name, p in (("raw", "raw"), ("predict_file", "pred"))}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    per_m = {k: float(np.median(v)) / rows * 1e6 for k, v in cpu.items()}
+    return {"rows": rows, "files": len(files), "features": model.spec.feature_set, "carry": carry,
+            "raw_columns": cols, "repeat": repeat, "cpu_seconds": cpu, "cpu_seconds_per_1M": per_m,
+            "output_bytes": size, "ratio": per_m["raw"] / per_m["predict_file"]}
+
+
+def measure_cli(rows: int, model_dir: Path, repeat: int, work: Path) -> dict:
+    import numpy as np
+
+    ds = work / f"synth{common.label(rows)}"
+    if not common.is_complete(ds):
+        subprocess.run([*common.astrodask_cmd(), "synth", "--rows", str(rows), str(ds), "--workers", "2",
+                        "--quiet", "--overwrite"], check=True)
+    walls: dict[str, list[float]] = {"raw": [], "predict": []}
+    for _ in range(repeat):
+        shutil.rmtree(work / "raw", ignore_errors=True)
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", RAW, str(ds), str(work / "raw"), ",".join(PRED_COLUMNS)], check=True,
+                       capture_output=True)
+        walls["raw"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        subprocess.run([*common.astrodask_cmd(), "predict", str(ds), str(model_dir), str(work / "pred"),
+                        "--overwrite", "--quiet", "--workers", "2"], check=True)
+        walls["predict"].append(time.perf_counter() - t0)
+    shutil.rmtree(work / "raw", ignore_errors=True)
+    shutil.rmtree(work / "pred", ignore_errors=True)
+    med = {k: float(np.median(v)) for k, v in walls.items()}
+    return {"rows": rows, "repeat": repeat, "wall_seconds": walls, "wall_median": med,
+            "ratio": med["raw"] / med["predict"]}
+
+
+def _table(doc: dict) -> str:
+    out = ["# predict CPU per 1 M rows vs raw pyarrow (benchmarks/predict_cpu.py)", "",
+           "Process CPU time, medians, pyarrow single-threaded; raw = read the predict columns + write them with "
+           "pyarrow's defaults (zstd); ratio = raw / predict_file (target >= 0.6).", "",
+           "| label | rows | raw CPU s/1M | predict_file CPU s/1M | ratio | predict MB | raw MB |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
+    for label, r in doc.items():
+        c = r.get("cpu")
+        if c:
+            out.append(f"| {label} | {c['rows']:,} | {c['cpu_seconds_per_1M']['raw']:.3f} | "
+                       f"{c['cpu_seconds_per_1M']['predict_file']:.3f} | **{c['ratio']:.2f}** | "
+                       f"{c['output_bytes']['predict_file'] / 1e6:.1f} | {c['output_bytes']['raw'] / 1e6:.1f} |")
+    cli = [(k, r["cli"]) for k, r in doc.items() if r.get("cli")]
+    if cli:
+        out += ["", "Whole command (`astrodask predict`, 2 workers) vs speed.py's raw copy (one process), wall, "
+                "medians:", "", "| label | rows | raw s | predict s | ratio |", "|---|---:|---:|---:|---:|"]
+        for k, c in cli:
+            out.append(f"| {k} | {c['rows']:,} | {c['wall_median']['raw']:.2f} | {c['wall_median']['predict']:.2f}"
+                       f" | **{c['ratio']:.2f}** |")
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, required=True, help="a synthetic dataset (astrodask synth)")
+    ap.add_argument("--model", type=Path, required=True, help="a model (astrodask train --features photometric)")
+    ap.add_argument("--label", required=True)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--cli", type=common.parse_count, default=0, help="also time the whole command at this size")
+    ap.add_argument("--no-cpu", action="store_true", help="only the --cli run")
+    ap.add_argument("--work", type=Path, default=common.WORK)
+    args = ap.parse_args()
+    out = RESULTS / "predict_cpu.json"
+    doc = json.loads(out.read_text()) if out.exists() else {}
+    entry = doc.get(args.label, {})
+    if not args.no_cpu:
+        entry["cpu"] = measure_cpu(args.data, args.model, args.repeat)
+        print(json.dumps(entry["cpu"], indent=1))
+    if args.cli:
+        entry["cli"] = measure_cli(args.cli, args.model, args.repeat, args.work)
+        print(json.dumps(entry["cli"], indent=1))
+    entry["machine"] = {"load_average": list(__import__("os").getloadavg())}
+    doc[args.label] = entry
+    RESULTS.mkdir(exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1) + "\n")
+    (RESULTS / "predict_cpu.md").write_text(_table(doc))
+
+
+if __name__ == "__main__":
+    main()
