@@ -33,8 +33,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import common  # noqa: E402
-from speed import PRED_COLUMNS, RAW  # noqa: E402
+import common
+from speed import PRED_COLUMNS, RAW
 
 RESULTS = HERE / "results"
 
@@ -47,6 +47,25 @@ def _raw(src: Path, dst: Path, cols: list[str]) -> None:
     import pyarrow.parquet as pq
 
     pq.write_table(pq.read_table(src, columns=cols, use_threads=False), dst, compression="zstd")
+
+
+VARIANTS = {
+    "": "predict_file as it is",
+    "pandas": "the kernel input through pandas (model.score of a frame, as before step A)",
+    "small-groups": "row groups of 131,072 rows, every column dictionary-encoded (the writer before D+E)",
+}
+
+
+def _variant(name: str) -> None:
+    """Put back one earlier piece of predict_file, to measure what its replacement saves."""
+    from astrodask import predict
+
+    if name == "pandas":
+        frames = predict._frames
+        predict._frames = lambda src, model, carry, frames_=True, **_: frames(src, model, carry, True)
+    elif name == "small-groups":
+        predict.ROW_GROUP_ROWS, predict.DICTIONARY_COLUMNS = 131072, tuple(predict.output_schema(list(
+            predict.CARRY)).names)
 
 
 def measure_cpu(ds: Path, model_dir: Path, repeat: int) -> dict:
@@ -146,7 +165,10 @@ def main() -> None:
     ap.add_argument("--cli", type=common.parse_count, default=0, help="also time the whole command at this size")
     ap.add_argument("--no-cpu", action="store_true", help="only the --cli run")
     ap.add_argument("--work", type=Path, default=common.WORK)
+    ap.add_argument("--variant", default="", choices=list(VARIANTS), help="; ".join(f"{k}: {v}" for k, v in
+                                                                              VARIANTS.items() if k))
     args = ap.parse_args()
+    _variant(args.variant)
     out = RESULTS / "predict_cpu.json"
     doc = json.loads(out.read_text()) if out.exists() else {}
     entry = doc.get(args.label, {})
