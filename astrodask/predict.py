@@ -239,8 +239,8 @@ def _score(model: SoftmaxModel, batch: pa.RecordBatch, df) -> Scores:
         x[k] = batch.column(c).to_numpy(zero_copy_only=False)
     p = np.empty((n, params.n_classes))
     imp = np.empty(n, np.uint16)
-    compiled.kernel_for(params)(x, *params.bases(), params.w, params.bias, params.redshift_scale, params.inv,
-                                params.link, p, imp)
+    compiled.score_kernel(x, *params.bases(), params.w, params.bias, params.redshift_scale, params.inv, params.link,
+                          p, imp)
     ood = np.zeros(n, np.uint16)
     if model.domain is not None:  # TrainingDomain.mask of the same float64 values
         ood = model.domain.mask(_Columns(dict(zip(params.raw, x)), n))

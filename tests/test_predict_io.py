@@ -158,9 +158,11 @@ def test_an_empty_partition(models, tmp_path):
 
 
 @pytest.mark.parametrize("link", ["softmax", "ovr", "logits"])
-def test_the_three_class_kernel_equals_score_kernel_bit_for_bit(models, sample, link):
-    """compiled.score_kernel3 (what scores three classes) against compiled.score_kernel: the same float64 values,
-    on rows with missing inputs and values far outside the knots; and within 1e-6 of the NumPy reference."""
+def test_the_three_class_pass_equals_the_general_loop_bit_for_bit(models, sample, link):
+    """compiled.score_kernel scores three classes in one pass: the same float64 values as its general loop (run
+    here on the same weights plus a fourth class whose logit is -inf, which adds exactly 0 to every sum of the
+    link), on rows with missing inputs and values far outside the knots; and within 1e-6 of the NumPy
+    reference."""
     from astrodask.features import compiled
 
     model = models["photometric"]
@@ -173,14 +175,13 @@ def test_the_three_class_kernel_equals_score_kernel_bit_for_bit(models, sample, 
         rows.loc[far, c] = rng.choice([-1e6, -60.0, 0.0, 99.0, 1e6], far.sum())
     x = compiled.input_matrix(params.raw, rows).astype(np.float64)
     code = {"softmax": compiled.SOFTMAX, "ovr": compiled.OVR, "logits": compiled.LOGITS}[link]
-    got = {}
-    for kernel in (compiled.score_kernel, compiled.score_kernel3):
-        out, mask = np.empty((len(rows), 3)), np.empty(len(rows), np.uint16)
-        kernel(x, *params.bases(), params.w, params.bias, params.redshift_scale, params.inv, code, out, mask)
-        got[kernel] = out, mask
-    np.testing.assert_array_equal(got[compiled.score_kernel][0], got[compiled.score_kernel3][0])
-    np.testing.assert_array_equal(got[compiled.score_kernel][1], got[compiled.score_kernel3][1])
-    assert compiled.kernel_for(params) is compiled.score_kernel3
+    got = []
+    for w, bias in ((params.w, params.bias),
+                    (np.vstack([params.w, np.zeros(params.w.shape[1])]), np.append(params.bias, -np.inf))):
+        out, mask = np.empty((len(rows), len(bias))), np.empty(len(rows), np.uint16)
+        compiled.score_kernel(x, *params.bases(), w, bias, params.redshift_scale, params.inv, code, out, mask)
+        got.append((out[:, :3], mask))
+    np.testing.assert_array_equal(got[0][0], got[1][0])
+    np.testing.assert_array_equal(got[0][1], got[1][1])
     if link == "softmax":
-        np.testing.assert_allclose(got[compiled.score_kernel3][0], model.reference_predict_proba(rows), rtol=0,
-                                   atol=1e-6)
+        np.testing.assert_allclose(got[0][0], model.reference_predict_proba(rows), rtol=0, atol=1e-6)

@@ -131,86 +131,12 @@ def _row_bases(x, row, impute, bits, op, base_mean, base_std, basis_feat, knots,
 
 
 @jit
-def score_kernel(x, impute, bits, op, base_mean, base_std, basis_feat, knots, n_knots, spline, tensor, inter,
+def _score_rows3(x, impute, bits, op, base_mean, base_std, basis_feat, knots, n_knots, spline, tensor, inter,
                  w, bias, redshift_scale, inv, link, out, mask):
-    """Score the rows of ``x`` (raw inputs x rows, float64, NaN = missing) into ``out`` (rows x classes) and
-    ``mask`` (rows, uint16).
-
-    ``impute``/``bits``: median and mask bit per raw input; ``op`` (base x 3): kind, raw a, raw b;
-    ``base_mean``/``base_std``: the base scaler; ``basis_feat``/``knots``/``n_knots``: per distinct spline basis
-    its base feature, (padded) knot vector and length; ``spline`` (n x 2): basis, first column; ``tensor``
-    (n x 4): basis a, basis b, first column, size of basis b; ``inter`` (n x 3): base a, base b, column; ``w``
-    (classes x features) and ``bias``: the weights with the scaler folded in; ``inv`` (bases x knots x 6): the
-    reciprocal denominators of the recursion on each knot interval (:func:`_reciprocals`); ``link``: LOGITS,
-    SOFTMAX or OVR.
-    """
-    n_raw, n = x.shape
-    degree = _DEGREE  # a constant: LLVM unrolls the loops over the basis values
-    n_base = op.shape[0]
-    n_bases = basis_feat.shape[0]
-    k_cls = w.shape[0]
-    raw = np.empty(n_raw)
-    xb = np.empty(n_base)
-    zb = np.empty(n_base)
-    vals = np.empty((n_bases, degree + 1))
-    first = np.empty(n_bases, np.int64)
-    acc = np.empty(k_cls)
-    for row in range(n):
-        mask[row] = _row_bases(x, row, impute, bits, op, base_mean, base_std, basis_feat, knots, n_knots,
-                               redshift_scale, inv, raw, xb, zb, vals, first)
-        # the dot product, one class at a time (a class's weights are contiguous)
-        for k in range(k_cls):
-            a = bias[k]
-            for j in range(n_base):
-                a += zb[j] * w[k, j]
-            for s in range(spline.shape[0]):
-                q = spline[s, 0]
-                col = spline[s, 1] + first[q]
-                for r in range(degree + 1):
-                    a += vals[q, r] * w[k, col + r]
-            for s in range(tensor.shape[0]):  # only the (degree + 1)^2 non-zero products of the two bases
-                qa = tensor[s, 0]
-                qb = tensor[s, 1]
-                nb = tensor[s, 3]
-                for r in range(degree + 1):
-                    col = tensor[s, 2] + (first[qa] + r) * nb + first[qb]
-                    part = 0.0
-                    for t in range(degree + 1):
-                        part += vals[qb, t] * w[k, col + t]
-                    a += vals[qa, r] * part
-            for s in range(inter.shape[0]):
-                a += zb[inter[s, 0]] * zb[inter[s, 1]] * w[k, inter[s, 2]]
-            acc[k] = a
-        if link == SOFTMAX:
-            top = acc[0]
-            for k in range(1, k_cls):
-                top = max(top, acc[k])
-            total = 0.0
-            for k in range(k_cls):
-                acc[k] = math.exp(acc[k] - top)
-                total += acc[k]
-            for k in range(k_cls):
-                out[row, k] = acc[k] / total
-        elif link == OVR:
-            total = 0.0
-            for k in range(k_cls):
-                acc[k] = 1.0 / (1.0 + math.exp(-acc[k]))
-                total += acc[k]
-            total = max(total, 1e-300)
-            for k in range(k_cls):
-                out[row, k] = acc[k] / total
-        else:
-            for k in range(k_cls):
-                out[row, k] = acc[k]
-
-
-@jit
-def score_kernel3(x, impute, bits, op, base_mean, base_std, basis_feat, knots, n_knots, spline, tensor, inter,
-                  w, bias, redshift_scale, inv, link, out, mask):
-    """:func:`score_kernel` for three classes, the three dot products in one pass over the model's blocks (each
+    """:func:`score_kernel` for three classes: the three dot products in one pass over the model's blocks (each
     basis value read once for all classes; three independent sums instead of one chain at a time). Each class's
-    sum takes the same terms in the same order as :func:`score_kernel`'s, and the link is the same, so the
-    results are the same bit for bit (tests/features/test_compiled.py)."""
+    sum takes the same terms in the same order as the general loop's, and the link is the same, so the results
+    are the same bit for bit (tests/test_predict_io.py)."""
     n_raw, n = x.shape
     degree = _DEGREE
     n_base = op.shape[0]
@@ -290,10 +216,82 @@ def score_kernel3(x, impute, bits, op, base_mean, base_std, basis_feat, knots, n
                 out[row, k] = acc[k]
 
 
-def kernel_for(params: KernelParams):
-    """The scoring kernel for ``params``: :func:`score_kernel3` for three classes, else :func:`score_kernel`
-    (same arguments, same results)."""
-    return score_kernel3 if params.n_classes == 3 else score_kernel
+@jit
+def score_kernel(x, impute, bits, op, base_mean, base_std, basis_feat, knots, n_knots, spline, tensor, inter,
+                 w, bias, redshift_scale, inv, link, out, mask):
+    """Score the rows of ``x`` (raw inputs x rows, float64, NaN = missing) into ``out`` (rows x classes) and
+    ``mask`` (rows, uint16).
+
+    ``impute``/``bits``: median and mask bit per raw input; ``op`` (base x 3): kind, raw a, raw b;
+    ``base_mean``/``base_std``: the base scaler; ``basis_feat``/``knots``/``n_knots``: per distinct spline basis
+    its base feature, (padded) knot vector and length; ``spline`` (n x 2): basis, first column; ``tensor``
+    (n x 4): basis a, basis b, first column, size of basis b; ``inter`` (n x 3): base a, base b, column; ``w``
+    (classes x features) and ``bias``: the weights with the scaler folded in; ``inv`` (bases x knots x 6): the
+    reciprocal denominators of the recursion on each knot interval (:func:`_reciprocals`); ``link``: LOGITS,
+    SOFTMAX or OVR.
+    """
+    k_cls = w.shape[0]
+    if k_cls == 3:  # astrodask's three classes: all three in one pass (the same results)
+        _score_rows3(x, impute, bits, op, base_mean, base_std, basis_feat, knots, n_knots, spline, tensor, inter, w,
+                     bias, redshift_scale, inv, link, out, mask)
+        return
+    n_raw, n = x.shape
+    degree = _DEGREE  # a constant: LLVM unrolls the loops over the basis values
+    n_base = op.shape[0]
+    n_bases = basis_feat.shape[0]
+    raw = np.empty(n_raw)
+    xb = np.empty(n_base)
+    zb = np.empty(n_base)
+    vals = np.empty((n_bases, degree + 1))
+    first = np.empty(n_bases, np.int64)
+    acc = np.empty(k_cls)
+    for row in range(n):
+        mask[row] = _row_bases(x, row, impute, bits, op, base_mean, base_std, basis_feat, knots, n_knots,
+                               redshift_scale, inv, raw, xb, zb, vals, first)
+        # the dot product, one class at a time (a class's weights are contiguous)
+        for k in range(k_cls):
+            a = bias[k]
+            for j in range(n_base):
+                a += zb[j] * w[k, j]
+            for s in range(spline.shape[0]):
+                q = spline[s, 0]
+                col = spline[s, 1] + first[q]
+                for r in range(degree + 1):
+                    a += vals[q, r] * w[k, col + r]
+            for s in range(tensor.shape[0]):  # only the (degree + 1)^2 non-zero products of the two bases
+                qa = tensor[s, 0]
+                qb = tensor[s, 1]
+                nb = tensor[s, 3]
+                for r in range(degree + 1):
+                    col = tensor[s, 2] + (first[qa] + r) * nb + first[qb]
+                    part = 0.0
+                    for t in range(degree + 1):
+                        part += vals[qb, t] * w[k, col + t]
+                    a += vals[qa, r] * part
+            for s in range(inter.shape[0]):
+                a += zb[inter[s, 0]] * zb[inter[s, 1]] * w[k, inter[s, 2]]
+            acc[k] = a
+        if link == SOFTMAX:
+            top = acc[0]
+            for k in range(1, k_cls):
+                top = max(top, acc[k])
+            total = 0.0
+            for k in range(k_cls):
+                acc[k] = math.exp(acc[k] - top)
+                total += acc[k]
+            for k in range(k_cls):
+                out[row, k] = acc[k] / total
+        elif link == OVR:
+            total = 0.0
+            for k in range(k_cls):
+                acc[k] = 1.0 / (1.0 + math.exp(-acc[k]))
+                total += acc[k]
+            total = max(total, 1e-300)
+            for k in range(k_cls):
+                out[row, k] = acc[k] / total
+        else:
+            for k in range(k_cls):
+                out[row, k] = acc[k]
 
 
 @jit
@@ -595,10 +593,9 @@ def score(params: KernelParams, df, logits: bool = False) -> tuple[np.ndarray, n
     out = np.empty((n, params.n_classes))
     mask = np.empty(n, np.uint16)
     link = LOGITS if logits else params.link
-    kernel = kernel_for(params)
     for start, stop, x in _chunks(params, df):
-        kernel(x, *params.bases(), params.w, params.bias, params.redshift_scale, params.inv, link, out[start:stop],
-               mask[start:stop])
+        score_kernel(x, *params.bases(), params.w, params.bias, params.redshift_scale, params.inv, link,
+                     out[start:stop], mask[start:stop])
     return out, mask
 
 
@@ -716,10 +713,6 @@ def warm_up() -> None:
                            interactions=(("u", "g-r"),))
         coef = np.zeros((len(schema.CLASSES), spec.n_features))
         rows = pd.DataFrame({c: [20.0, np.nan] for c in schema.BANDS})
-        params = kernel_params(spec, coef, np.zeros(len(schema.CLASSES)))
-        score(params, rows)  # score_kernel3
-        x = next(_chunks(params, rows))[2]
-        score_kernel(x, *params.bases(), params.w, params.bias, params.redshift_scale, params.inv, params.link,
-                     np.empty((len(rows), len(schema.CLASSES))), np.empty(len(rows), np.uint16))  # other class counts
+        score(kernel_params(spec, coef, np.zeros(len(schema.CLASSES))), rows)
         expand(spec, rows)
         _warm.set()
