@@ -178,7 +178,6 @@ class RowCounts:
                          tuple(a + b for a, b in zip(self.by_input, other.by_input)))
 
 
-
 def row_counts(imputed: np.ndarray, photometric: np.ndarray, out_of_domain: np.ndarray) -> RowCounts:
     """The counts of rows with these ``imputed``, ``scored_by`` (True: photometric) and ``out_of_domain``."""
     phot = int(np.count_nonzero(photometric))
