@@ -153,9 +153,9 @@ Notes (2026-12-01, photometric model of 22 bases, 1 M-row files):
 * Where predict_file's ~1.46 s per 1 M rows goes (cProfile, process CPU): the scoring kernel ~0.9 (its B-spline
   bases ~0.45-0.5, the dot products ~0.45), Parquet write ~0.33, read and decode ~0.22, the rest (argmax, Arrow
   arrays, CRC) < 0.1. Raw reads the same columns and writes 10 instead of 12.
-* The whole command on 10 M rows costs ~31 CPU-s, of which the tasks are ~15-16: starting the interpreter,
-  LocalCluster, nannies and workers (imports ~1.5-2 CPU-s per process) and loading the kernels from numba's cache
-  (~0.7 s per worker) are ~7 CPU-s even for 20 k rows; wall times of the whole command swing 2x with the other job
+* The whole command's fixed part: starting the interpreter, LocalCluster, nannies and workers (imports ~1.5-2
+  CPU-s per process) and loading the kernels from numba's cache (~0.7 s per worker) take ~7 CPU-s and ~8 s of wall
+  time even for 20 k rows (`/usr/bin/time`); on 10 M rows the workers' tasks are ~17.6 CPU-s (table above); wall times of the whole command swing 2x with the other job
   on the machine (15-30 s for the same run), so the warm-cluster table is the end-to-end comparison. The CLI
   rounds' "cpu_seconds" in the JSON (RUSAGE_CHILDREN) miss the worker processes (the nannies end them) and are not
   a measure of the command's CPU.
