@@ -26,7 +26,7 @@ from .cluster.backend import OnCluster
 from .console import log, track
 from .dataset import open_dataset
 from .errors import AstrodaskError, ConfigError
-from .model import MODEL_JSON, PATHS, WEIGHTS, SoftmaxModel
+from .model import MODEL_JSON, PATHS, WEIGHTS, Scores, SoftmaxModel
 from .options import JobFlags, check_choices
 from .report.build import PREDICTIONS_REPORT_DIR, write_report
 from .report.provenance import StageTime
@@ -34,13 +34,13 @@ from .storage import (
     FileCheck,
     Location,
     ManifestPart,
+    ParquetStream,
     StagedOutput,
     file_check,
     fingerprint_file,
     parquet_file,
     parquet_rows,
     read_meta,
-    write_parquet_atomic,
 )
 
 CARRY = (schema.CLASS, "alpha", "delta", schema.REDSHIFT, schema.ZWARNING, schema.SOURCE_ID, schema.SOURCE_SPEC_ID,
@@ -51,6 +51,14 @@ FORMATS = ("parquet", "hats")
 BATCH_ROWS = 262144
 """Rows read and scored at a time (scoring never builds the expanded feature matrix: the compiled kernel of
 astrodask.features.compiled scores row by row), so a task's memory does not grow with the partition size."""
+ROW_GROUP_ROWS = 1 << 20
+"""Rows per row group of a predictions file (pyarrow's default): batches are written as a row group fills, so a
+task holds at most one row group of output."""
+DICTIONARY_COLUMNS = (schema.PRED, schema.SCORED_BY, schema.CLASS)
+"""The only columns of a predictions file stored dictionary-encoded (a few distinct strings each). The others are
+stored plain: with small row groups the writer would hash every probability, position and redshift into a
+dictionary page (CPU several times the plain encoding's, and a larger file). ``predicted_class`` and ``class``
+stay strings to every reader; only their Parquet pages are dictionary-encoded."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -170,6 +178,26 @@ class RowCounts:
                          tuple(a + b for a, b in zip(self.by_input, other.by_input)))
 
 
+def row_counts(imputed: np.ndarray, photometric: np.ndarray, out_of_domain: np.ndarray) -> RowCounts:
+    """The counts of rows with these ``imputed``, ``scored_by`` (True: photometric) and ``out_of_domain``."""
+    phot = int(np.count_nonzero(photometric))
+    by_input = tuple(int(np.count_nonzero(out_of_domain & np.uint16(1 << k))) for k in range(len(schema.INPUT_BITS)))
+    return RowCounts(len(imputed), int(np.count_nonzero(imputed)), (len(imputed) - phot, phot),
+                     int(np.count_nonzero(out_of_domain)), by_input)
+
+
+@dataclass(frozen=True)
+class PredictedFile:
+    """What ``predict_file`` wrote: the file's check (size, digest, rows) and the counts of its rows."""
+
+    check: FileCheck
+    counts: RowCounts
+
+    @property
+    def rows(self) -> int:
+        return self.check.rows
+
+
 _PATHS = pa.array(PATHS, pa.string())
 
 
@@ -183,41 +211,92 @@ def output_schema(carry: list[str]) -> pa.Schema:
     return pa.schema(fields)
 
 
-def _frames(src: Location, model: SoftmaxModel, carry: list[str]):
-    """(batch, its model inputs as pandas) of a dataset file, BATCH_ROWS rows at a time."""
+def _frames(src: Location, model: SoftmaxModel, carry: list[str], frames: bool = True):
+    """(batch, its model inputs as pandas or, without ``frames``, None) of a dataset file, BATCH_ROWS rows at a
+    time."""
     with parquet_file(src) as pf:
         have = set(pf.schema_arrow.names)
         inputs = [schema.ID, *model.columns_for(have), *([schema.ZWARNING] if schema.ZWARNING in have else [])]
         need = list(dict.fromkeys([*inputs, *carry]))
         for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=need):
-            yield batch, batch.select(inputs).to_pandas()  # carried columns stay Arrow: no string conversion
+            # carried columns stay Arrow: no string conversion
+            yield batch, batch.select(inputs).to_pandas() if frames else None
 
 
-def predict_file(src: Location, dst: Location, model: SoftmaxModel, carry: list[str], target=None) -> FileCheck:
-    """Worker task: score one partition in batches of rows and write it (probabilities re-weighted to the class
-    mix ``target`` when given); return its rows, size and digest."""
+def _score(model: SoftmaxModel, batch: pa.RecordBatch, df) -> Scores:
+    """``model.score`` of the rows of ``batch``: a model without routing straight from its Arrow columns (the
+    kernel's float64 input made by ``to_numpy``, nulls -> NaN, as ``compiled.score`` makes it from a frame), a
+    routing model from ``df`` (its rows split by path)."""
+    from .features import compiled
+
+    if df is not None:
+        return model.score(df)
+    params = model.kernel_params()
+    n = batch.num_rows
+    x = np.empty((len(params.raw), n))
+    for k, c in enumerate(params.raw):
+        x[k] = batch.column(c).to_numpy(zero_copy_only=False)
+    p = np.empty((n, params.n_classes))
+    imp = np.empty(n, np.uint16)
+    compiled.score_kernel(x, *params.bases(), params.w, params.bias, params.redshift_scale, params.inv, params.link,
+                          p, imp)
+    ood = np.zeros(n, np.uint16)
+    if model.domain is not None:  # TrainingDomain.mask of the same float64 values
+        ood = model.domain.mask(_Columns(dict(zip(params.raw, x)), n))
+    return Scores(p, imp, ood, np.full(n, model.spec.feature_set != "spectroscopic"))
+
+
+class _Columns:
+    """Input name -> float64 array, read as ``TrainingDomain.mask`` reads a frame."""
+
+    def __init__(self, arrays: dict, n: int):
+        self.arrays, self.columns, self.n = arrays, tuple(arrays), n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, c):
+        return _Column(self.arrays[c])
+
+
+class _Column:
+    def __init__(self, v: np.ndarray):
+        self.v = v
+
+    def to_numpy(self, dtype, na_value=None):  # float64 with NaN already
+        return self.v.astype(dtype, copy=False)
+
+
+def predict_file(src: Location, dst: Location, model: SoftmaxModel, carry: list[str], target=None) -> PredictedFile:
+    """Worker task: score one partition in batches of rows and write it as they are scored (probabilities
+    re-weighted to the class mix ``target`` when given); return its check (rows, size, digest) and the counts of
+    its rows."""
     # imported here: numba loads in the processes that score, not in every command
     from .features import compiled
 
     compiled.warm_up()  # compile the scoring kernel (or load it from numba's cache), once per process
     out_schema = output_schema(carry)
-    tables = []
     classes = pa.array(model.classes_, pa.string())
-    for batch, df in _frames(src, model, carry):
-        s = model.score(df)  # one compiled pass per path (astrodask.features.compiled)
-        p = s.proba if target is None else priors.apply(s.proba, model.priors_of(s.photometric), target)
-        cols = {schema.ID: pa.array(df[schema.ID].to_numpy(np.uint64), pa.uint64()),
-                schema.PRED: classes.take(p.argmax(axis=1))}
-        for k, c in enumerate(model.classes_):
-            cols[schema.PROB_PREFIX + c] = pa.array(p[:, k].astype(np.float32))
-        cols[schema.IMPUTED] = pa.array(s.imputed, pa.uint16())
-        cols[schema.SCORED_BY] = pa.DictionaryArray.from_arrays(pa.array(s.photometric.astype(np.int8)), _PATHS)
-        cols[schema.OUT_OF_DOMAIN] = pa.array(s.out_of_domain, pa.uint16())
-        for c in carry:
-            cols[c] = batch.column(c).cast(schema.TYPES[c])
-        tables.append(pa.table(cols, schema=out_schema))
-    table = pa.concat_tables(tables) if tables else out_schema.empty_table()
-    return write_parquet_atomic(table, dst)
+    dictionary = [c for c in DICTIONARY_COLUMNS if c in out_schema.names]
+    w = ParquetStream(dst, out_schema, ROW_GROUP_ROWS, dictionary=dictionary)
+    counts = RowCounts()
+    try:
+        for batch, df in _frames(src, model, carry, frames=model.routes):
+            s = _score(model, batch, df)  # one compiled pass per path (astrodask.features.compiled)
+            p = s.proba if target is None else priors.apply(s.proba, model.priors_of(s.photometric), target)
+            cols = [batch.column(schema.ID).cast(pa.uint64()), classes.take(pa.array(p.argmax(axis=1)))]
+            cols += [pa.array(p[:, k].astype(np.float32)) for k in range(len(model.classes_))]
+            cols += [pa.array(s.imputed, pa.uint16()),
+                     pa.DictionaryArray.from_arrays(pa.array(s.photometric.astype(np.int8)), _PATHS),
+                     pa.array(s.out_of_domain, pa.uint16())]
+            cols += [batch.column(c).cast(schema.TYPES[c]) for c in carry]
+            w.add(pa.RecordBatch.from_arrays(cols, schema=out_schema))
+            counts = counts + row_counts(s.imputed, s.photometric, s.out_of_domain)
+        w.close()
+    except BaseException:
+        w.abort()
+        raise
+    return PredictedFile(w.check, counts)
 
 
 def prior_sums_file(src: Location, model: SoftmaxModel) -> priors.PriorSums:
@@ -293,11 +372,14 @@ def run(cfg: PredictConfig, client) -> PredictResult:
         model_f = client.submit(_identity, model, pure=False)
         target, prior_info = _target_priors(cfg, client, model, model_f, ds)
         futs = [client.submit(predict_file, s, d, model_f, carry, target, pure=False) for s, d in todo]
-        checks = dict(zip((d.name for _, d in todo), track(futs, "predict", cfg.quiet)))
-        written = [parquet_rows(where / n) for n in names]
+        scored = dict(zip((d.name for _, d in todo), track(futs, "predict", cfg.quiet)))
+        checks = {n: f.check for n, f in scored.items()}
+        written = [scored[n].rows if n in scored else parquet_rows(where / n) for n in names]
         if written != list(ds.rows):
             raise AstrodaskError("predictions do not match the input row counts; rerun with --resume")
-        counts = _count(client, [where / n for n in names], cfg.quiet)
+        # each task counted its rows; only partitions scored by an interrupted run are read back for theirs
+        resumed = [n for n in names if n not in scored]
+        counts = sum((f.counts for f in scored.values()), _count(client, [where / n for n in resumed], cfg.quiet))
         if counts.imputed:
             log(f"{counts.imputed:,} of {counts.rows:,} rows had a missing input imputed with the training median "
                 f"(see their '{schema.IMPUTED}' column)")
@@ -310,7 +392,7 @@ def run(cfg: PredictConfig, client) -> PredictResult:
             parts = hats_output.write_catalogue(client, out.staging, [where / n for n in names], sum(written),
                                                 cfg.quiet, cfg.resume)
         else:
-            resumed = [n for n in names if n not in checks]  # scored by the interrupted run: read on the workers
+            # scored by the interrupted run: read on the workers
             checks.update(zip(resumed, track(client.map(file_check, [where / n for n in resumed], pure=False),
                                              "checksums", cfg.quiet)))
             parts = [ManifestPart(n, r, check=checks[n]) for n, r in zip(names, written)]
@@ -349,14 +431,10 @@ def counts_in(path: Location) -> RowCounts:
     """Worker task: what a written predictions file holds (imputed rows, rows per path, out-of-domain rows)."""
     with parquet_file(path) as pf:
         t = pf.read(columns=[schema.IMPUTED, schema.SCORED_BY, schema.OUT_OF_DOMAIN])
-    imp = t.column(0).to_numpy()
     phot = (t.column(1).combine_chunks().indices.to_numpy() if t.num_rows else np.zeros(0, np.int8)).astype(bool)
-    ood = t.column(2).to_numpy()
-    by_input = tuple(int(np.count_nonzero(ood & np.uint16(1 << k))) for k in range(len(schema.INPUT_BITS)))
-    return RowCounts(t.num_rows, int(np.count_nonzero(imp)), (int((~phot).sum()), int(phot.sum())),
-                     int(np.count_nonzero(ood)), by_input)
+    return row_counts(t.column(0).to_numpy(), phot, t.column(2).to_numpy())
 
 
 def _count(client, paths: list, quiet: bool) -> RowCounts:
-    """The counts of the written files (resumed partitions included)."""
+    """The counts of the written files ``paths``, read back on the workers."""
     return sum(track(client.map(counts_in, paths, pure=False), "count", quiet), RowCounts())

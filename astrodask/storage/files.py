@@ -169,8 +169,12 @@ class ParquetStream:
     ``close``, ``check`` is its size, digest and rows."""
 
     def __init__(self, loc: Location, sch: pa.Schema, min_row_group: int = 131072, dictionary=True):
+        """``dictionary``: pyarrow's ``use_dictionary`` (True, False or the columns to dictionary-encode: a float
+        column chunk small enough for the 1 MB dictionary page is otherwise hashed and encoded value by value)."""
         self.loc, self.schema, self.min_row_group, self.dictionary = loc, sch, min_row_group, dictionary
         self.rows = 0
+        self._pending: list = []
+        self._pending_rows = 0
         self.check: FileCheck | None = None
         self._writer: pq.ParquetWriter | None = None
         self._fh = None
@@ -196,7 +200,29 @@ class ParquetStream:
             self._writer.write_table(t, row_group_size=row_group_size or max(self.min_row_group, t.num_rows))
             self.rows += t.num_rows
 
+    def add(self, batch: pa.RecordBatch) -> None:
+        """Append rows, written in row groups of exactly ``min_row_group`` rows as they fill (the last one on
+        ``close``): a stream of small batches makes the same file as one large table, holding at most a row
+        group in memory."""
+        if not batch.num_rows:
+            return
+        self._pending.append(batch)
+        self._pending_rows += batch.num_rows
+        if self._pending_rows >= self.min_row_group:
+            self._flush(whole_groups=True)
+
+    def _flush(self, whole_groups: bool = False) -> None:
+        t = pa.Table.from_batches(self._pending, schema=self.schema)
+        n = (t.num_rows // self.min_row_group) * self.min_row_group if whole_groups else t.num_rows
+        if n:
+            self.write(t.slice(0, n), self.min_row_group)
+        rest = t.slice(n)
+        self._pending = rest.to_batches() if rest.num_rows else []
+        self._pending_rows = rest.num_rows
+
     def close(self) -> None:
+        if self._pending:
+            self._flush()
         if self._writer is None:
             self._open()
         self._writer.close()
