@@ -31,8 +31,8 @@ model (``SoftmaxModel.kernel_params`` keeps them). Compiled code is cached besid
 ``cache=True``); where that directory is read-only numba uses the user's cache directory, and where there is no
 writable one at all the kernel is compiled in each process (a few seconds, once, on first use).
 
-The three kernels are in one module because they share the per-row basis code (steps 1-3) that numba must
-compile together; that is why it is longer than most.
+The kernels are in one module because they share the per-row basis code (steps 1-3: :func:`_row_bases`,
+:func:`_bases_chunk`), which must give every kernel the same values; that is why it is longer than most.
 """
 
 from __future__ import annotations
