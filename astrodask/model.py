@@ -114,11 +114,13 @@ class TrainingDomain:
     rows: int = 0
     """Labelled training rows."""
 
-    def mask(self, df: pd.DataFrame) -> np.ndarray:
-        """uint16 per row: bit k set when input ``schema.INPUT_BITS[k]`` is measured and outside its bounds."""
+    def mask(self, df) -> np.ndarray:
+        """uint16 per row of ``df`` (a frame, or a pyarrow Table/RecordBatch): bit k set when input
+        ``schema.INPUT_BITS[k]`` is measured and outside its bounds."""
         out = np.zeros(len(df), np.uint16)
+        have = set(schema.column_names(df))
         for c, (lo, hi) in self.bounds.items():
-            v = df[c].to_numpy(np.float64, na_value=np.nan) if c in df.columns else np.full(len(df), np.nan)
+            v = schema.float64_values(df[c]) if c in have else np.full(len(df), np.nan)
             with np.errstate(invalid="ignore"):
                 outside = (v < lo) | (v > hi)
             out |= outside.astype(np.uint16) << np.uint16(schema.INPUT_BITS.index(c))
@@ -209,9 +211,10 @@ class SoftmaxModel:
         """The inputs to read from a catalogue with ``columns``: the required ones, and the redshift when there."""
         return tuple(c for c in self.inputs if c in self.required or c in columns)
 
-    def score(self, df: pd.DataFrame, logits: bool = False) -> Scores:
+    def score(self, df, logits: bool = False) -> Scores:
         """Probabilities (or logits), the imputed and out-of-domain masks, and the path of every row, in one
-        compiled pass per path (:mod:`astrodask.features.compiled`)."""
+        compiled pass per path (:mod:`astrodask.features.compiled`). ``df``: a frame, or for a model that does not
+        route (:attr:`routes`) also a pyarrow Table/RecordBatch."""
         from .features import compiled
 
         n = len(df)

@@ -26,7 +26,7 @@ from .cluster.backend import OnCluster
 from .console import log, track
 from .dataset import open_dataset
 from .errors import AstrodaskError, ConfigError
-from .model import MODEL_JSON, PATHS, WEIGHTS, Scores, SoftmaxModel
+from .model import MODEL_JSON, PATHS, WEIGHTS, SoftmaxModel
 from .options import JobFlags, check_choices
 from .report.build import PREDICTIONS_REPORT_DIR, write_report
 from .report.provenance import StageTime
@@ -223,50 +223,6 @@ def _frames(src: Location, model: SoftmaxModel, carry: list[str], frames: bool =
             yield batch, batch.select(inputs).to_pandas() if frames else None
 
 
-def _score(model: SoftmaxModel, batch: pa.RecordBatch, df) -> Scores:
-    """``model.score`` of the rows of ``batch``: a model without routing straight from its Arrow columns (the
-    kernel's float64 input made by ``to_numpy``, nulls -> NaN, as ``compiled.score`` makes it from a frame), a
-    routing model from ``df`` (its rows split by path)."""
-    from .features import compiled
-
-    if df is not None:
-        return model.score(df)
-    params = model.kernel_params()
-    n = batch.num_rows
-    x = np.empty((len(params.raw), n))
-    for k, c in enumerate(params.raw):
-        x[k] = batch.column(c).to_numpy(zero_copy_only=False)
-    p = np.empty((n, params.n_classes))
-    imp = np.empty(n, np.uint16)
-    compiled.score_kernel(x, *params.bases(), params.w, params.bias, params.redshift_scale, params.inv, params.link,
-                          p, imp)
-    ood = np.zeros(n, np.uint16)
-    if model.domain is not None:  # TrainingDomain.mask of the same float64 values
-        ood = model.domain.mask(_Columns(dict(zip(params.raw, x)), n))
-    return Scores(p, imp, ood, np.full(n, model.spec.feature_set != "spectroscopic"))
-
-
-class _Columns:
-    """Input name -> float64 array, read as ``TrainingDomain.mask`` reads a frame."""
-
-    def __init__(self, arrays: dict, n: int):
-        self.arrays, self.columns, self.n = arrays, tuple(arrays), n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, c):
-        return _Column(self.arrays[c])
-
-
-class _Column:
-    def __init__(self, v: np.ndarray):
-        self.v = v
-
-    def to_numpy(self, dtype, na_value=None):  # float64 with NaN already
-        return self.v.astype(dtype, copy=False)
-
-
 def predict_file(src: Location, dst: Location, model: SoftmaxModel, carry: list[str], target=None) -> PredictedFile:
     """Worker task: score one partition in batches of rows and write it as they are scored (probabilities
     re-weighted to the class mix ``target`` when given); return its check (rows, size, digest) and the counts of
@@ -282,7 +238,9 @@ def predict_file(src: Location, dst: Location, model: SoftmaxModel, carry: list[
     counts = RowCounts()
     try:
         for batch, df in _frames(src, model, carry, frames=model.routes):
-            s = _score(model, batch, df)  # one compiled pass per path (astrodask.features.compiled)
+            # one compiled pass per path (astrodask.features.compiled); a model without routing reads the Arrow
+            # columns, a routing model the frame (its rows split by path)
+            s = model.score(batch if df is None else df)
             p = s.proba if target is None else priors.apply(s.proba, model.priors_of(s.photometric), target)
             cols = [batch.column(schema.ID).cast(pa.uint64()), classes.take(pa.array(p.argmax(axis=1)))]
             cols += [pa.array(p[:, k].astype(np.float32)) for k in range(len(model.classes_))]

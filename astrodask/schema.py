@@ -481,3 +481,16 @@ QUARANTINE_SCHEMA = pa.schema(
         pa.field("record", pa.string()),  # the raw row as JSON, so nothing is lost
     ]
 )
+
+
+def column_names(table) -> list[str]:
+    """The column names of a pandas DataFrame or a pyarrow Table/RecordBatch."""
+    return list(table.schema.names) if isinstance(table, (pa.Table, pa.RecordBatch)) else list(table.columns)
+
+
+def float64_values(col, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Rows ``start:stop`` of a pandas Series or a pyarrow (Chunked)Array as float64, missing values as NaN."""
+    if isinstance(col, (pa.Array, pa.ChunkedArray)):
+        stop = len(col) if stop is None else stop
+        return np.asarray(col.slice(start, stop - start).to_numpy(zero_copy_only=False), np.float64)
+    return col.iloc[start:stop].to_numpy(dtype="float64", na_value=np.nan)

@@ -577,14 +577,14 @@ CHUNK_ROWS = 65536
 
 
 def _chunks(params: KernelParams, df):
-    """(start, stop, inputs x rows float64) of ``df`` in CHUNK_ROWS pieces, read as spec.base_matrix reads
-    them (float64, missing -> NaN), each input copied contiguously."""
+    """(start, stop, inputs x rows float64) of ``df`` (a frame, or a pyarrow Table/RecordBatch) in CHUNK_ROWS
+    pieces, read as spec.base_matrix reads them (float64, missing -> NaN), each input copied contiguously."""
     cols = [df[c] for c in params.raw]
     for start in range(0, len(df), CHUNK_ROWS):
         stop = min(len(df), start + CHUNK_ROWS)
         x = np.empty((len(cols), stop - start))
         for k, col in enumerate(cols):
-            x[k] = col.iloc[start:stop].to_numpy(dtype="float64", na_value=np.nan)
+            x[k] = schema.float64_values(col, start, stop)
         yield start, stop, x
 
 
