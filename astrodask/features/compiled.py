@@ -134,11 +134,39 @@ def _row_bases(x, row, impute, bits, op, base_mean, base_std, basis_feat, knots,
 
 
 @jit
+def _link(acc, link, out):
+    """``out`` = the link of one row's class scores ``acc`` (overwritten): softmax, normalised sigmoids (OVR) or
+    the scores themselves (LOGITS)."""
+    k_cls = acc.shape[0]
+    if link == SOFTMAX:
+        top = acc[0]
+        for k in range(1, k_cls):
+            top = max(top, acc[k])
+        total = 0.0
+        for k in range(k_cls):
+            acc[k] = math.exp(acc[k] - top)
+            total += acc[k]
+        for k in range(k_cls):
+            out[k] = acc[k] / total
+    elif link == OVR:
+        total = 0.0
+        for k in range(k_cls):
+            acc[k] = 1.0 / (1.0 + math.exp(-acc[k]))
+            total += acc[k]
+        total = max(total, 1e-300)
+        for k in range(k_cls):
+            out[k] = acc[k] / total
+    else:
+        for k in range(k_cls):
+            out[k] = acc[k]
+
+
+@jit
 def _score_rows3(x, impute, bits, op, base_mean, base_std, basis_feat, knots, n_knots, spline, tensor, inter,
                  w, bias, redshift_scale, inv, link, out, mask):
     """:func:`score_kernel` for three classes: the three dot products in one pass over the model's blocks (each
     basis value read once for all classes; three independent sums instead of one chain at a time). Each class's
-    sum takes the same terms in the same order as the general loop's, and the link is the same, so the results
+    sum takes the same terms in the same order as the general loop's, and the link is :func:`_link` too, so the results
     are the same bit for bit (tests/test_predict_io.py)."""
     n_raw, n = x.shape
     degree = _DEGREE
@@ -196,27 +224,7 @@ def _score_rows3(x, impute, bits, op, base_mean, base_std, basis_feat, knots, n_
         acc[0] = a0
         acc[1] = a1
         acc[2] = a2
-        if link == SOFTMAX:  # score_kernel's link, operation for operation
-            top = acc[0]
-            for k in range(1, 3):
-                top = max(top, acc[k])
-            total = 0.0
-            for k in range(3):
-                acc[k] = math.exp(acc[k] - top)
-                total += acc[k]
-            for k in range(3):
-                out[row, k] = acc[k] / total
-        elif link == OVR:
-            total = 0.0
-            for k in range(3):
-                acc[k] = 1.0 / (1.0 + math.exp(-acc[k]))
-                total += acc[k]
-            total = max(total, 1e-300)
-            for k in range(3):
-                out[row, k] = acc[k] / total
-        else:
-            for k in range(3):
-                out[row, k] = acc[k]
+        _link(acc, link, out[row])
 
 
 @jit
@@ -274,27 +282,7 @@ def score_kernel(x, impute, bits, op, base_mean, base_std, basis_feat, knots, n_
             for s in range(inter.shape[0]):
                 a += zb[inter[s, 0]] * zb[inter[s, 1]] * w[k, inter[s, 2]]
             acc[k] = a
-        if link == SOFTMAX:
-            top = acc[0]
-            for k in range(1, k_cls):
-                top = max(top, acc[k])
-            total = 0.0
-            for k in range(k_cls):
-                acc[k] = math.exp(acc[k] - top)
-                total += acc[k]
-            for k in range(k_cls):
-                out[row, k] = acc[k] / total
-        elif link == OVR:
-            total = 0.0
-            for k in range(k_cls):
-                acc[k] = 1.0 / (1.0 + math.exp(-acc[k]))
-                total += acc[k]
-            total = max(total, 1e-300)
-            for k in range(k_cls):
-                out[row, k] = acc[k] / total
-        else:
-            for k in range(k_cls):
-                out[row, k] = acc[k]
+        _link(acc, link, out[row])
 
 
 @jit
