@@ -14,9 +14,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from support.models import random_model
 
 from astrodask import predict, priors, schema
-from astrodask.features import RECIPES, base_matrix, quantile_summary, raw_columns, spec_from_quantiles
+from astrodask.features import raw_columns
 from astrodask.model import SoftmaxModel, TrainingDomain
 from astrodask.storage import Location
 
@@ -26,23 +27,12 @@ DICTIONARY = [schema.PRED, schema.SCORED_BY, schema.CLASS]
 
 
 def _model(feature_set: str, df: pd.DataFrame, seed: int) -> SoftmaxModel:
-    """A model over a spec fitted on ``df`` with random weights that spread the probabilities, and a training
-    domain narrow enough (the 2 %..98 % quantiles) that some rows lie outside it."""
-    recipe = RECIPES[feature_set]
-    raw = df[list(raw_columns(feature_set))].to_numpy(dtype="float64", na_value=np.nan)
-    base = base_matrix(df, recipe.base, None)
-    spec = spec_from_quantiles(feature_set, recipe, quantile_summary(raw)[0], quantile_summary(base)[0],
-                               np.nanmean(base, axis=0), np.nanstd(base, axis=0))
-    x = spec.expand(df).astype(np.float64)
-    sd = x.std(axis=0)
-    spec = replace(spec, mean=x.mean(axis=0), scale=np.where(sd > 1e-12, sd, 1.0))
-    rng = np.random.default_rng(seed)
-    d = spec.n_features
+    """A model with random weights (``support.models.random_model``) and a training domain narrow enough (the
+    2 %..98 % quantiles) that some rows lie outside it."""
     bounds = {c: (float(np.nanquantile(df[c], 0.02)), float(np.nanquantile(df[c], 0.98)))
               for c in raw_columns(feature_set)}
     domain = TrainingDomain(bounds, dict.fromkeys(bounds, 0.02), (0.5, 0.2, 0.3), len(df))
-    return SoftmaxModel(spec, rng.normal(0.0, 3.0 / np.sqrt(d), (len(schema.CLASSES), d)),
-                        rng.normal(0.0, 1.0, len(schema.CLASSES)), domain=domain)
+    return random_model(feature_set, df, seed, domain=domain)
 
 
 @pytest.fixture(scope="module")

@@ -20,9 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from test_features import (
-    _fitted_spec,  # the spec fitted on a frame, as in the feature tests
-)
+from support.models import random_model
 
 from astrodask import schema
 from astrodask.features import compiled as kernels
@@ -46,17 +44,6 @@ def _real() -> pd.DataFrame:
     if not SDSS17.is_file():
         pytest.skip(f"real SDSS data not found at {SDSS17} (see ../shared/data/README.md)")
     return pd.read_csv(SDSS17)
-
-
-def _model(feature_set: str, df: pd.DataFrame, seed: int = 0, link: str | None = None) -> SoftmaxModel:
-    """A model over a spec fitted on ``df`` (knots at its quantiles, its medians, its scaler) with random weights
-    of a size that spreads the probabilities (not all 0 or 1), so a wrong column shows in them."""
-    spec = _fitted_spec(feature_set, df)
-    rng = np.random.default_rng(seed)
-    d = spec.n_features
-    coef = rng.normal(0.0, 3.0 / np.sqrt(d), (len(schema.CLASSES), d))
-    info = ModelInfo(link=link) if link else ModelInfo()
-    return SoftmaxModel(spec, coef, rng.normal(0.0, 1.0, len(schema.CLASSES)), info=info)
 
 
 def _with_missing(df: pd.DataFrame, feature_set: str, seed: int = 1) -> pd.DataFrame:
@@ -107,7 +94,7 @@ def sample() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def sample_models(sample) -> dict:
-    return {fs: _model(fs, sample.iloc[:12000], seed=k) for k, fs in enumerate(FEATURE_SETS)}
+    return {fs: random_model(fs, sample.iloc[:12000], seed=k) for k, fs in enumerate(FEATURE_SETS)}
 
 
 @pytest.mark.parametrize("feature_set", FEATURE_SETS)
@@ -139,7 +126,7 @@ def test_values_outside_the_knots_equal_the_reference(sample_models, sample, fea
 def test_real_rows_equal_the_reference(feature_set):
     """SDSS17 (no PSF magnitudes, so no morphology model): the whole file, with missing and extreme inputs."""
     real = _real()
-    model = _model(feature_set, real.sample(n=30000, random_state=3), seed=7)
+    model = random_model(feature_set, real.sample(n=30000, random_state=3), seed=7)
     _check(model, real)
     _check(model, _with_missing(real.sample(n=20000, random_state=4), feature_set))
     _check(model, _extremes(model, real))
@@ -147,13 +134,13 @@ def test_real_rows_equal_the_reference(feature_set):
 
 @pytest.mark.parametrize("feature_set", ["spectroscopic", "photometric+morphology"])
 def test_one_vs_rest_link(sample, feature_set):
-    model = _model(feature_set, sample.iloc[:8000], seed=11, link="ovr")
+    model = random_model(feature_set, sample.iloc[:8000], seed=11, link="ovr")
     _check(model, _with_missing(sample.iloc[8000:], feature_set))
 
 
 def test_interactions_and_no_scaler(sample):
     """Parts of FeatureSpec no recipe uses today: interactions, and a spec before its scaler is fitted."""
-    model = _model("spectroscopic", sample.iloc[:8000], seed=5)
+    model = random_model("spectroscopic", sample.iloc[:8000], seed=5)
     spec = replace(model.spec, interactions=(("r", "g-r"), ("asinh_z", "u-g")))
     spec = replace(spec, mean=None, scale=None)
     rng = np.random.default_rng(6)

@@ -3,20 +3,14 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 from scipy.interpolate import BSpline
+from support.models import fitted_spec
 
 from astrodask.features import (
     DEGREE,
     QUANTILE_LEVELS,
-    RECIPES,
-    base_matrix,
-    quantile_summary,
-    raw_columns,
-    spec_from_quantiles,
 )
 from astrodask.features.splines import basis_matrix, knot_vector
 from astrodask.model import SoftmaxModel
@@ -42,21 +36,10 @@ def test_basis_matches_scipy(seed, n_knots):
     assert basis_matrix(x[:0], t).shape == (0, len(t) - DEGREE - 1)
 
 
-def _fitted_spec(feature_set, df):
-    recipe = RECIPES[feature_set]
-    raw = df[list(raw_columns(feature_set))].to_numpy(dtype="float64", na_value=np.nan)
-    base = base_matrix(df, recipe.base, None)
-    spec = spec_from_quantiles(feature_set, recipe, quantile_summary(raw)[0], quantile_summary(base)[0],
-                               np.nanmean(base, axis=0), np.nanstd(base, axis=0))
-    x = spec.expand(df).astype(np.float64)
-    sd = x.std(axis=0)
-    return replace(spec, mean=x.mean(axis=0), scale=np.where(sd > 1e-12, sd, 1.0))
-
-
 @pytest.mark.parametrize("feature_set", ["spectroscopic", "photometric"])
 def test_folded_scores_equal_the_expanded_matrix_product(feature_set):
     df = synth_partition(0, 20000, seed=3)
-    spec = _fitted_spec(feature_set, df)
+    spec = fitted_spec(feature_set, df)
     rng = np.random.default_rng(0)
     model = SoftmaxModel(spec, rng.normal(0, 0.3, (3, spec.n_features)), rng.normal(0, 1, 3))
     rows = synth_partition(1, 70000, seed=4)  # more rows than one scoring chunk
