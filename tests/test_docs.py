@@ -26,7 +26,7 @@ CLI_MD = DOCS / "cli.md"
 MAX_README_LINES = 200
 CI_COMMANDS = {  # marker -> the command .ci/run reads from the line two below it (after the ```bash line)
     "setup-command": 'pip install -e ".[test]"',
-    "test-command": "python -m pytest -q",
+    "test-command": "python -m pytest -q -n 3 --dist loadfile",
 }
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 
