@@ -91,7 +91,7 @@ def ensure_synth(rows: int, dest: Path, fmt: str = "parquet", partitions: int | 
 
         with LocalCluster(processes=False, n_workers=1, threads_per_worker=workers, dashboard_address=":0") as lc, \
                 Client(lc, set_as_default=False) as client:
-            synth.run(synth.SynthConfig(rows, str(dest), partitions=partitions or default_partitions(rows), format=fmt,
+            synth.run(synth.SynthConfig(str(dest), rows=rows, partitions=partitions or default_partitions(rows), format=fmt,
                                         overwrite=True, quiet=True), client)
         return {"path": str(dest), "rows": rows, "generated": True, "seconds": time.perf_counter() - t0}
     cmd = [*astrodask_cmd(), "synth", "--rows", str(rows), "--partitions", str(partitions or default_partitions(rows)),

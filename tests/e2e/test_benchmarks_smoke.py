@@ -138,3 +138,18 @@ def test_tiny_run_spark(tmp_path):
     assert "error" not in res["train/spark"] and 0.5 < res["train/spark"]["accuracy"] <= 1.0
     predict = {r[0]: r for r in _table_rows(md, "predict")}
     assert float(predict["pyarrow read + write, no model (raw limit)"][7]) > 0  # raw ÷ Spark
+
+
+def test_the_harness_makes_its_synthetic_dataset_once(tmp_path):
+    """benchmarks/common.ensure_synth (bench_train_scaling, bench_spill, run.py): the rows asked for, then reused."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import common
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    import pyarrow.parquet as pq
+
+    first = common.ensure_synth(3000, tmp_path / "ds", "parquet", 2, 1)
+    assert first["generated"] and pq.ParquetDataset(str(tmp_path / "ds")).read().num_rows == 3000
+    again = common.ensure_synth(3000, tmp_path / "ds", "parquet", 2, 1)
+    assert not again["generated"]
