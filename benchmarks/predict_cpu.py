@@ -198,37 +198,45 @@ def measure_cluster(ds: Path, model_dir: Path, repeat: int, work: Path) -> dict:
             "worker_cpu_median": worker, "worker_cpu_per_1M": worker / res.rows * 1e6}
 
 
+def _section(doc: dict, key: str, intro: str, head: list[str], rows) -> list[str]:
+    """An intro, a table head and ``rows(label, record)`` for each run of ``doc`` that measured ``key``."""
+    runs = [(k, r[key]) for k, r in doc.items() if r.get(key)]
+    return ["", intro, "", *head, *(ln for k, c in runs for ln in rows(k, c))] if runs else []
+
+
+def _cpu_rows(label: str, c: dict) -> list[str]:
+    per = c["cpu_seconds_per_1M"]
+    return [f"| {label} | {c['rows']:,} | {per['raw']:.3f} | {per['predict_file']:.3f} | **{c['ratio']:.2f}** | "
+            f"{c['output_bytes']['predict_file'] / 1e6:.1f} | {c['output_bytes']['raw'] / 1e6:.1f} |"]
+
+
+def _cli_rows(label: str, c: dict) -> list[str]:
+    wall = c["wall_median"]
+    out = [f"| {label} | {c['rows']:,} | {wall['raw']:.2f} | {wall['predict']:.2f} | **{c['ratio']:.2f}** |"]
+    if "baseline" in c:
+        out.append(f"| {label}: baseline {c['baseline']}, same rounds | | {wall['raw']:.2f} | "
+                   f"{wall['baseline']:.2f} | **{c['baseline_ratio']:.2f}** |")
+    return out
+
+
+def _cluster_rows(label: str, c: dict) -> list[str]:
+    return [f"| {label} | {c['rows']:,} | {c['wall_median']:.2f} | {c['worker_cpu_median']:.1f} | "
+            f"**{c['worker_cpu_per_1M']:.2f}** |"]
+
+
 def _table(doc: dict) -> str:
-    out = ["# predict CPU per 1 M rows vs raw pyarrow (benchmarks/predict_cpu.py)", "",
-           "Process CPU time, medians, pyarrow single-threaded; raw = read the predict columns + write them with "
-           "pyarrow's defaults (zstd); ratio = raw / predict_file (target >= 0.6).", "",
-           "| label | rows | raw CPU s/1M | predict_file CPU s/1M | ratio | predict MB | raw MB |",
-           "|---|---:|---:|---:|---:|---:|---:|"]
-    for label, r in doc.items():
-        c = r.get("cpu")
-        if c:
-            out.append(f"| {label} | {c['rows']:,} | {c['cpu_seconds_per_1M']['raw']:.3f} | "
-                       f"{c['cpu_seconds_per_1M']['predict_file']:.3f} | **{c['ratio']:.2f}** | "
-                       f"{c['output_bytes']['predict_file'] / 1e6:.1f} | {c['output_bytes']['raw'] / 1e6:.1f} |")
-    cli = [(k, r["cli"]) for k, r in doc.items() if r.get("cli")]
-    if cli:
-        out += ["", "Whole command (`astrodask predict`, 2 workers) vs speed.py's raw copy (one process), wall time, "
-                "medians (the machine is shared: see the notes):", "",
-                "| label | rows | raw s | predict s | ratio |", "|---|---:|---:|---:|---:|"]
-        for k, c in cli:
-            out.append(f"| {k} | {c['rows']:,} | {c['wall_median']['raw']:.2f} | {c['wall_median']['predict']:.2f}"
-                       f" | **{c['ratio']:.2f}** |")
-            if "baseline" in c:
-                out.append(f"| {k}: baseline {c['baseline']}, same rounds | | {c['wall_median']['raw']:.2f} | "
-                           f"{c['wall_median']['baseline']:.2f} | **{c['baseline_ratio']:.2f}** |")
-    cl = [(k, r["cluster"]) for k, r in doc.items() if r.get("cluster")]
-    if cl:
-        out += ["", "`predict.run` on a warm LocalCluster (2 workers x 1 thread; `--cluster`): the task phase without "
-                "interpreter and cluster start, medians after a warm-up run:", "",
-                "| label | rows | wall s | workers' CPU s | workers' CPU s / 1M rows |", "|---|---:|---:|---:|---:|"]
-        for k, c in cl:
-            out.append(f"| {k} | {c['rows']:,} | {c['wall_median']:.2f} | {c['worker_cpu_median']:.1f} | "
-                       f"**{c['worker_cpu_per_1M']:.2f}** |")
+    out = ["# predict CPU per 1 M rows vs raw pyarrow (benchmarks/predict_cpu.py)"]
+    out += _section(doc, "cpu", "Process CPU time, medians, pyarrow single-threaded; raw = read the predict columns + "
+                    "write them with pyarrow's defaults (zstd); ratio = raw / predict_file (target >= 0.6).",
+                    ["| label | rows | raw CPU s/1M | predict_file CPU s/1M | ratio | predict MB | raw MB |",
+                     "|---|---:|---:|---:|---:|---:|---:|"], _cpu_rows)
+    out += _section(doc, "cli", "Whole command (`astrodask predict`, 2 workers) vs speed.py's raw copy (one "
+                    "process), wall time, medians (the machine is shared: see the notes):",
+                    ["| label | rows | raw s | predict s | ratio |", "|---|---:|---:|---:|---:|"], _cli_rows)
+    out += _section(doc, "cluster", "`predict.run` on a warm LocalCluster (2 workers x 1 thread; `--cluster`): the "
+                    "task phase without interpreter and cluster start, medians after a warm-up run:",
+                    ["| label | rows | wall s | workers' CPU s | workers' CPU s / 1M rows |",
+                     "|---|---:|---:|---:|---:|"], _cluster_rows)
     return "\n".join(out) + "\n" + NOTES
 
 
