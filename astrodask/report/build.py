@@ -23,6 +23,7 @@ PREDICTIONS_REPORT_DIR = "_report"
 """Where ``predict --report`` puts it, inside the predictions: a leading ``_``, so that Parquet readers
 (pyarrow, pandas, Dask, Spark) take the predictions directory as a dataset without it."""
 
+
 def dataset_of(pred_loc: Location, meta: dict, storage_options) -> object | None:
     """The dataset predictions were made from, when it is still there and unchanged (else None, with why)."""
     path = meta.get("dataset")

@@ -26,16 +26,11 @@ PRED_COLUMNS = (schema.ID, *schema.PROBS, schema.IMPUTED, schema.SCORED_BY, sche
                 "alpha", "delta", schema.REDSHIFT, *BANDS)
 
 
-
-def _floats(df, c):
-    return df[c].to_numpy(np.float64, na_value=np.nan) if c in df.columns else None
-
-
 def frame_sums(df, proba, photometric=None, imputed=None, out_of_domain=None) -> PartSums:
     """The sums of rows in ``df`` (canonical columns: class when labelled, u g r i, redshift, alpha, delta)."""
     y = labels.encode(df[schema.CLASS], where="class").astype(np.int64) if schema.CLASS in df.columns else \
         np.full(len(df), -1, np.int64)
-    cols = {c: _floats(df, c) for c in (*BANDS, schema.REDSHIFT, "alpha", "delta") if c in df.columns}
+    cols = {c: schema.float64_values(df[c]) for c in (*BANDS, schema.REDSHIFT, "alpha", "delta") if c in df.columns}
     return PartSums(block_stats(y, proba, photometric),
                     figure_sums(proba, cols, y, photometric, imputed, out_of_domain))
 
