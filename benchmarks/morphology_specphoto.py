@@ -86,13 +86,13 @@ def cross_validate(df: pd.DataFrame, folds: int, repeats: int) -> dict:
     x = base_matrix(df, RECIPES["photometric+morphology"].base, None)
     names = ("astrodask photometric+morphology", "HistGradientBoosting", "HistGradientBoosting balanced")
     out = {n: [] for n in names}
+    opts = TrainOptions(features="photometric+morphology", report=False)
     for r in range(repeats):
         fold, early = fold_assignment(ids, r, folds)
         for f in range(folds):
             held = fold == f
             split = np.where(held, TEST, np.where(early, VALID, TRAIN)).astype(np.int8)
             rule = FoldSplit(test=(0, 200), valid=(200, 300), ids=ids[order], split=split[order])
-            opts = TrainOptions(features="photometric+morphology", report=False)
             fitted = fit_one(InProcess(), items, len(df), opts, rule, where=f"fold {f}", quiet=True,
                              log=lambda m: None, check_size=False)
             out[names[0]].append(f1_score(y[held], np.asarray(fitted.model.predict(df[held])), average="macro"))
