@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 
 from . import schema
+from .console import log
 from .dataset import open_dataset
 from .errors import AstrodaskError
 from .metrics import HOLDOUT_JSON, METRICS_JSON, Metrics, finalize
@@ -33,6 +34,8 @@ class EvaluateConfig(JobFlags):
     holdout: str | None = field(default=None, metadata={"metavar": "MODEL_DIR"})
     """A model directory whose holdout metrics are copied beside the evaluation (holdout_metrics.json), so the
     report tells the rows the model never trained on apart from all of them."""
+    report: bool = True
+    """Draw the figures and index.html beside metrics.json in --out (--no-report: metrics.json only)."""
 
     def __post_init__(self):
         self.check_flags()
@@ -45,21 +48,21 @@ class EvaluateResult:
     metrics: Metrics
     out: str | None = None
     holdout: Metrics | None = None
+    report: str | None = None
+    """The report's page, when one was drawn."""
 
     def lines(self) -> list[str]:
         out = [self.metrics.line()]
         out += [f"  {c:7s} precision {v.precision:.4f}  recall {v.recall:.4f}  F1 {v.f1:.4f}"
                 for c, v in self.metrics.per_class.items()]
         if self.out:
-            out.append(f"metrics: {self.out}/{METRICS_JSON}  report: {self.out}/index.html")
+            out.append(f"metrics: {self.out}/{METRICS_JSON}" + (f"  report: {self.report}" if self.report else ""))
         return out
 
 
 def run(cfg: EvaluateConfig, client) -> EvaluateResult:
     """Evaluate ``cfg.predictions``; with ``cfg.out``, write metrics.json, the figures and index.html there,
     committed atomically (with ``resume``, an evaluation already made of the same predictions is kept)."""
-    from .report import page  # matplotlib loads only where a report is drawn
-
     so = cfg.storage_options
     src = Location.of(cfg.predictions, so)
     ds = open_dataset(src, kind="predictions")
@@ -83,25 +86,38 @@ def run(cfg: EvaluateConfig, client) -> EvaluateResult:
     inputs = (ds.location,) + ((model_dir,) if model_dir else ())
     with StagedOutput(dest, cfg.overwrite, cfg.resume, kind="evaluation", fingerprint=fp, inputs=inputs) as out:
         if out.done:
-            return EvaluateResult(Metrics.from_json(read_json(dest / METRICS_JSON)), str(dest), held)
+            page_loc = build.page_of(dest)
+            if cfg.report and page_loc is None:
+                log(f"{dest}: the finished evaluation has no report; draw one with --overwrite")
+            return EvaluateResult(Metrics.from_json(read_json(dest / METRICS_JSON)), str(dest), held, page_loc)
         t0 = time.perf_counter()
-        data = build.dataset_of(src, meta, so) if meta.get("format") != "hats" else None
+        # the dataset's magnitudes are read for the report's figures only
+        data = build.dataset_of(src, meta, so) if cfg.report and meta.get("format") != "hats" else None
         sums = sums_of(client, ds.files, build.paired_files(ds.files, data), cfg.quiet)
         metrics = finalize(sums.metrics)
         write_json_atomic(out.staging / METRICS_JSON, metrics.to_json())
         if held is not None:
             write_json_atomic(out.staging / HOLDOUT_JSON, held.to_json())
-        title = "astrodask: predictions on the whole dataset" if held else "astrodask evaluation"
-        inputs_p = [provenance.input_record("predictions", src, meta)]
-        if data is not None:
-            inputs_p.append(provenance.input_record("dataset", data.location, read_meta(data.location)))
-        prov = provenance.make(client, inputs_p, {"holdout": cfg.holdout},
-                               (*build.stage_times(meta), provenance.StageTime("evaluate",
-                                                                                      time.perf_counter() - t0)))
-        rows = ("All predicted rows (training, validation and holdout rows together; the holdout alone is in "
-                f"{HOLDOUT_JSON})") if held else None
-        page.write(out.staging, sums.figures, metrics, kind="evaluation", title=title, subtitle=rows,
-                   ranges=build.ranges_of(build.load_model(meta, so)), provenance=prov)
+        if cfg.report:
+            _page(client, out.staging, src, meta, data, sums.figures, metrics, cfg, held is not None,
+                  time.perf_counter() - t0)
         out.commit({"predictions": ds.path, "accuracy": metrics.accuracy, "stage": "evaluate",
                     "seconds": time.perf_counter() - t0})
-    return EvaluateResult(metrics, str(dest), held)
+    return EvaluateResult(metrics, str(dest), held, str(dest / build.INDEX) if cfg.report else None)
+
+
+def _page(client, dest, src, meta, data, figures, metrics: Metrics, cfg: EvaluateConfig, whole: bool,
+          seconds: float) -> None:
+    """The evaluation's report: its figures, provenance and index.html, into ``dest``."""
+    from .report import page  # matplotlib loads only where a report is drawn
+
+    title = "astrodask: predictions on the whole dataset" if whole else "astrodask evaluation"
+    inputs = [provenance.input_record("predictions", src, meta)]
+    if data is not None:
+        inputs.append(provenance.input_record("dataset", data.location, read_meta(data.location)))
+    prov = provenance.make(client, inputs, {"holdout": cfg.holdout},
+                           (*build.stage_times(meta), provenance.StageTime("evaluate", seconds)))
+    rows = ("All predicted rows (training, validation and holdout rows together; the holdout alone is in "
+            f"{HOLDOUT_JSON})") if whole else None
+    page.write(dest, figures, metrics, kind="evaluation", title=title, subtitle=rows,
+               ranges=build.ranges_of(build.load_model(meta, cfg.storage_options)), provenance=prov)

@@ -168,7 +168,7 @@ class Metrics:
                    {c: Reliability(**v) for c, v in d["reliability"].items()},
                    {c: int(v) for c, v in d["predicted_counts"].items()},
                    tuple(d.get("classes", schema.CLASSES)), d.get("train"),
-                   {k: PathScores(**v) for k, v in d.get("paths", {}).items()})
+                   {k: PathScores(**d["paths"][k]) for k in PATHS if k in d.get("paths", {})})
 
 
 def finalize(s: EvalSums) -> Metrics:

@@ -80,7 +80,7 @@ class JobConfig(JobFlags):
     def evaluate_config(self) -> evaluate.EvaluateConfig:
         p = self.paths()
         return evaluate.EvaluateConfig(predictions=str(p["predictions"]), out=str(p["evaluation"]),
-                                       holdout=str(p["model"]), **self.flags())
+                                       holdout=str(p["model"]), report=self.train.report, **self.flags())
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,8 @@ class JobResult:
 
     def lines(self) -> list[str]:
         return [f"dataset:     {self.dataset.dest}",
-                f"model:       {self.model.model_dir}  (report: {self.model.model_dir}/report/index.html)",
+                f"model:       {self.model.model_dir}" + (f"  (report: {self.model.report})" if self.model.report
+                                                            else ""),
                 *self.predictions.lines(),
                 f"evaluation:  {self.evaluation.out}",
                 f"holdout:     {self.model.metrics.line()}",

@@ -21,7 +21,7 @@ from ..dataset import HOLDOUT, open_dataset
 from ..features import raw_columns, resolve_feature_set
 from ..metrics import METRICS_JSON, Metrics, finalize
 from ..model import HISTORY_JSON
-from ..report.build import MODEL_REPORT_DIR
+from ..report.build import INDEX, MODEL_REPORT_DIR, page_of
 from ..report.collect import holdout_sums
 from ..storage import Location, StagedOutput, read_json, read_meta, write_json_atomic
 from .config import TrainConfig, digest
@@ -38,10 +38,12 @@ class TrainResult:
     """The holdout metrics (``metrics.json``), with the training run in ``metrics.train``."""
     history: tuple[EpochRecord, ...]
     """One record per epoch (``history.json``)."""
+    report: str | None = None
+    """The report's page, when the model directory has one (not with ``--no-report``)."""
 
     def lines(self) -> list[str]:
         return [f"model: {self.model_dir}", f"holdout: {self.metrics.line()}",
-                f"report: {self.model_dir}/report/index.html"]
+                *([f"report: {self.report}"] if self.report else [])]
 
 
 def _training_record(fitted: Fitted, cfg: TrainConfig) -> dict:
@@ -92,7 +94,8 @@ def run(cfg: TrainConfig, client) -> TrainResult:
                       inputs=(ds.location,)) as out:
         if out.done:
             return TrainResult(str(dest), Metrics.from_json(read_json(dest / METRICS_JSON)),
-                               tuple(EpochRecord.from_json(r) for r in read_json(dest / HISTORY_JSON)))
+                               tuple(EpochRecord.from_json(r) for r in read_json(dest / HISTORY_JSON)),
+                               page_of(dest / MODEL_REPORT_DIR))
         backend = OnCluster(client, cfg.quiet)
         workspace = Workspace(out.staging, digest(fingerprint), cfg.resume)
 
@@ -120,4 +123,5 @@ def run(cfg: TrainConfig, client) -> TrainResult:
         clear(workspace)
         out.commit({"dataset": ds.path, "accuracy": metrics.accuracy, "stage": "train",
                     "seconds": time.perf_counter() - t0})
-    return TrainResult(str(dest), metrics, tuple(fitted.history))
+    return TrainResult(str(dest), metrics, tuple(fitted.history),
+                       str(dest / MODEL_REPORT_DIR / INDEX) if cfg.report else None)

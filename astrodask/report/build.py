@@ -15,13 +15,19 @@ from ..metrics import METRICS_JSON, Metrics, finalize
 from ..storage import Location, read_json, read_meta
 from . import provenance
 from .collect import sums_of
-from .sums import Range
+from .sums import INDEX, Range
 
 MODEL_REPORT_DIR = "report"
 """Where ``train`` puts the model's report, inside the model directory."""
 PREDICTIONS_REPORT_DIR = "_report"
 """Where ``predict --report`` puts it, inside the predictions: a leading ``_``, so that Parquet readers
 (pyarrow, pandas, Dask, Spark) take the predictions directory as a dataset without it."""
+
+
+def page_of(report_dir: Location) -> str | None:
+    """The page of the report in ``report_dir``, or None when no report was written there."""
+    page = report_dir / INDEX
+    return str(page) if page.exists() else None
 
 
 def dataset_of(pred_loc: Location, meta: dict, storage_options) -> object | None:

@@ -249,5 +249,5 @@ def write(out, st: S.ReportSums, metrics: Metrics | None, *, kind: str, title: s
 <h2 id="provenance">Provenance</h2>{_provenance(provenance)}
 </body></html>
 """
-    (out / "index.html").write_text(page)
-    return out / "index.html"
+    (out / S.INDEX).write_text(page)
+    return out / S.INDEX

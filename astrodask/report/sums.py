@@ -27,6 +27,8 @@ import numpy as np
 from .. import schema
 from ..metrics import EvalSums
 
+INDEX = "index.html"
+"""A report's page, in its directory beside the figures and the sums."""
 CLASSES = schema.CLASSES
 K = len(CLASSES)
 NBITS = len(schema.INPUT_BITS)

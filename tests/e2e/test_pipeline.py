@@ -51,8 +51,9 @@ def read_predictions(out: Path) -> pd.DataFrame:
     return dd.read_parquet(str(out / "predictions")).compute(scheduler="sync").reset_index(drop=True)
 
 
-def check_job_outputs(out: Path, sources, min_accuracy: float = 0.9) -> dict:
-    """Everything a finished job must have written under ``out``; returns the holdout and all-rows metrics."""
+def check_job_outputs(out: Path, sources, min_accuracy: float = 0.9, report: bool = True) -> dict:
+    """Everything a finished job must have written under ``out`` (with ``report``: the model's and the
+    evaluation's reports; without: neither); returns the holdout and all-rows metrics."""
     ids = input_ids(sources)
     assert len(np.unique(ids)) == len(ids)
     # nothing else (no staging, lock or old directories) is left beside the four outputs
@@ -70,14 +71,18 @@ def check_job_outputs(out: Path, sources, min_accuracy: float = 0.9) -> dict:
     model = out / "model"
     for name in ("model.json", "weights.npz", "metrics.json"):
         assert (model / name).is_file() and (model / name).stat().st_size > 0, name
-    index = model / "report" / "index.html"
-    assert index.is_file()
-    pngs = sorted((model / "report").glob("*.png"))
-    assert len(pngs) >= 3, pngs
-    html = index.read_text()
-    for png in pngs:
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000, png
-        assert png.name in html, f"{png.name} not shown in the report"
+    for where in (model / "report", out / "evaluation"):
+        if not report:
+            assert not (where / "index.html").exists() and not list(where.glob("*.png")), where
+            continue
+        index = where / "index.html"
+        assert index.is_file()
+        pngs = sorted(where.glob("*.png"))
+        assert len(pngs) >= 3, pngs
+        html = index.read_text()
+        for png in pngs:
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000, png
+            assert png.name in html, f"{png.name} not shown in the report"
     holdout = json.loads((model / "metrics.json").read_text())
     assert holdout["accuracy"] > min_accuracy, holdout["accuracy"]
     assert 0.1 * len(ids) < holdout["n"] < 0.3 * len(ids)  # the 20 % id-hash holdout
@@ -104,9 +109,10 @@ def check_job_outputs(out: Path, sources, min_accuracy: float = 0.9) -> dict:
     return {"holdout": holdout, "all_rows": ev}
 
 
-def check_job_stdout(stdout: str, out: Path, metrics: dict) -> None:
+def check_job_stdout(stdout: str, out: Path, metrics: dict, report: bool = True) -> None:
     for stage in STAGES:
         assert str(out.absolute() / stage) in stdout, f"{stage} path missing from:\n{stdout}"
+    assert (f"report: {out.absolute() / 'model' / 'report' / 'index.html'}" in stdout) == report, stdout
     assert f"accuracy {metrics['holdout']['accuracy']:.4f}" in stdout
     assert f"accuracy {metrics['all_rows']['accuracy']:.4f}" in stdout
 
@@ -186,10 +192,10 @@ def test_resume_skips_finished_stages_and_overwrite_rules(cluster_job, dask_clus
     r = run_job_script(small_csv_parts, out, *sched, "--resume", "--overwrite", cwd=tmp_path)
     assert r.returncode == 1 and error_lines(r.stderr)[0].startswith("astrodask: error: resume:"), r.stderr
 
-    # with --overwrite: everything redone, same (deterministic) predictions
-    r = run_job_script(small_csv_parts, out, *sched, "--overwrite", "--epochs", EPOCHS, cwd=tmp_path)
+    # with --overwrite: everything redone, same (deterministic) predictions; --no-report: neither report drawn
+    r = run_job_script(small_csv_parts, out, *sched, "--overwrite", "--epochs", EPOCHS, "--no-report", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    check_job_stdout(r.stdout, out, check_job_outputs(out, small_csv_parts, 0.0))
+    check_job_stdout(r.stdout, out, check_job_outputs(out, small_csv_parts, 0.0, report=False), report=False)
     assert (out / "predictions" / "_SUCCESS").stat().st_mtime_ns != stamps[out / "predictions" / "_SUCCESS"]
     after = read_predictions(out).sort_values("obj_ID").reset_index(drop=True)
     before = before.sort_values("obj_ID").reset_index(drop=True)
@@ -204,14 +210,15 @@ def test_resume_skips_finished_stages_and_overwrite_rules(cluster_job, dask_clus
 def test_job_api_on_local_cluster(small_csv_parts, small_sample, tmp_path, monkeypatch):
     monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)  # ClusterConfig would connect there instead
     out = tmp_path / "out"
-    cfg = JobConfig(sources=tuple(str(s) for s in small_csv_parts), out=str(out), train=TrainOptions(epochs=EPOCHS),
-                    quiet=True)
+    cfg = JobConfig(sources=tuple(str(s) for s in small_csv_parts), out=str(out),
+                    train=TrainOptions(epochs=EPOCHS, report=False), quiet=True)
     with connect(ClusterConfig(n_workers=2), quiet=True) as client:
         assert len(client.scheduler_info(n_workers=-1)["workers"]) == 2
         result = run_job(cfg, client)
     assert [result.dataset.dest, result.model.model_dir, result.predictions.out, result.evaluation.out] == \
         [str(out.absolute() / s) for s in STAGES]
-    metrics = check_job_outputs(out, small_csv_parts, _small_accuracy(small_sample))
+    metrics = check_job_outputs(out, small_csv_parts, _small_accuracy(small_sample), report=False)
+    assert result.model.report is None and result.evaluation.report is None
     assert result.model.metrics.to_json() == metrics["holdout"]
     assert result.evaluation.metrics.to_json() == metrics["all_rows"]
     assert result.dataset.written == len(input_ids(small_csv_parts))

@@ -135,9 +135,11 @@ def test_kaggle_format_whole_job_matches_the_integer_copy_and_joins_back(client,
     sample.to_csv(ints, index=False)
     res = {}
     for name, src, row_ids in (("ints", ints, False), ("kaggle", kaggle_csv, True)):
-        cfg = JobConfig(sources=(str(src),), out=str(tmp_path / name), train=TrainOptions(epochs=40), quiet=True,
+        cfg = JobConfig(sources=(str(src),), out=str(tmp_path / name), train=TrainOptions(epochs=40, report=False),
+                        quiet=True,
                         convert=ConvertOptions(row_ids=row_ids))
         res[name] = run(cfg, client)
+        assert res[name].model.report is None and res[name].evaluation.report is None  # report=False: neither
     assert res["kaggle"].dataset.written == len(sample)
     assert abs(res["kaggle"].evaluation.metrics.accuracy - res["ints"].evaluation.metrics.accuracy) < 0.02, res
     assert abs(res["kaggle"].model.metrics.accuracy - res["ints"].model.metrics.accuracy) < 0.03, res

@@ -48,6 +48,7 @@ def test_cli_train_prints_the_warning_line(small_csv, tmp_path):
     ok(run_cli("convert", tmp_path / "few.csv", tmp_path / "ds", "--workers", "1", "-q", timeout=300))
     r = ok(run_cli("train", tmp_path / "ds", "--model", tmp_path / "m", "--epochs", "3", "--no-report", "--workers",
                    "1", "-q", timeout=300))
+    assert "report:" not in r.stdout and not (tmp_path / "m" / "report").exists(), r.stdout  # --no-report
     warned = [ln for ln in message_lines(r.stderr) if "labelled training rows" in ln]
     assert len(warned) == 1, r.stderr
     assert warned[0].startswith("[astrodask] warning: only "), warned[0]

@@ -102,7 +102,10 @@ def test_prediction_scores_every_row_and_evaluation_counts_labelled_rows(client,
     pred = pq.read_table(tmp_path / "p").to_pandas()
     assert set(extra_ids.tolist()) <= set(pred[schema.ID].tolist())
     assert pred["predicted_class"].notna().all()
-    m = evaluate.run(evaluate.EvaluateConfig(str(tmp_path / "p"), out=str(tmp_path / "ev"), quiet=True), client).metrics
+    ev = evaluate.run(evaluate.EvaluateConfig(str(tmp_path / "p"), out=str(tmp_path / "ev"), report=False, quiet=True),
+                      client)
+    m = ev.metrics
+    assert ev.report is None and not (tmp_path / "ev" / "index.html").exists()  # report=False: metrics.json only
     assert m.n == n_all - len(extra_ids) and m.n_unlabelled == len(extra_ids)
     assert sum(map(sum, m.confusion_matrix)) == m.n
     assert sum(m.predicted_counts.values()) == m.n
