@@ -81,8 +81,8 @@ def test_run_with_slurm_worker_jobs(slurm, jobqueue_config, tmp_path):
     left in the queue afterwards."""
     config, name = jobqueue_config
     out = tmp_path / "out"
-    r = subprocess.run([*CLI, "run", str(SAMPLE), "--out", str(out), "--epochs", EPOCHS, "--cluster", "slurm",
-                        "--jobs", "2"], capture_output=True, text=True, cwd=tmp_path, timeout=GUARD,
+    r = subprocess.run([*CLI, "run", str(SAMPLE), "--out", str(out), "--epochs", EPOCHS, "--no-report", "--cluster",
+                        "slurm", "--jobs", "2"], capture_output=True, text=True, cwd=tmp_path, timeout=GUARD,
                        env=_env(DASK_CONFIG=str(config)), stdin=subprocess.DEVNULL)
     assert r.returncode == 0, r.stderr[-3000:]
     assert (out / "predictions" / "_SUCCESS").is_file()
@@ -207,7 +207,7 @@ def test_sbatch_script_runs_the_whole_job_in_one_allocation(slurm, tmp_path):
     env = _env(ASTRODASK_PYTHON=sys.executable, ASTRODASK_JOB_DIR=str(logs), ASTRODASK_SCHEDULER_HOST="127.0.0.1")
     try:
         r = subprocess.run(["sbatch", "--wait", f"--job-name={name}", str(SBATCH_SCRIPT), str(SAMPLE),
-                            "--out", str(out), "--epochs", EPOCHS, "-q"], capture_output=True, text=True,
+                            "--out", str(out), "--epochs", EPOCHS, "--no-report", "-q"], capture_output=True, text=True,
                            cwd=tmp_path, env=env, timeout=GUARD, stdin=subprocess.DEVNULL)
     finally:
         cancel(name=name)

@@ -222,7 +222,7 @@ def test_job_over_tls_succeeds(tls_cluster, small_csv_parts, tmp_path):
     out = tmp_path / "out"
     with tls_cluster_client(tls_cluster) as c:
         before = c.run_on_scheduler(lambda dask_scheduler: dask_scheduler.transition_counter)
-    r = subprocess.run([*CLI, "run", *map(str, small_csv_parts), "--out", str(out), "--epochs", "15",
+    r = subprocess.run([*CLI, "run", *map(str, small_csv_parts), "--out", str(out), "--epochs", "15", "--no-report",
                         "--scheduler", tls_cluster.address, "--tls-ca", str(p["ca"]),
                         "--tls-cert", str(p["client_cert"]), "--tls-key", str(p["client_key"]), "-q"],
                        capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=300)

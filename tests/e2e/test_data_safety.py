@@ -257,7 +257,7 @@ def test_relative_paths_work_with_a_scheduler_in_another_directory(sched, small_
     """The workers run in their own directories: relative paths are made absolute on the client."""
     shutil.copy(small_csv, tmp_path / "in.csv")
     for args in (("convert", "in.csv", "ds"),
-                 ("train", "ds", "--model", "m", "--epochs", EPOCHS),
+                 ("train", "ds", "--model", "m", "--epochs", EPOCHS, "--no-report"),
                  ("predict", "ds", "m", "p"),
                  ("evaluate", "p", "--out", "e")):
         r = run_cli(*args, *sched, cwd=tmp_path)
@@ -305,7 +305,7 @@ def test_ctrl_c_mid_training_ends_quietly_with_a_resume_hint(small_csv, tmp_path
     assert run_cli("convert", small_csv, ds, "--workers", "1", "--quiet").returncode == 0
     err = (tmp_path / "err.txt").open("w")
     proc = subprocess.Popen([*CLI, "train", str(ds), "--model", str(model), "--epochs", "60", "--patience", "0",
-                             "--workers", "2"], stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
+                             "--no-report", "--workers", "2"], stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
                             env={k: v for k, v in os.environ.items() if k != "DASK_SCHEDULER_ADDRESS"})
     ckpt = tmp_path / ".m.staging" / "checkpoint.json"
     deadline = time.monotonic() + 120
@@ -324,8 +324,8 @@ def test_ctrl_c_mid_training_ends_quietly_with_a_resume_hint(small_csv, tmp_path
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr, stderr
     assert len(lines) == 1 and "--resume" in lines[0], stderr
-    r = run_cli("train", ds, "--model", model, "--epochs", "60", "--patience", "0", "--resume", "--workers", "1",
-                "--quiet")
+    r = run_cli("train", ds, "--model", model, "--epochs", "60", "--patience", "0", "--no-report", "--resume",
+                "--workers", "1", "--quiet")
     assert r.returncode == 0, r.stderr
     assert (model / "_SUCCESS").is_file()
 
@@ -356,7 +356,7 @@ def test_sigterm_mid_training_ends_with_one_line_a_resume_hint_and_no_leak(small
     --resume hint, exit 143 (128 + SIGTERM); --resume then finishes the model."""
     model, ds = tmp_path / "m", tmp_path / "ds"
     assert run_cli("convert", small_csv, ds, "--workers", "1", "--quiet").returncode == 0
-    argv = ["train", str(ds), "--model", str(model), "--epochs", "60", "--patience", "0"]
+    argv = ["train", str(ds), "--model", str(model), "--epochs", "60", "--patience", "0", "--no-report"]
     with (tmp_path / "err.txt").open("w") as err:
         proc = subprocess.Popen([*CLI, *argv, "--workers", "2"], stdout=subprocess.DEVNULL, stderr=err,
                                 start_new_session=True,

@@ -39,7 +39,7 @@ def job(client, small_csv, tmp_path_factory):
 
     d = tmp_path_factory.mktemp("hats")
     convert(ConvertConfig((str(small_csv),), str(d / "ds"), block_size=200_000, quiet=True), client)
-    assert main(["train", str(d / "ds"), "--model", str(d / "model"), "--epochs", str(EPOCHS), "--quiet",
+    assert main(["train", str(d / "ds"), "--model", str(d / "model"), "--epochs", str(EPOCHS), "--no-report", "--quiet",
                  "--scheduler", client.scheduler.address]) == 0
     return d
 

@@ -39,7 +39,7 @@ def run(shared_data, tmp_path_factory):
     d = tmp_path_factory.mktemp("sdss17")
     r = ok(run_cli("convert", shared_data / "sdss17.csv", d / "ds", *SMALL, timeout=600))
     assert "rows read 99,999  written 99,999  quarantined 0" in r.stdout
-    train = ok(run_cli("train", d / "ds", "--model", d / "model", *SMALL, timeout=1200))
+    train = ok(run_cli("train", d / "ds", "--model", d / "model", "--no-report", *SMALL, timeout=1200))
     return d, train
 
 

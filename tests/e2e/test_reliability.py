@@ -11,7 +11,8 @@
 Undisturbed reference runs are made once per module on the same ``dask_cluster``: the two concurrent jobs of
 (5) (a dataset of 3 partitions, the model, predictions) and a conversion with 8 KiB blocks (~85 partitions,
 so that convert and predict take long enough to be interrupted). Training is deterministic whatever the
-number of workers, so a run on a LocalCluster must match the references to 1e-9.
+number of workers, so a run on a LocalCluster must match the references to 1e-9. Every job and training here
+runs with ``--no-report``: nothing here looks at a report (``tests/report`` does).
 """
 
 from __future__ import annotations
@@ -195,7 +196,7 @@ def job_pair(dask_cluster, small_csv_parts, tmp_path_factory):
     """Two whole jobs started together on one cluster, writing to different outputs (undisturbed runs)."""
     d = tmp_path_factory.mktemp("two_jobs")
     argv = [sys.executable, JOB, *small_csv_parts, "--scheduler", dask_cluster.address, "--epochs", EPOCHS,
-            "--quiet", "--out"]
+            "--no-report", "--quiet", "--out"]
     jobs = [Job.start([*argv, d / f"out{k}"], d, f"job{k}") for k in (0, 1)]
     codes = [j.wait() for j in jobs]
     for j, c in zip(jobs, codes):
@@ -244,7 +245,8 @@ def test_worker_killed_mid_training(dask_cluster, ref, tmp_path):
     the training finishes with the undisturbed model. A second ``train`` into the same model directory meanwhile
     meets the first one's lock (one line naming it) and changes nothing."""
     model = tmp_path / "model"
-    argv = [*CLI, "train", ref.ds, "--model", model, "--epochs", EPOCHS, "--scheduler", dask_cluster.address, "-q"]
+    argv = [*CLI, "train", ref.ds, "--model", model, "--epochs", EPOCHS, "--no-report", "--scheduler",
+            dask_cluster.address, "-q"]
     job = Job.start(argv, tmp_path, "train")
     second = None
     lock = model.with_name(".model.lock")
@@ -340,7 +342,7 @@ def test_job_script_killed_mid_training_resumes(job_pair, small_csv_parts, tmp_p
     """``jobs/classify_sdss.py`` on its own LocalCluster, SIGKILLed mid-train, rerun with --resume."""
     reference = job_pair["different"][0]
     out = tmp_path / "out"
-    argv = [sys.executable, JOB, *small_csv_parts, "--out", out, "--epochs", EPOCHS, *LOCAL, "--quiet"]
+    argv = [sys.executable, JOB, *small_csv_parts, "--out", out, "--epochs", EPOCHS, "--no-report", *LOCAL, "--quiet"]
     model = out / "model"
     with DestinationWatch(model):
         job = Job.start(argv, tmp_path, "job-killed")
@@ -440,7 +442,7 @@ def test_two_jobs_with_the_same_output_one_wins_whole(dask_cluster, ref, small_c
     with one line naming the running job and its lock, and replaces nothing under it."""
     out = tmp_path / "out"
     argv = [sys.executable, JOB, *small_csv_parts, "--scheduler", dask_cluster.address, "--epochs", EPOCHS,
-            "--quiet", "--out", out]
+            "--no-report", "--quiet", "--out", out]
     with DestinationWatch(out / "dataset"), DestinationWatch(out / "model"), DestinationWatch(out / "predictions"):
         jobs = [Job.start(argv, tmp_path, f"same{k}") for k in (0, 1)]
         try:

@@ -48,7 +48,7 @@ def test_the_model_file_records_morphology_and_predict_needs_psf(frames, tmp_pat
     common = ["--workers", "1", "--quiet"]
     assert run_cli("convert", src, tmp_path / "ds", *common).returncode == 0
     r = run_cli("train", tmp_path / "ds", "--model", tmp_path / "m", "--features", "photometric", "--epochs", "20",
-                *common)
+                "--no-report", *common)
     assert r.returncode == 0, r.stderr
     assert "photometric+morphology" in r.stderr
     doc = json.loads((tmp_path / "m" / "model.json").read_text())
@@ -56,7 +56,7 @@ def test_the_model_file_records_morphology_and_predict_needs_psf(frames, tmp_pat
     assert "psf_r-r" in doc["features"]["base"]
 
     r = run_cli("train", tmp_path / "ds", "--model", tmp_path / "m2", "--features", "photometric", "--epochs", "3",
-                "--no-morphology", *common)
+                "--no-morphology", "--no-report", *common)
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "m2" / "model.json").read_text())["features"]["feature_set"] == "photometric"
 
@@ -91,7 +91,7 @@ def test_real_specphoto_morphology_model_next_to_gradient_boosting(tmp_path):
     scores = {}
     for name, more in (("morphology", []), ("plain", ["--no-morphology"])):
         r = run_cli("train", tmp_path / "ds", "--model", tmp_path / name, "--features", "photometric", *more,
-                    *common, timeout=600)
+                    "--no-report", *common, timeout=600)
         assert r.returncode == 0, r.stderr
         scores[name] = json.loads((tmp_path / name / "metrics.json").read_text())["macro_f1"]
     assert json.loads((tmp_path / "morphology" / "model.json").read_text())["features"]["feature_set"] == \

@@ -90,7 +90,7 @@ def _checkpoint_epoch(staging: Path) -> int:
 @pytest.mark.slow
 def test_killed_training_resumes_to_the_uninterrupted_model(small_dataset, tmp_path):
     args = [sys.executable, "-m", "astrodask.cli", "train", str(small_dataset), "--workers", "1", "--epochs", "40",
-            "--patience", "0", "--quiet"]
+            "--patience", "0", "--no-report", "--quiet"]
     full = tmp_path / "full"
     subprocess.run([*args, "--model", str(full)], check=True, capture_output=True, timeout=300)
 
