@@ -39,7 +39,7 @@ def test_a_non_editable_install_runs_the_default_job(tmp_path):
                          capture_output=True, text=True, cwd=tmp_path, env=env)
     assert run.stdout.strip().startswith(str(target)), run.stdout + run.stderr
     r = subprocess.run([sys.executable, "-m", "astrodask.cli", "run", "--out", str(tmp_path / "out"), "--epochs", "3",
-                        "--workers", "1", "--quiet"], capture_output=True, text=True, cwd=tmp_path, env=env,
+                        "--no-report", "--workers", "1", "--quiet"], capture_output=True, text=True, cwd=tmp_path, env=env,
                        timeout=600)
     assert r.returncode == 0, r.stderr
     meta = json.loads((tmp_path / "out" / "dataset" / "_astrodask.json").read_text())

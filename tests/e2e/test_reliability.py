@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -251,8 +252,15 @@ def test_worker_killed_mid_training(dask_cluster, ref, tmp_path):
     second = None
     lock = model.with_name(".model.lock")
     try:
-        wait_until(lock.exists, job, "the training's lock", poll=0.01)
-        second = Job.start(argv, tmp_path, "train-second")
+        wait_until(lambda: lock.exists() and lock.stat().st_size > 0, job, "the training's lock", poll=0.01)
+        # the first job paused (its lock stays live: same host, pid alive) while the second starts, so that the
+        # second meets the lock however soon the first would finish
+        os.kill(job.proc.pid, signal.SIGSTOP)
+        try:
+            second = Job.start(argv, tmp_path, "train-second")
+            assert second.wait() == 1, second.stderr
+        finally:
+            os.kill(job.proc.pid, signal.SIGCONT)
         epoch = wait_until(lambda: checkpoint_epoch(model) >= KILL_AT_EPOCH and checkpoint_epoch(model), job,
                            f"epoch {KILL_AT_EPOCH}")
         workers = _live_workers(dask_cluster)
@@ -266,7 +274,6 @@ def test_worker_killed_mid_training(dask_cluster, ref, tmp_path):
         assert job.proc.poll() is None, "training finished before the worker could be killed"
         _replace_worker(dask_cluster, workers[victim_addr])
         assert job.wait() == 0, job.stderr
-        assert second.wait() == 1, second.stderr
     finally:
         for j in (job, second):
             if j is not None and j.proc.poll() is None:

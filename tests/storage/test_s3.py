@@ -287,13 +287,13 @@ def sched(dask_cluster) -> list[str]:
 def job(s3, inputs, sched, tmp_path_factory) -> dict:
     """The whole job run twice, undisturbed: from s3:// to s3:// on its own LocalCluster (endpoint from
     AWS_ENDPOINT_URL only, which the workers inherit), and from the local file to a local directory (on the
-    module's cluster: training gives the same model whatever the number of workers; no reports, which only the
-    remote run's outputs are checked for)."""
+    module's cluster: training gives the same model whatever the number of workers). Neither draws its reports:
+    the options test below writes and checks a model's and an evaluation's report on S3."""
     d = tmp_path_factory.mktemp("s3_job")
     budget = Budget(420)
     t0 = time.monotonic()
-    remote = ok(run_cli("run", s3.url("in/sdss17.csv"), "--out", s3.url("run1"), *EPOCHS, *LOCAL2, env=s3.env(),
-                        timeout=budget.left(), cwd=d))
+    remote = ok(run_cli("run", s3.url("in/sdss17.csv"), "--out", s3.url("run1"), *EPOCHS, "--no-report", *LOCAL2,
+                        env=s3.env(), timeout=budget.left(), cwd=d))
     t_remote = time.monotonic() - t0
     local = ok(run_cli("run", inputs["sdss17"], "--out", d / "local", *EPOCHS, "--no-report", *sched, env=s3.bare_env(),
                        timeout=budget.left(), cwd=d))
@@ -340,8 +340,6 @@ def test_whole_job_s3_to_s3_matches_the_local_run(s3, job, capsys):
     assert ds["read"] == ds["written"] + ds["quarantined"] and ds["sources"] == [s3.url("in/sdss17.csv")]
     for stage in ("dataset", "model", "predictions", "evaluation"):
         assert_clean_output(s3, f"run1/{stage}")
-    assert_report(s3, "run1/model/report")
-    assert_report(s3, "run1/evaluation")
     assert sorted({k.split("/")[1] for k in s3.keys("run1/")}) == ["dataset", "evaluation", "model", "predictions"], \
         "the job lock or another object was left in run1/"
     with capsys.disabled():
@@ -364,8 +362,8 @@ def test_storage_options_alone_on_a_separate_cluster_for_every_command(s3, input
     runs = [
         ok(run_cli("convert", s3.url("in/small.csv"), s3.url("opt/dataset"), *sched, *so, env=env,
                    timeout=budget.left())),
-        ok(run_cli("train", s3.url("opt/dataset"), "--model", s3.url("opt/model"), "--epochs", "5", "--no-report",
-                   *sched, *so, env=env, timeout=budget.left())),
+        ok(run_cli("train", s3.url("opt/dataset"), "--model", s3.url("opt/model"), "--epochs", "5", *sched, *so,
+                   env=env, timeout=budget.left())),
         ok(run_cli("predict", s3.url("opt/dataset"), s3.url("opt/model"), s3.url("opt/predictions"), *sched, *so,
                    env=env, timeout=budget.left())),
         ok(run_cli("evaluate", s3.url("opt/predictions"), "--out", s3.url("opt/evaluation"), *sched, *so, env=env,
@@ -374,6 +372,7 @@ def test_storage_options_alone_on_a_separate_cluster_for_every_command(s3, input
         ok(run_cli("run", s3.url("in/small.csv"), "--out", s3.url("opt/job"), "--epochs", "5", "--no-report", *sched,
                    *so, env=env, timeout=budget.left())),
     ]
+    assert_report(s3, "opt/model/report")
     assert_report(s3, "opt/evaluation")  # its dataset's magnitudes and its model read with the options too
     assert f"rows read {SMALL_ROWS:,}  written {SMALL_ROWS:,}" in runs[0].stdout
     assert "accuracy" in runs[4].stdout
