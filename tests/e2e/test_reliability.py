@@ -459,7 +459,17 @@ def test_two_jobs_with_the_same_output_one_wins_whole(dask_cluster, ref, small_c
                 assert time.monotonic() < deadline, "no job reached training"
                 time.sleep(0.01)
             dataset_id = (out / "dataset" / "_SUCCESS").stat().st_ino
-            jobs.append(Job.start([*argv, "--overwrite"], tmp_path, "overwriter"))
+            # the running jobs paused (their locks stay live: same host, pids alive) while the overwriter starts,
+            # so that it meets the winner's lock however soon the winner would finish
+            running = [j for j in jobs if j.proc.poll() is None]
+            for j in running:
+                os.kill(j.proc.pid, signal.SIGSTOP)
+            try:
+                jobs.append(Job.start([*argv, "--overwrite"], tmp_path, "overwriter"))
+                jobs[2].wait()
+            finally:
+                for j in running:
+                    os.kill(j.proc.pid, signal.SIGCONT)
             codes = [j.wait() for j in jobs]
         finally:
             for j in jobs:
