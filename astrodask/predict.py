@@ -28,7 +28,7 @@ from .dataset import open_dataset
 from .errors import AstrodaskError, ConfigError
 from .model import MODEL_JSON, PATHS, WEIGHTS, SoftmaxModel
 from .options import JobFlags, check_choices
-from .report.build import PREDICTIONS_REPORT_DIR, write_report
+from .report.build import INDEX, PREDICTIONS_REPORT_DIR, write_report
 from .report.provenance import StageTime
 from .storage import (
     FileCheck,
@@ -357,7 +357,7 @@ def run(cfg: PredictConfig, client) -> PredictResult:
         result = PredictResult(str(dest), counts.rows, len(parts), counts.imputed, cfg.format,
                                dict(zip(PATHS, counts.by_path)), counts.out_of_domain,
                                {c: n for c, n in zip(schema.INPUT_BITS, counts.by_input) if c in model.inputs},
-                               prior_info, f"{dest}/{PREDICTIONS_REPORT_DIR}/index.html" if cfg.report else None)
+                               prior_info, f"{dest}/{PREDICTIONS_REPORT_DIR}/{INDEX}" if cfg.report else None)
         out.commit({"dataset": ds.path, "model": str(model_dir), "format": cfg.format,
                     "classes": list(model.classes_), "imputed_bits": list(schema.INPUT_BITS),
                     "out_of_domain_bits": list(schema.INPUT_BITS), **result.summary(), "stage": "predict",

@@ -93,7 +93,7 @@ class ReportResult:
     metrics: Metrics | None = None
 
     def lines(self) -> list[str]:
-        out = [f"report: {self.out}/index.html ({self.rows:,} rows, {self.labelled:,} with a true class)"]
+        out = [f"report: {self.out}/{INDEX} ({self.rows:,} rows, {self.labelled:,} with a true class)"]
         if self.metrics is not None:
             out.append(self.metrics.line())
         return out
