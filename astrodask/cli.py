@@ -259,9 +259,9 @@ def run_cmd(sources, **kw):
 
     Example: astrodask run --out out
     """
-    convert, train = _take(ConvertOptions, kw), _take(TrainOptions, kw)
-    # one --report for the job: the model's report and the predictions' report
-    stages = {"convert": convert, "train": train, "predict": _take(PredictOptions, kw, report=train.report)}
+    # the one --report is TrainOptions': JobConfig draws the model's and the evaluation's pages by it
+    stages = {"convert": _take(ConvertOptions, kw), "train": _take(TrainOptions, kw),
+              "predict": _take(PredictOptions, kw)}
     extra = {"sources": tuple(sources)} if sources else {}
     _run(_stage(".pipeline"), _take(JobConfig, kw, **stages, **extra), kw)
 

@@ -16,7 +16,6 @@ from .errors import AstrodaskError
 from .metrics import HOLDOUT_JSON, METRICS_JSON, Metrics, finalize
 from .options import JobFlags
 from .report import build, provenance
-from .report.collect import sums_of
 from .storage import Location, StagedOutput, read_json, read_meta, write_json_atomic
 
 # ------------------------------------------------------------------------------------------------ the stage
@@ -79,7 +78,8 @@ def run(cfg: EvaluateConfig, client) -> EvaluateResult:
             raise AstrodaskError(f"--holdout {model_dir}: {METRICS_JSON} is not astrodask's metrics; give a model "
                                  "directory written by `astrodask train`") from None
     if not cfg.out:
-        return EvaluateResult(finalize(sums_of(client, ds.files, None, cfg.quiet).metrics), None, held)
+        sums = build.gather(client, src, {}, ds.files, so, cfg.quiet, magnitudes=False).sums
+        return EvaluateResult(finalize(sums.metrics), None, held)
     meta = read_meta(src)
     dest = Location.of(cfg.out, so)
     fp = {"stage": "evaluate", "predictions": ds.identity(), "holdout": held.to_json() if held else None}
@@ -92,14 +92,14 @@ def run(cfg: EvaluateConfig, client) -> EvaluateResult:
             return EvaluateResult(Metrics.from_json(read_json(dest / METRICS_JSON)), str(dest), held, page_loc)
         t0 = time.perf_counter()
         # the dataset's magnitudes are read for the report's figures only
-        data = build.dataset_of(src, meta, so) if cfg.report and meta.get("format") != "hats" else None
-        sums = sums_of(client, ds.files, build.paired_files(ds.files, data), cfg.quiet)
-        metrics = finalize(sums.metrics)
+        g = build.gather(client, src, meta, ds.files, so, cfg.quiet,
+                         magnitudes=cfg.report and meta.get("format") != "hats")
+        metrics = finalize(g.sums.metrics)
         write_json_atomic(out.staging / METRICS_JSON, metrics.to_json())
         if held is not None:
             write_json_atomic(out.staging / HOLDOUT_JSON, held.to_json())
         if cfg.report:
-            _page(client, out.staging, src, meta, data, sums.figures, metrics, cfg, held is not None,
+            _page(client, out.staging, src, meta, g.data, g.sums.figures, metrics, cfg, held is not None,
                   time.perf_counter() - t0)
         out.commit({"predictions": ds.path, "accuracy": metrics.accuracy, "stage": "evaluate",
                     "seconds": time.perf_counter() - t0})

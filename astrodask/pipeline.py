@@ -48,7 +48,8 @@ class JobConfig(JobFlags):
     convert: ConvertOptions = field(default_factory=ConvertOptions)
     """The convert options (``astrodask.ingest.ConvertOptions``: magnitudes, row_ids, cuts...)."""
     train: TrainOptions = field(default_factory=TrainOptions)
-    """The training options (``astrodask.learn.TrainOptions``: features, mode, epochs, l2, patience...)."""
+    """The training options (``astrodask.learn.TrainOptions``: features, mode, epochs, l2, patience...); its
+    ``report`` draws the evaluation's page too (the job's predictions are labelled: that page is their report)."""
     predict: PredictOptions = field(default_factory=PredictOptions)
     """The predict options (``astrodask.predict.PredictOptions``: format)."""
 

@@ -15,7 +15,7 @@ from ..metrics import METRICS_JSON, Metrics, finalize
 from ..storage import Location, read_json, read_meta
 from . import provenance
 from .collect import sums_of
-from .sums import INDEX, Range
+from .sums import INDEX, PartSums, Range
 
 MODEL_REPORT_DIR = "report"
 """Where ``train`` puts the model's report, inside the model directory."""
@@ -54,6 +54,27 @@ def paired_files(pred_files, data) -> list | None:
     by_name = {f.name: f for f in data.files}
     out = [by_name.get(f.name) for f in pred_files]
     return out if all(x is not None for x in out) else None
+
+
+@dataclass(frozen=True)
+class Gathered:
+    """A report's sums and the dataset whose magnitudes went into them (None: the figures by magnitude are
+    empty)."""
+
+    sums: PartSums
+    data: object | None
+
+
+def gather(client, pred: Location, meta: dict, pred_files, storage_options, quiet: bool,
+           magnitudes: bool = True) -> Gathered:
+    """The sums of predictions ``pred_files`` made on the workers, with the magnitudes of the dataset they were
+    made from (``magnitudes``: when it is still there, unchanged, and its files pair with theirs)."""
+    data = dataset_of(pred, meta, storage_options) if magnitudes else None
+    pairs = paired_files(pred_files, data)
+    if data is not None and pairs is None:
+        log(f"the predictions' files do not pair with {data.path}'s: figures by magnitude are left empty")
+        data = None
+    return Gathered(sums_of(client, pred_files, pairs, quiet), data)
 
 
 def ranges_of(model) -> dict:
@@ -104,11 +125,8 @@ def write_report(client, dest: Location, pred: Location, meta: dict, pred_files,
     """Compute the sums of predictions ``pred_files`` (with their dataset's magnitudes) and write the page into
     ``dest`` (called by the report stage and by ``predict --report``)."""
     t0 = time.perf_counter()
-    data = dataset_of(pred, meta, storage_options)
-    pairs = paired_files(pred_files, data)
-    if data is not None and pairs is None:
-        log(f"the predictions' files do not pair with {data.path}'s: figures by magnitude are left empty")
-    sums = sums_of(client, pred_files, pairs, quiet)
+    g = gather(client, pred, meta, pred_files, storage_options, quiet)
+    sums, data = g.sums, g.data
     model = load_model(meta, storage_options)
     metrics = finalize(sums.metrics) if sums.metrics.n else None
     model_meta = read_meta(Location.of(meta["model"], storage_options)) if meta.get("model") else {}

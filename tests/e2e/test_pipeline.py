@@ -87,8 +87,10 @@ def check_job_outputs(out: Path, sources, min_accuracy: float = 0.9, report: boo
     assert holdout["accuracy"] > min_accuracy, holdout["accuracy"]
     assert 0.1 * len(ids) < holdout["n"] < 0.3 * len(ids)  # the 20 % id-hash holdout
 
-    # predictions: one file per dataset partition, every input row exactly once
+    # predictions: one file per dataset partition, every input row exactly once; no page of their own (they are
+    # labelled: the evaluation's page is theirs), as in the Python API's job
     assert sorted(p.name for p in (out / "predictions").glob("part-*.parquet")) == parts
+    assert not (out / "predictions" / "_report").exists()
     pred = read_predictions(out)
     assert len(pred) == len(ids)
     got = pred["obj_ID"].to_numpy(np.uint64)

@@ -187,14 +187,12 @@ def _client_peak(client, ds: Path, model: Path, out: Path, rows: int) -> int:
 
     from astrodask.dataset import open_dataset
     from astrodask.report import build
-    from astrodask.report.collect import sums_of
     from astrodask.storage import Location, read_meta
 
     predict.run(predict.PredictConfig(str(ds), str(model), str(out), quiet=True), client)
     pred = open_dataset(Location.of(str(out)), kind="predictions")
     tracemalloc.start()
-    data = build.dataset_of(pred.location, read_meta(pred.location), None)
-    sums = sums_of(client, pred.files, build.paired_files(pred.files, data), True)
+    sums = build.gather(client, pred.location, read_meta(pred.location), pred.files, None, True).sums
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert sums.figures.n_rows == rows and sums.figures.n_labelled == rows
