@@ -14,7 +14,9 @@ buckets 200..999 of the obj_ID hash cut into ``--folds`` folds (160 buckets each
 trains on the others by the library's own trainer (``trainer.fit_one``, in this process, default options), with
 the first 1/8 of each training fold's buckets as its early-stopping validation rows (the stage's 10 of 80), and
 HistGradientBoosting on all of the other folds' rows. ``--repeats R`` adds R - 1 more fold assignments (another
-obj_ID hash). Writes ``morphology_specphoto.md`` / ``.json`` into ``--out``.
+obj_ID hash). ``--train-options JSON`` sets TrainOptions fields for every astrodask fit (holdout and CV), e.g.
+``'{"l2": 0.01, "patience": 0}'``; ``--label`` names the results. Writes ``morphology_specphoto[_LABEL].md`` /
+``.json`` into ``--out``.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def fold_assignment(ids: np.ndarray, repeat: int, folds: int) -> tuple[np.ndarra
     return fold, (b - fold * width) < width / 8
 
 
-def cross_validate(df: pd.DataFrame, folds: int, repeats: int) -> dict:
+def cross_validate(df: pd.DataFrame, folds: int, repeats: int, train_options: dict | None = None) -> dict:
     """Macro-F1 per fold of astrodask photometric+morphology (default options) and HistGradientBoosting (defaults,
     and balanced) on the same folds of ``df`` (non-holdout labelled rows only)."""
     from sklearn.ensemble import HistGradientBoostingClassifier
@@ -86,7 +88,7 @@ def cross_validate(df: pd.DataFrame, folds: int, repeats: int) -> dict:
     x = base_matrix(df, RECIPES["photometric+morphology"].base, None)
     names = ("astrodask photometric+morphology", "HistGradientBoosting", "HistGradientBoosting balanced")
     out = {n: [] for n in names}
-    opts = TrainOptions(features="photometric+morphology", report=False)
+    opts = TrainOptions(**{"features": "photometric+morphology", "report": False, **(train_options or {})})
     for r in range(repeats):
         fold, early = fold_assignment(ids, r, folds)
         for f in range(folds):
@@ -113,6 +115,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--folds", type=int, default=5, help="cross-validation folds inside the non-holdout rows")
     ap.add_argument("--repeats", type=int, default=1, help="fold assignments (repeated K-fold); 0: no CV")
+    ap.add_argument("--train-options", type=json.loads, default={}, help="TrainOptions fields as JSON, every fit")
+    ap.add_argument("--label", default="", help="suffix of the result files")
     args = ap.parse_args()
 
     from sklearn.ensemble import HistGradientBoostingClassifier
@@ -134,7 +138,8 @@ def main() -> None:
         for name, morphology in (("astrodask photometric+morphology", True), ("astrodask photometric", False)):
             t0 = time.perf_counter()
             r = stage.run(TrainConfig(str(dataset), str(work / name.replace(" ", "_")), features="photometric",
-                                      morphology=morphology, overwrite=True, quiet=True, report=False), client)
+                                      morphology=morphology, overwrite=True, quiet=True, report=False,
+                                      **args.train_options), client)
             rows[name] = {"accuracy": r.metrics.accuracy, "macro_f1": r.metrics.macro_f1,
                           "seconds": time.perf_counter() - t0, "epochs": len(r.history)}
 
@@ -148,15 +153,19 @@ def main() -> None:
         hgb = HistGradientBoostingClassifier(random_state=0, **kw).fit(x[~test], y[~test])
         rows[name] = {**_scores(y[test], hgb.predict(x[test])), "seconds": time.perf_counter() - t0}
 
-    cv = cross_validate(df[~test].reset_index(drop=True), args.folds, args.repeats) if args.repeats else {}
+    cv = (cross_validate(df[~test].reset_index(drop=True), args.folds, args.repeats, args.train_options)
+          if args.repeats else {})
 
     doc = {"date": date.today().isoformat(), "machine": platform.platform(), "csv": args.csv,
            "holdout_rows": int(test.sum()), "train_rows": int((~test).sum()), "results": rows,
+           "train_options": args.train_options,
            "cv": {"folds": args.folds, "repeats": args.repeats, "rows": int((~test).sum()), "results": cv}}
-    (out / "morphology_specphoto.json").write_text(json.dumps(doc, indent=2) + "\n")
+    name = "morphology_specphoto" + (f"_{args.label}" if args.label else "")
+    (out / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
     lines = [f"# Photometric+morphology on the real SpecPhoto sample ({doc['date']})", "",
              f"{doc['train_rows']:,} labelled rows to learn from, {doc['holdout_rows']:,} holdout rows (hash split); "
-             "same 17 base features for HistGradientBoosting.", "",
+             "same 17 base features for HistGradientBoosting."
+             + (f" astrodask's options: `{json.dumps(args.train_options)}`." if args.train_options else ""), "",
              "| model | holdout accuracy | holdout macro-F1 | seconds |", "|---|---|---|---|"]
     lines += [f"| {k} | {v['accuracy']:.4f} | {v['macro_f1']:.4f} | {v['seconds']:.1f} |" for k, v in rows.items()]
     if cv:
@@ -167,7 +176,7 @@ def main() -> None:
                   f"| model | CV macro-F1 | folds above HistGradientBoosting (of {n}) | per fold |", "|---|---|---|---|"]
         lines += [f"| {k} | {v['mean']:.4f} +- {v['std']:.4f} | {v['wins_vs_hgb'] if 'balanced' in k or 'astro' in k else '-'}"
                   f" | {' '.join(f'{m:.3f}' for m in v['macro_f1'])} |" for k, v in cv.items()]
-    (out / "morphology_specphoto.md").write_text("\n".join(lines) + "\n")
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
