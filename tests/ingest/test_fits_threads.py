@@ -66,3 +66,44 @@ def test_astropy_fits_chatter_is_ignored_and_other_warnings_are_not():
         warnings.warn_explicit("elsewhere", AstropyUserWarning, "x.py", 1, module="astropy.table.table")
         warnings.warn_explicit("not astropy", UserWarning, "x.py", 1, module="astropy.io.fits.card")
     assert sorted(str(w.message) for w in seen) == ["elsewhere", "not astropy"]
+
+
+def test_threads_reading_blocks_never_parse_column_formats_at_once(spec, monkeypatch):
+    """astropy parses column formats with ast.literal_eval, and CPython 3.11's AST constructor is not thread-safe
+    (python/cpython#106905: "SystemError: AST constructor recursion depth mismatch" failed a conversion now and
+    then). Each parse here is slowed down, so threads that could overlap would."""
+    import ast
+    import time
+
+    real, inside, most, guard = ast.literal_eval, [0], [0], threading.Lock()
+
+    def slow(*a, **k):
+        with guard:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.002)
+        try:
+            return real(*a, **k)
+        finally:
+            with guard:
+                inside[0] -= 1
+
+    monkeypatch.setattr(ast, "literal_eval", slow)
+    loc = Location.of(str(spec.path))
+    errors = []
+
+    def read(k):
+        try:
+            for _ in range(3):
+                fits_reader.read_fits_rows(loc, str(spec.path), k * 50, 50)
+                fits_reader.read_columns(loc, str(spec.path), k * 50, 50, ["SPECOBJID", "Z", "CLASS"])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=read, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    assert most[0] == 1, f"{most[0]} threads parsed column formats at once"

@@ -39,6 +39,11 @@ def open_fits(loc: Location, path: str):
 
 
 _QUIET = threading.Lock()
+_TABLES = threading.RLock()
+"""Held while astropy builds a table's columns. It parses their formats with ``ast.literal_eval`` (through
+numpy's dtype strings), and CPython 3.11's AST constructor keeps its recursion depth in state shared by the
+threads: two worker threads parsing at once fail now and then with "SystemError: AST constructor recursion depth
+mismatch" (python/cpython#106905), which failed whole conversions. Reads of one process's threads take turns."""
 _FITS_MODULES = (r"astropy\.io\.fits(\..*)?", r"astrodask\.ingest\.readers\.fits")
 
 
@@ -107,7 +112,7 @@ def _layout(hdu) -> list[tuple[str, str, int | None]]:
 def fits_info(loc: Location, path: str) -> tuple[list[str], int, int, list[str]]:
     """(flattened column names, row count, bytes per row, columns not carried with why) of the first binary
     table; reads the header only."""
-    with open_fits(loc, path) as hdul:
+    with _TABLES, open_fits(loc, path) as hdul:
         hdu = table_hdu(hdul, path)
         skipped = [f"{c.name} ({_why_not(c)})" for c in hdu.columns if _width(c) == 0]
         return ([name for _, name, _ in _layout(hdu)], int(hdu.header.get("NAXIS2", 0)),
@@ -129,7 +134,7 @@ def _native(col: np.ndarray) -> np.ndarray:
 
 def read_fits_rows(loc: Location, path: str, start: int, length: int) -> pa.Table:
     """Rows ``[start, start+length)`` as an Arrow table of flattened columns (called on workers)."""
-    with open_fits(loc, path) as hdul:
+    with _TABLES, open_fits(loc, path) as hdul:
         hdu = table_hdu(hdul, path)
         try:
             data = hdu.data[start:start + length]
@@ -187,7 +192,7 @@ def read_columns(loc: Location, path: str, start: int, length: int, names: list[
     """Columns ``names`` of rows ``[start, start+length)`` of the first binary table, as native-endian NumPy
     arrays (5-element arrays as (n, 5); strings decoded and stripped). Only those columns' bytes are touched
     (the file is memory-mapped when local and uncompressed)."""
-    with open_fits(loc, path) as hdul:
+    with _TABLES, open_fits(loc, path) as hdul:
         hdu = table_hdu(hdul, path)
         out = {}
         try:
