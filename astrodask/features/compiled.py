@@ -20,8 +20,9 @@ All in float64: results equal the reference's to rounding (about 1e-15), not bit
 :func:`expand_kernel` shares steps 1-3 (:func:`_row_bases`) and writes the expanded features instead of
 scoring them (``FeatureSpec.expand`` is its reference; the incremental mode's blocks).
 
-:func:`compact_kernel` runs steps 1-3 for CHUNK rows at a time (:func:`_bases_chunk`: the interval search and the
-recursion vectorise over rows; the same values as :func:`_row_bases`) and writes what a training row's gradient
+:func:`score_kernel` runs steps 1-3 for CHUNK rows at a time (:func:`_bases_chunk`: the interval search and the
+recursion vectorise over rows; the same values as :func:`_row_bases` to rounding), then steps 4-5 row by row.
+:func:`compact_kernel` takes the same chunks and writes what a training row's gradient
 needs -- the standardised base features and, per distinct basis, its DEGREE+1 non-zero values and the index of the
 first -- a few hundred bytes instead of the expanded row (``learn.blocks``; :class:`Layout` says where each value
 goes among the model's columns).
@@ -66,7 +67,7 @@ def _row_bases(x, row, impute, bits, op, base_mean, base_std, basis_feat, knots,
                xb, zb, vals, first):
     """One row's imputed inputs (``raw``), base features (``xb``), standardised base features (``zb``) and the
     non-zero values of every distinct B-spline basis (``vals``, from column ``first``); returns its imputed
-    mask. Shared by :func:`score_kernel` and :func:`expand_kernel`."""
+    mask. Used by :func:`expand_kernel`."""
     degree = _DEGREE
     n_raw = x.shape[0]
     n_base = op.shape[0]
@@ -162,69 +163,77 @@ def _link(acc, link, out):
 
 
 @jit
+def _chunk_scratch(n_raw, n_base, n_bases):
+    """The per-chunk arrays :func:`_bases_chunk` fills (xb, zb, vals, first, mask, ood) and the open domain
+    bounds (lo, hi: no row is out of domain) the scoring kernels pass it."""
+    return (np.empty((n_base, CHUNK)), np.empty((n_base, CHUNK)), np.empty((n_bases, _DEGREE + 1, CHUNK)),
+            np.empty((n_bases, CHUNK), np.int64), np.empty(CHUNK, np.int64), np.empty(CHUNK, np.int64),
+            np.full(n_raw, -np.inf), np.full(n_raw, np.inf))
+
+
+@jit
 def _score_rows3(x, impute, bits, op, base_mean, base_std, basis_feat, knots, n_knots, spline, tensor, inter,
                  w, bias, redshift_scale, inv, link, out, mask):
     """:func:`score_kernel` for three classes: the three dot products in one pass over the model's blocks (each
     basis value read once for all classes; three independent sums instead of one chain at a time). Each class's
-    sum takes the same terms in the same order as the general loop's, and the link is :func:`_link` too, so the results
-    are the same bit for bit (tests/test_predict_io.py)."""
-    n_raw, n = x.shape
+    sum takes the same terms in the same order as the general loop's, and the link is :func:`_link` too, so the
+    results are the same bit for bit (tests/test_predict_io.py)."""
+    n = x.shape[1]
     degree = _DEGREE
     n_base = op.shape[0]
-    n_bases = basis_feat.shape[0]
-    raw = np.empty(n_raw)
-    xb = np.empty(n_base)
-    zb = np.empty(n_base)
-    vals = np.empty((n_bases, degree + 1))
-    first = np.empty(n_bases, np.int64)
+    xb, zb, vals, first, cmask, ood, lo, hi = _chunk_scratch(x.shape[0], n_base, basis_feat.shape[0])
     acc = np.empty(3)
-    for row in range(n):
-        mask[row] = _row_bases(x, row, impute, bits, op, base_mean, base_std, basis_feat, knots, n_knots,
-                               redshift_scale, inv, raw, xb, zb, vals, first)
-        a0 = bias[0]
-        a1 = bias[1]
-        a2 = bias[2]
-        for j in range(n_base):
-            v = zb[j]
-            a0 += v * w[0, j]
-            a1 += v * w[1, j]
-            a2 += v * w[2, j]
-        for s in range(spline.shape[0]):
-            q = spline[s, 0]
-            col = spline[s, 1] + first[q]
-            for r in range(degree + 1):
-                v = vals[q, r]
-                a0 += v * w[0, col + r]
-                a1 += v * w[1, col + r]
-                a2 += v * w[2, col + r]
-        for s in range(tensor.shape[0]):
-            qa = tensor[s, 0]
-            qb = tensor[s, 1]
-            nb = tensor[s, 3]
-            for r in range(degree + 1):
-                col = tensor[s, 2] + (first[qa] + r) * nb + first[qb]
-                p0 = 0.0
-                p1 = 0.0
-                p2 = 0.0
+    for start in range(0, n, CHUNK):
+        m = min(CHUNK, n - start)
+        _bases_chunk(x, start, m, impute, bits, op, base_mean, base_std, basis_feat, knots, n_knots, redshift_scale,
+                     inv, lo, hi, xb, zb, vals, first, cmask, ood)
+        for r in range(m):
+            row = start + r
+            mask[row] = cmask[r]
+            a0 = bias[0]
+            a1 = bias[1]
+            a2 = bias[2]
+            for j in range(n_base):
+                v = zb[j, r]
+                a0 += v * w[0, j]
+                a1 += v * w[1, j]
+                a2 += v * w[2, j]
+            for s in range(spline.shape[0]):
+                q = spline[s, 0]
+                col = spline[s, 1] + first[q, r]
                 for t in range(degree + 1):
-                    v = vals[qb, t]
-                    p0 += v * w[0, col + t]
-                    p1 += v * w[1, col + t]
-                    p2 += v * w[2, col + t]
-                v = vals[qa, r]
-                a0 += v * p0
-                a1 += v * p1
-                a2 += v * p2
-        for s in range(inter.shape[0]):
-            v = zb[inter[s, 0]] * zb[inter[s, 1]]
-            c = inter[s, 2]
-            a0 += v * w[0, c]
-            a1 += v * w[1, c]
-            a2 += v * w[2, c]
-        acc[0] = a0
-        acc[1] = a1
-        acc[2] = a2
-        _link(acc, link, out[row])
+                    v = vals[q, t, r]
+                    a0 += v * w[0, col + t]
+                    a1 += v * w[1, col + t]
+                    a2 += v * w[2, col + t]
+            for s in range(tensor.shape[0]):
+                qa = tensor[s, 0]
+                qb = tensor[s, 1]
+                nb = tensor[s, 3]
+                for u in range(degree + 1):
+                    col = tensor[s, 2] + (first[qa, r] + u) * nb + first[qb, r]
+                    p0 = 0.0
+                    p1 = 0.0
+                    p2 = 0.0
+                    for t in range(degree + 1):
+                        v = vals[qb, t, r]
+                        p0 += v * w[0, col + t]
+                        p1 += v * w[1, col + t]
+                        p2 += v * w[2, col + t]
+                    v = vals[qa, u, r]
+                    a0 += v * p0
+                    a1 += v * p1
+                    a2 += v * p2
+            for s in range(inter.shape[0]):
+                v = zb[inter[s, 0], r] * zb[inter[s, 1], r]
+                c = inter[s, 2]
+                a0 += v * w[0, c]
+                a1 += v * w[1, c]
+                a2 += v * w[2, c]
+            acc[0] = a0
+            acc[1] = a1
+            acc[2] = a2
+            _link(acc, link, out[row])
 
 
 @jit
@@ -240,49 +249,51 @@ def score_kernel(x, impute, bits, op, base_mean, base_std, basis_feat, knots, n_
     (classes x features) and ``bias``: the weights with the scaler folded in; ``inv`` (bases x knots x 6): the
     reciprocal denominators of the recursion on each knot interval (:func:`_reciprocals`); ``link``: LOGITS,
     SOFTMAX or OVR.
+
+    The bases of CHUNK rows at a time come from :func:`_bases_chunk` (its loops run over rows), then each row's
+    dot products.
     """
     k_cls = w.shape[0]
     if k_cls == 3:  # astrodask's three classes: all three in one pass (the same results)
         _score_rows3(x, impute, bits, op, base_mean, base_std, basis_feat, knots, n_knots, spline, tensor, inter, w,
                      bias, redshift_scale, inv, link, out, mask)
         return
-    n_raw, n = x.shape
+    n = x.shape[1]
     degree = _DEGREE  # a constant: LLVM unrolls the loops over the basis values
     n_base = op.shape[0]
-    n_bases = basis_feat.shape[0]
-    raw = np.empty(n_raw)
-    xb = np.empty(n_base)
-    zb = np.empty(n_base)
-    vals = np.empty((n_bases, degree + 1))
-    first = np.empty(n_bases, np.int64)
+    xb, zb, vals, first, cmask, ood, lo, hi = _chunk_scratch(x.shape[0], n_base, basis_feat.shape[0])
     acc = np.empty(k_cls)
-    for row in range(n):
-        mask[row] = _row_bases(x, row, impute, bits, op, base_mean, base_std, basis_feat, knots, n_knots,
-                               redshift_scale, inv, raw, xb, zb, vals, first)
-        # the dot product, one class at a time (a class's weights are contiguous)
-        for k in range(k_cls):
-            a = bias[k]
-            for j in range(n_base):
-                a += zb[j] * w[k, j]
-            for s in range(spline.shape[0]):
-                q = spline[s, 0]
-                col = spline[s, 1] + first[q]
-                for r in range(degree + 1):
-                    a += vals[q, r] * w[k, col + r]
-            for s in range(tensor.shape[0]):  # only the (degree + 1)^2 non-zero products of the two bases
-                qa = tensor[s, 0]
-                qb = tensor[s, 1]
-                nb = tensor[s, 3]
-                for r in range(degree + 1):
-                    col = tensor[s, 2] + (first[qa] + r) * nb + first[qb]
-                    part = 0.0
+    for start in range(0, n, CHUNK):
+        m = min(CHUNK, n - start)
+        _bases_chunk(x, start, m, impute, bits, op, base_mean, base_std, basis_feat, knots, n_knots, redshift_scale,
+                     inv, lo, hi, xb, zb, vals, first, cmask, ood)
+        for r in range(m):
+            row = start + r
+            mask[row] = cmask[r]
+            # the dot product, one class at a time (a class's weights are contiguous)
+            for k in range(k_cls):
+                a = bias[k]
+                for j in range(n_base):
+                    a += zb[j, r] * w[k, j]
+                for s in range(spline.shape[0]):
+                    q = spline[s, 0]
+                    col = spline[s, 1] + first[q, r]
                     for t in range(degree + 1):
-                        part += vals[qb, t] * w[k, col + t]
-                    a += vals[qa, r] * part
-            for s in range(inter.shape[0]):
-                a += zb[inter[s, 0]] * zb[inter[s, 1]] * w[k, inter[s, 2]]
-            acc[k] = a
-        _link(acc, link, out[row])
+                        a += vals[q, t, r] * w[k, col + t]
+                for s in range(tensor.shape[0]):  # only the (degree + 1)^2 non-zero products of the two bases
+                    qa = tensor[s, 0]
+                    qb = tensor[s, 1]
+                    nb = tensor[s, 3]
+                    for u in range(degree + 1):
+                        col = tensor[s, 2] + (first[qa, r] + u) * nb + first[qb, r]
+                        part = 0.0
+                        for t in range(degree + 1):
+                            part += vals[qb, t, r] * w[k, col + t]
+                        a += vals[qa, u, r] * part
+                for s in range(inter.shape[0]):
+                    a += zb[inter[s, 0], r] * zb[inter[s, 1], r] * w[k, inter[s, 2]]
+                acc[k] = a
+            _link(acc, link, out[row])
 
 
 @jit
