@@ -161,8 +161,11 @@ Notes (2026-12-01, photometric model of 22 bases, 1 M-row files):
   a measure of the command's CPU.
 * 2026-12-02: the scoring kernel takes its B-spline bases from the training kernel's _bases_chunk (256 rows at a
   time, FMA contraction): probabilities change in the last bits (~4e-15) and scoring now uses the very bases
-  training used; predict_file 1.10 -> 0.86 CPU-s per 1 M rows. Not done: reassociated (multi-lane) sums in the
-  dot products.
+  training used; predict_file 1.10 -> 0.86 CPU-s per 1 M rows, the warm cluster's workers 1.23 -> 1.05 CPU-s per
+  1 M rows (both measured that day, before = the checkout without it). The whole command at 10 M rows: 0.60x raw
+  (10.3 s against 6.2 s), the checkout before it 0.63x in the same rounds: its ~4.5 s of start-up (interpreter,
+  LocalCluster, numba cache) and the day-to-day swing of the machine hide the ~1 s the kernel saves there. Not
+  done: reassociated (multi-lane) sums in the dot products.
 """
 
 
