@@ -165,75 +165,101 @@ def _link(acc, link, out):
 @jit
 def _chunk_scratch(n_raw, n_base, n_bases):
     """The per-chunk arrays :func:`_bases_chunk` fills (xb, zb, vals, first, mask, ood) and the open domain
-    bounds (lo, hi: no row is out of domain) the scoring kernels pass it."""
+    bounds (lo, hi: no row is out of domain) the kernels pass it."""
     return (np.empty((n_base, CHUNK)), np.empty((n_base, CHUNK)), np.empty((n_bases, _DEGREE + 1, CHUNK)),
             np.empty((n_bases, CHUNK), np.int64), np.empty(CHUNK, np.int64), np.empty(CHUNK, np.int64),
             np.full(n_raw, -np.inf), np.full(n_raw, np.inf))
 
 
 @jit
-def _score_rows3(x, impute, bits, op, base_mean, base_std, basis_feat, knots, n_knots, spline, tensor, inter,
-                 w, bias, redshift_scale, inv, link, out, mask):
-    """:func:`score_kernel` for three classes: the three dot products in one pass over the model's blocks (each
-    basis value read once for all classes; three independent sums instead of one chain at a time). Each class's
-    sum takes the same terms in the same order as the general loop's, and the link is :func:`_link` too, so the
-    results are the same bit for bit (tests/test_predict_io.py)."""
-    n = x.shape[1]
+def _dots3(start, m, zb, vals, first, spline, tensor, inter, w, bias, link, out):
+    """:func:`_dots` for three classes: the three dot products in one pass over the model's blocks (each basis
+    value read once for all classes; three independent sums instead of one chain at a time). Each class's sum takes
+    the same terms in the same order as the general loop's, and the link is :func:`_link` too, so the results are
+    the same bit for bit (tests/test_predict_io.py)."""
     degree = _DEGREE
-    n_base = op.shape[0]
-    xb, zb, vals, first, cmask, ood, lo, hi = _chunk_scratch(x.shape[0], n_base, basis_feat.shape[0])
+    n_base = zb.shape[0]
     acc = np.empty(3)
-    for start in range(0, n, CHUNK):
-        m = min(CHUNK, n - start)
-        _bases_chunk(x, start, m, impute, bits, op, base_mean, base_std, basis_feat, knots, n_knots, redshift_scale,
-                     inv, lo, hi, xb, zb, vals, first, cmask, ood)
-        for r in range(m):
-            row = start + r
-            mask[row] = cmask[r]
-            a0 = bias[0]
-            a1 = bias[1]
-            a2 = bias[2]
+    for r in range(m):
+        a0 = bias[0]
+        a1 = bias[1]
+        a2 = bias[2]
+        for j in range(n_base):
+            v = zb[j, r]
+            a0 += v * w[0, j]
+            a1 += v * w[1, j]
+            a2 += v * w[2, j]
+        for s in range(spline.shape[0]):
+            q = spline[s, 0]
+            col = spline[s, 1] + first[q, r]
+            for t in range(degree + 1):
+                v = vals[q, t, r]
+                a0 += v * w[0, col + t]
+                a1 += v * w[1, col + t]
+                a2 += v * w[2, col + t]
+        for s in range(tensor.shape[0]):
+            qa = tensor[s, 0]
+            qb = tensor[s, 1]
+            nb = tensor[s, 3]
+            for u in range(degree + 1):
+                col = tensor[s, 2] + (first[qa, r] + u) * nb + first[qb, r]
+                p0 = 0.0
+                p1 = 0.0
+                p2 = 0.0
+                for t in range(degree + 1):
+                    v = vals[qb, t, r]
+                    p0 += v * w[0, col + t]
+                    p1 += v * w[1, col + t]
+                    p2 += v * w[2, col + t]
+                v = vals[qa, u, r]
+                a0 += v * p0
+                a1 += v * p1
+                a2 += v * p2
+        for s in range(inter.shape[0]):
+            v = zb[inter[s, 0], r] * zb[inter[s, 1], r]
+            c = inter[s, 2]
+            a0 += v * w[0, c]
+            a1 += v * w[1, c]
+            a2 += v * w[2, c]
+        acc[0] = a0
+        acc[1] = a1
+        acc[2] = a2
+        _link(acc, link, out[start + r])
+
+
+@jit
+def _dots(start, m, zb, vals, first, spline, tensor, inter, w, bias, link, out):
+    """Rows ``start .. start + m`` of ``out``: the link of each row's dot products with the weights, from the
+    chunk's standardised base features and basis values (:func:`_bases_chunk`), one class at a time (a class's
+    weights are contiguous)."""
+    degree = _DEGREE  # a constant: LLVM unrolls the loops over the basis values
+    k_cls = w.shape[0]
+    n_base = zb.shape[0]
+    acc = np.empty(k_cls)
+    for r in range(m):
+        for k in range(k_cls):
+            a = bias[k]
             for j in range(n_base):
-                v = zb[j, r]
-                a0 += v * w[0, j]
-                a1 += v * w[1, j]
-                a2 += v * w[2, j]
+                a += zb[j, r] * w[k, j]
             for s in range(spline.shape[0]):
                 q = spline[s, 0]
                 col = spline[s, 1] + first[q, r]
                 for t in range(degree + 1):
-                    v = vals[q, t, r]
-                    a0 += v * w[0, col + t]
-                    a1 += v * w[1, col + t]
-                    a2 += v * w[2, col + t]
-            for s in range(tensor.shape[0]):
+                    a += vals[q, t, r] * w[k, col + t]
+            for s in range(tensor.shape[0]):  # only the (degree + 1)^2 non-zero products of the two bases
                 qa = tensor[s, 0]
                 qb = tensor[s, 1]
                 nb = tensor[s, 3]
                 for u in range(degree + 1):
                     col = tensor[s, 2] + (first[qa, r] + u) * nb + first[qb, r]
-                    p0 = 0.0
-                    p1 = 0.0
-                    p2 = 0.0
+                    part = 0.0
                     for t in range(degree + 1):
-                        v = vals[qb, t, r]
-                        p0 += v * w[0, col + t]
-                        p1 += v * w[1, col + t]
-                        p2 += v * w[2, col + t]
-                    v = vals[qa, u, r]
-                    a0 += v * p0
-                    a1 += v * p1
-                    a2 += v * p2
+                        part += vals[qb, t, r] * w[k, col + t]
+                    a += vals[qa, u, r] * part
             for s in range(inter.shape[0]):
-                v = zb[inter[s, 0], r] * zb[inter[s, 1], r]
-                c = inter[s, 2]
-                a0 += v * w[0, c]
-                a1 += v * w[1, c]
-                a2 += v * w[2, c]
-            acc[0] = a0
-            acc[1] = a1
-            acc[2] = a2
-            _link(acc, link, out[row])
+                a += zb[inter[s, 0], r] * zb[inter[s, 1], r] * w[k, inter[s, 2]]
+            acc[k] = a
+        _link(acc, link, out[start + r])
 
 
 @jit
@@ -251,49 +277,20 @@ def score_kernel(x, impute, bits, op, base_mean, base_std, basis_feat, knots, n_
     SOFTMAX or OVR.
 
     The bases of CHUNK rows at a time come from :func:`_bases_chunk` (its loops run over rows), then each row's
-    dot products.
+    dot products (:func:`_dots3` for astrodask's three classes, :func:`_dots` for any other number).
     """
-    k_cls = w.shape[0]
-    if k_cls == 3:  # astrodask's three classes: all three in one pass (the same results)
-        _score_rows3(x, impute, bits, op, base_mean, base_std, basis_feat, knots, n_knots, spline, tensor, inter, w,
-                     bias, redshift_scale, inv, link, out, mask)
-        return
     n = x.shape[1]
-    degree = _DEGREE  # a constant: LLVM unrolls the loops over the basis values
-    n_base = op.shape[0]
-    xb, zb, vals, first, cmask, ood, lo, hi = _chunk_scratch(x.shape[0], n_base, basis_feat.shape[0])
-    acc = np.empty(k_cls)
+    xb, zb, vals, first, cmask, ood, lo, hi = _chunk_scratch(x.shape[0], op.shape[0], basis_feat.shape[0])
     for start in range(0, n, CHUNK):
         m = min(CHUNK, n - start)
         _bases_chunk(x, start, m, impute, bits, op, base_mean, base_std, basis_feat, knots, n_knots, redshift_scale,
                      inv, lo, hi, xb, zb, vals, first, cmask, ood)
         for r in range(m):
-            row = start + r
-            mask[row] = cmask[r]
-            # the dot product, one class at a time (a class's weights are contiguous)
-            for k in range(k_cls):
-                a = bias[k]
-                for j in range(n_base):
-                    a += zb[j, r] * w[k, j]
-                for s in range(spline.shape[0]):
-                    q = spline[s, 0]
-                    col = spline[s, 1] + first[q, r]
-                    for t in range(degree + 1):
-                        a += vals[q, t, r] * w[k, col + t]
-                for s in range(tensor.shape[0]):  # only the (degree + 1)^2 non-zero products of the two bases
-                    qa = tensor[s, 0]
-                    qb = tensor[s, 1]
-                    nb = tensor[s, 3]
-                    for u in range(degree + 1):
-                        col = tensor[s, 2] + (first[qa, r] + u) * nb + first[qb, r]
-                        part = 0.0
-                        for t in range(degree + 1):
-                            part += vals[qb, t, r] * w[k, col + t]
-                        a += vals[qa, u, r] * part
-                for s in range(inter.shape[0]):
-                    a += zb[inter[s, 0], r] * zb[inter[s, 1], r] * w[k, inter[s, 2]]
-                acc[k] = a
-            _link(acc, link, out[row])
+            mask[start + r] = cmask[r]
+        if w.shape[0] == 3:
+            _dots3(start, m, zb, vals, first, spline, tensor, inter, w, bias, link, out)
+        else:
+            _dots(start, m, zb, vals, first, spline, tensor, inter, w, bias, link, out)
 
 
 @jit
@@ -436,17 +433,9 @@ def compact_kernel(x, impute, bits, op, base_mean, base_std, basis_feat, knots, 
     basis and ``first_out`` (rows x bases, uint8) the index of the first (see :class:`Layout`)."""
     degree = _DEGREE
     n = x.shape[1]
-    n_raw = x.shape[0]
     n_base = op.shape[0]
     n_bases = basis_feat.shape[0]
-    xb = np.empty((n_base, CHUNK))
-    zb = np.empty((n_base, CHUNK))
-    vals = np.empty((n_bases, degree + 1, CHUNK))
-    first = np.empty((n_bases, CHUNK), np.int64)
-    mask = np.empty(CHUNK, np.int64)
-    ood = np.empty(CHUNK, np.int64)
-    lo = np.full(n_raw, -np.inf)
-    hi = np.full(n_raw, np.inf)
+    xb, zb, vals, first, mask, ood, lo, hi = _chunk_scratch(x.shape[0], n_base, n_bases)
     for start in range(0, n, CHUNK):
         m = min(CHUNK, n - start)
         _bases_chunk(x, start, m, impute, bits, op, base_mean, base_std, basis_feat, knots, n_knots, redshift_scale,
