@@ -120,4 +120,5 @@ def _page(client, dest, src, meta, data, figures, metrics: Metrics, cfg: Evaluat
     rows = ("All predicted rows (training, validation and holdout rows together; the holdout alone is in "
             f"{HOLDOUT_JSON})") if whole else None
     page.write(dest, figures, metrics, kind="evaluation", title=title, subtitle=rows,
-               ranges=build.ranges_of(build.load_model(meta, cfg.storage_options)), provenance=prov)
+               ranges=build.ranges_of(build.load_model(meta, cfg.storage_options)), provenance=prov,
+               client=client)

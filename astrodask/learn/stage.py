@@ -64,7 +64,7 @@ def _report(client, dest, ds, cfg: TrainConfig, model, figures, metrics: Metrics
     prov = provenance.make(client, [provenance.input_record("dataset", ds.location, read_meta(ds.location))],
                            asdict(cfg.options()), [provenance.StageTime("train", seconds)])
     page.write(dest, figures, metrics, kind="model", title=f"astrodask model: {cfg.features}, {cfg.mode}",
-               ranges=ranges_of(model), training=training_run(metrics, history), provenance=prov)
+               ranges=ranges_of(model), training=training_run(metrics, history), provenance=prov, client=client)
 
 
 def run(cfg: TrainConfig, client) -> TrainResult:

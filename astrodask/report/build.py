@@ -143,7 +143,7 @@ def write_report(client, dest: Location, pred: Location, meta: dict, pred_files,
 
     page.write(dest, sums.figures, metrics, kind="evaluation" if metrics is not None else "predictions",
                title="astrodask report: predictions" + (" with true classes" if metrics is not None else ""),
-               ranges=ranges_of(model), provenance=prov)
+               ranges=ranges_of(model), provenance=prov, client=client)
     return ReportResult(str(dest), sums.figures.n_rows, sums.figures.n_labelled, metrics)
 
 

@@ -2,8 +2,8 @@
 :class:`~astrodask.metrics.Metrics` where there are labels), never from rows.
 
 Every builder returns a ``Figure`` of a fixed size in pixels (``FULL`` = 1200 px wide, ``HALF`` = 600 px; ``DPI``
-100, saved without a tight bounding box so the PNG is exactly that size); :func:`save` writes it. Legends sit
-outside the axes, so they never cover data; layout is matplotlib's constrained layout.
+100, saved without a tight bounding box so the PNG is exactly that size); :func:`draw` builds and renders one.
+Legends sit outside the axes, so they never cover data; layout is matplotlib's constrained layout.
 
 Every figure of the report is here (about fifteen), sharing one style, the pixel sizes and the layout helpers;
 that shared look is why they are one module.
@@ -12,6 +12,8 @@ that shared look is why they are one module.
 from __future__ import annotations
 
 import io
+import threading
+from dataclasses import dataclass
 
 import matplotlib
 
@@ -54,16 +56,31 @@ def _over_counts(height: float):
     return fig, ax, fig.add_subplot(gs[1], sharex=ax)
 
 
-def save(fig, loc) -> tuple[int, int]:
-    """Write ``fig`` as PNG to ``loc`` (a ``storage.Location``; exact size: no tight bbox); return its (width,
-    height) in pixels."""
-    buf = io.BytesIO()
-    with plt.rc_context(STYLE):
-        fig.savefig(buf, dpi=DPI, format="png")
-    w, h = (fig.get_size_inches() * DPI).round().astype(int)
-    plt.close(fig)
-    loc.write_bytes(buf.getvalue())
-    return int(w), int(h)
+_DRAWING = threading.Lock()
+"""pyplot's figure registry and ``rc_context`` are process-global: one figure is drawn at a time per process
+(a worker with several threads draws them in turn; several workers draw in parallel)."""
+
+
+@dataclass(frozen=True)
+class Png:
+    """A drawn figure: its PNG bytes and size in pixels."""
+
+    data: bytes
+    width: int
+    height: int
+
+
+def draw(build, *args) -> Png:
+    """``build(*args)`` (a figure builder of this module) drawn as a PNG of exactly the figure's size (no tight
+    bbox)."""
+    with _DRAWING:
+        fig = build(*args)
+        buf = io.BytesIO()
+        with plt.rc_context(STYLE):
+            fig.savefig(buf, dpi=DPI, format="png")
+        w, h = (fig.get_size_inches() * DPI).round().astype(int)
+        plt.close(fig)
+    return Png(buf.getvalue(), int(w), int(h))
 
 
 # ---- shared pieces ----------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import html
 import io
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,12 +65,45 @@ def _table(rows, head=None, cls="") -> str:
     return f"<table class='{cls}'>{h}{body}</table>"
 
 
-def _figures(out, st: S.ReportSums, m: Metrics | None, ranges: dict, training: TrainingRun | None) -> list[Shown]:
-    shown = []
+@dataclass(frozen=True)
+class _Planned:
+    """A figure to draw: where it goes on the page, and its builder with the builder's arguments."""
 
-    def add(name, section, title, caption, fig):
-        w, h = F.save(fig, out / name)
-        shown.append(Shown(name, title, caption, w, h, section))
+    file: str
+    section: str
+    title: str
+    caption: str
+    build: Callable
+    args: tuple
+
+
+def _figures(out, st: S.ReportSums, m: Metrics | None, ranges: dict, training: TrainingRun | None,
+             client=None) -> list[Shown]:
+    """Draw the page's figures into ``out``: on the workers of ``client`` when given (in parallel, from the summed
+    counts sent to them once), else here."""
+    plan = _plan(st, m, ranges, training)
+    if client is None:
+        drawn = [F.draw(p.build, *p.args) for p in plan]
+    else:
+        from ..console import track
+
+        ref = client.scatter(st, hash=False)
+        futs = [client.submit(F.draw, p.build, *(ref if a is st else a for a in p.args), pure=False)
+                for p in plan]
+        drawn = track(futs, "report figures", quiet=True)
+        ref.release()
+    shown = []
+    for p, png in zip(plan, drawn):
+        (out / p.file).write_bytes(png.data)
+        shown.append(Shown(p.file, p.title, p.caption, png.width, png.height, p.section))
+    return shown
+
+
+def _plan(st: S.ReportSums, m: Metrics | None, ranges: dict, training: TrainingRun | None) -> list[_Planned]:
+    plan = []
+
+    def add(name, section, title, caption, build, *args):
+        plan.append(_Planned(name, section, title, caption, build, args))
 
     r = ranges.get("r")
     rr = "" if r is None else (f" The green band marks the training data's r range ({100 * r.level:g}–"
@@ -79,54 +113,54 @@ def _figures(out, st: S.ReportSums, m: Metrics | None, ranges: dict, training: T
         add("accuracy_by_r.png", "Accuracy", "Accuracy and F1 by r magnitude",
             "Top: accuracy of the labelled objects per 0.5 mag bin of r (grey band: 68 % Wilson interval) and each "
             f"class's F1 (one class against the rest). Bottom: labelled objects per bin, by true class.{rr}",
-            F.accuracy_by(st, "r", r))
+            F.accuracy_by, st, "r", r)
         if int(st.conf_z[:len(S.Z_BINS.edges) + 1].sum()):
             add("accuracy_by_redshift.png", "Accuracy", "Accuracy and F1 by redshift",
                 "The same by spectroscopic redshift (log axis; the first bin holds z < 0.003, stellar velocities "
                 "below 900 km/s); the green band is the training data's redshift range.",
-                F.accuracy_by(st, "z", ranges.get(schema.REDSHIFT)))
+                F.accuracy_by, st, "z", ranges.get(schema.REDSHIFT))
         add("confusion_matrix.png", "Accuracy", "Confusion matrix",
-            "Rows: true class; columns: predicted class; percentages of the true class.", F.confusion(m))
+            "Rows: true class; columns: predicted class; percentages of the true class.", F.confusion, m)
     add("class_share_by_r.png", "Classes", "Predicted class share by r magnitude",
         "Share of each predicted class per 0.5 mag bin of r (stacked)"
         + ("; dashed: the true classes' cumulative shares, so a gap between a dashed line and a colour boundary "
            "is a bias of the predicted mix." if st.labelled else ".")
-        + " Bottom: objects per bin." + rr, F.class_share_by_r(st, r))
+        + " Bottom: objects per bin." + rr, F.class_share_by_r, st, r)
     add("probability_histograms.png", "Classes", "Probability distributions per class",
         "Per class: the histogram of p(class) over every object (grey line) and of the winning probability of the "
         "objects predicted as that class (filled): mass near 1 means confident calls, near 1/3 ambiguous ones.",
-        F.probability_hists(st))
+        F.probability_hists, st)
     if int(st.ood_r.sum()) or ranges:
         add("out_of_domain_by_r.png", "Domain", "Out-of-domain share by r magnitude",
             "Share of objects with at least one model input outside the training data's range (black), and per "
-            "input; bottom: counts." + rr, F.ood_by_r(st, r))
+            "input; bottom: counts." + rr, F.ood_by_r, st, r)
         add("sky_out_of_domain.png", "Domain", "Out-of-domain share on the sky",
-            "Share of each cell's objects with at least one input outside the training range.", F.sky_ood(st))
+            "Share of each cell's objects with at least one input outside the training range.", F.sky_ood, st)
     for name, (xc, yc, _, _) in S.DIAGRAMS.items():
         add(f"colour_{name}.png", "Colours", f"Colour-colour diagram {yc} vs {xc}",
             ("Top row: objects by true class; bottom row: the same objects by predicted class. " if st.labelled
              else "Objects by predicted class. ")
             + "Colour: objects per cell (log scale, the same in every panel; 0.05 mag cells, coarser when there "
               "are few objects, as the colour bar states); grey contours enclose 95 % and 68 % of all objects.",
-            F.colour_colour(st, name))
+            F.colour_colour, st, name)
     add("sky_density.png", "Sky", "Sky density",
         "Objects per square degree on an equal-area grid (2° in right ascension × 1/45 in sin δ, 2.55 deg² per "
         "cell), Mollweide projection centred on α = 180°, east to the left; dashed: the Galactic plane.",
-        F.sky_density(st))
+        F.sky_density, st)
     add("sky_dominant_class.png", "Sky", "Dominant predicted class on the sky",
         "The class with most objects in each cell; a stronger colour means a larger share of that class.",
-        F.sky_dominant(st))
+        F.sky_dominant, st)
     if m is not None:
         add("reliability.png", "Calibration", "Reliability per class",
             "Observed frequency of each class against the mean predicted probability, in 10 bins of p (bars: 68 % "
             "Wilson intervals; hollow: bins with few objects, whose jumps are noise, not miscalibration); under "
-            "each, the objects per bin. ECE in the legend.", F.reliability(m))
+            "each, the objects per bin. ECE in the legend.", F.reliability, m)
     if training is not None and training.history:
         add("learning_curve.png", "Training", "Learning curve",
             "Training and validation log-loss and validation accuracy per epoch; the black line is the epoch whose "
             "weights were kept, grey the epochs run after it; the stopping rule is stated under the plot.",
-            F.learning_curve(training.history, training.best_epoch, training.stop_reason, training.rule))
-    return shown
+            F.learning_curve, training.history, training.best_epoch, training.stop_reason, training.rule)
+    return plan
 
 
 def _summary(st: S.ReportSums, m: Metrics | None) -> str:
@@ -211,17 +245,19 @@ figcaption b{color:#000}
 
 
 def write(out, st: S.ReportSums, metrics: Metrics | None, *, kind: str, title: str, ranges: dict | None = None,
-          training: TrainingRun | None = None, provenance: Provenance | None = None, subtitle: str | None = None):
+          training: TrainingRun | None = None, provenance: Provenance | None = None, subtitle: str | None = None,
+          client=None):
     """Write the figures, ``sums.npz`` and ``index.html`` into ``out`` (a ``storage.Location``); return the page's
     location. ``kind``: ``model``, ``evaluation`` or ``predictions``; ``ranges``: input name -> ``figures.Range``
     of the training data (the model's domain); ``metrics``: the labelled rows' metrics (None: unlabelled);
-    ``subtitle``: which rows these are, when ``kind``'s sentence does not say it."""
+    ``subtitle``: which rows these are, when ``kind``'s sentence does not say it; ``client``: draw the figures on
+    its workers (in parallel), else in this process."""
     out.mkdir()
     buf = io.BytesIO()
     np.savez_compressed(buf, **st.to_npz())
     (out / SUMS_NPZ).write_bytes(buf.getvalue())
     t0 = time.perf_counter()
-    shown = _figures(out, st, metrics, ranges or {}, training)
+    shown = _figures(out, st, metrics, ranges or {}, training, client)
     if provenance is not None:
         provenance = provenance.with_stage("report figures", time.perf_counter() - t0)
     sections = list(dict.fromkeys(s.section for s in shown))

@@ -21,11 +21,12 @@ from astrodask import evaluate, ingest, predict, schema
 from astrodask.dataset import HOLDOUT, TEST
 from astrodask.metrics import Metrics
 from astrodask.model import SoftmaxModel
-from astrodask.report import ReportConfig
+from astrodask.report import ReportConfig, page
 from astrodask.report import run as report_run
 from astrodask.report import sums as S
-from astrodask.report.build import MODEL_REPORT_DIR, PREDICTIONS_REPORT_DIR, training_run
+from astrodask.report.build import MODEL_REPORT_DIR, PREDICTIONS_REPORT_DIR, ranges_of, training_run
 from astrodask.report.page import SUMS_NPZ
+from astrodask.storage import Location
 
 PHOTOOBJ = SHARED_DATA / "sdss" / "photoObj-003900-6-0269.fits"
 LABELLED = {"accuracy_by_r.png", "accuracy_by_redshift.png", "confusion_matrix.png", "reliability.png"}
@@ -137,6 +138,20 @@ def test_astrodask_report_on_predictions_draws_the_same_numbers(job, tmp_path):
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
     assert (tmp_path / "rep" / "_SUCCESS").is_file()
     ok(run_cli("report", job / "pred", "--out", tmp_path / "rep", "--resume", "--workers", "1", "-q"))
+
+
+def test_figures_drawn_on_the_workers_are_the_figures_drawn_here(job, client, tmp_path):
+    """The cluster draws the figures in parallel (here two threads of one worker, which take turns); every PNG
+    is byte for byte the one this process draws, and the page lists the same figures in the same order."""
+    st = _sums(job / "pred" / PREDICTIONS_REPORT_DIR)
+    ranges = ranges_of(SoftmaxModel.load(job / "model"))
+    shown = {}
+    for where, c in (("here", None), ("workers", client)):
+        (tmp_path / where).mkdir()
+        shown[where] = page._figures(Location.of(str(tmp_path / where)), st, None, ranges, None, c)
+    assert shown["here"] == shown["workers"] and {s.file for s in shown["here"]} >= EVERY
+    for s in shown["here"]:
+        assert (tmp_path / "here" / s.file).read_bytes() == (tmp_path / "workers" / s.file).read_bytes(), s.file
 
 
 def test_the_evaluation_report(job, client, tmp_path):
