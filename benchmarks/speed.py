@@ -23,8 +23,10 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -68,13 +70,32 @@ def make_dataset(rows: int, work: Path) -> Path:
     return ds
 
 
+PEAKS: dict = {}
+"""The last :func:`run`'s peak memory (MiB): ``tree`` (the command and every process it started, summed at each
+sample) and ``worker_max`` (the largest of the processes it started: a Dask worker, Spark's JVM)."""
+
+
 def run(cmd: list[str]) -> float:
-    """Run ``cmd`` to completion; its wall time from launch to exit."""
+    """Run ``cmd`` to completion; its wall time from launch to exit (its peak memory into ``PEAKS``)."""
+    import psutil
+
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, env=common.clean_env(), capture_output=True, text=True)
-    seconds = time.perf_counter() - t0
+    with open(os.devnull, "w") as null, tempfile.TemporaryFile("w+") as err:
+        p = subprocess.Popen(cmd, env=common.clean_env(), stdout=null, stderr=err, text=True)
+        me, tree, one = psutil.Process(p.pid), 0, 0
+        while p.poll() is None:
+            try:
+                kids = [k.memory_info().rss for k in me.children(recursive=True)]
+                tree, one = max(tree, me.memory_info().rss + sum(kids)), max([one, *kids])
+            except psutil.Error:  # a process ending between listing and reading
+                pass
+            time.sleep(0.5)
+        seconds = time.perf_counter() - t0
+        err.seek(0)
+        tail = err.read()[-4000:]
+    PEAKS.update(tree=tree / 2**20, worker_max=one / 2**20)
     if p.returncode:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stdout[-2000:]}\n{p.stderr[-4000:]}")
+        raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}):\n{tail}")
     return seconds
 
 
@@ -83,14 +104,14 @@ def astrodask_train(ds: Path, model: Path, *extra: str) -> dict:
                    *extra])
     metrics = json.loads((model / "metrics.json").read_text())
     epochs = json.loads((model / "history.json").read_text())
-    return {"seconds": seconds, "accuracy": metrics["accuracy"], "epochs": len(epochs),
+    return {"seconds": seconds, "accuracy": metrics["accuracy"], "epochs": len(epochs), "peak_mb": dict(PEAKS),
             "curve": [(e["epoch"], e["seconds"], e["valid_accuracy"]) for e in epochs]}
 
 
 def spark(cmd: str, *args: str) -> dict:
     result = Path(args[-1])
     seconds = run([sys.executable, str(HERE / "spark_job.py"), cmd, *args])
-    return {"seconds": seconds, **json.loads(result.read_text())}
+    return {"seconds": seconds, "peak_mb": dict(PEAKS), **json.loads(result.read_text())}
 
 
 RAW = """
@@ -113,14 +134,16 @@ def raw_copy(ds: Path, dest: Path) -> dict:
     return {"seconds": time.perf_counter() - t0, "in_process_seconds": float(p.stdout.strip())}
 
 
-def measure(rows: int, work_root: Path) -> dict:
+def measure(rows: int, work_root: Path, optimum: bool = True) -> dict:
     work = work_root / label(rows)
     ds = make_dataset(rows, work)
     out: dict = {"rows": rows}
     log(f"{label(rows)}: astrodask train (defaults)")
     out["train_default"] = astrodask_train(ds, work / "model-default")
-    log(f"{label(rows)}: astrodask train to the optimum (--patience 50 --min-improvement 0)")
-    out["train_optimum"] = astrodask_train(ds, work / "model-optimum", "--patience", "50", "--min-improvement", "0")
+    if optimum:
+        log(f"{label(rows)}: astrodask train to the optimum (--patience 50 --min-improvement 0)")
+        out["train_optimum"] = astrodask_train(ds, work / "model-optimum", "--patience", "50", "--min-improvement",
+                                               "0")
     log(f"{label(rows)}: Spark fit")
     out["spark_fit"] = spark("fit", str(ds), str(work / "model-spark"), str(work / "spark-fit.json"))
     log(f"{label(rows)}: astrodask predict")
@@ -137,7 +160,7 @@ def measure(rows: int, work_root: Path) -> dict:
     t, s = out["train_default"], out["spark_fit"]
     out["ratios"] = {
         "fit_vs_spark": s["seconds"] / t["seconds"],
-        "optimum_fit_vs_spark": s["seconds"] / out["train_optimum"]["seconds"],
+        "optimum_fit_vs_spark": s["seconds"] / out["train_optimum"]["seconds"] if optimum else None,
         "accuracy_minus_spark": t["accuracy"] - s["accuracy"],
         "predict_vs_spark": out["spark_predict"]["seconds"] / out["predict"]["seconds"],
         "predict_vs_raw": out["raw"]["seconds"] / out["predict"]["seconds"],
@@ -163,6 +186,8 @@ def plot_curve(results: list[dict], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     for r in results:
+        if "train_optimum" not in r:
+            continue
         curve = r["train_optimum"]["curve"]
         line, = ax.plot([c[0] for c in curve], [c[2] for c in curve], label=f"{label(r['rows'])} rows")
         stop = r["train_default"]["epochs"]
@@ -177,19 +202,28 @@ def plot_curve(results: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def mem(step: dict) -> str:
+    """A step's peak memory: every process it started summed / the largest one."""
+    p = step.get("peak_mb")
+    return f"{p['tree'] / 1024:.1f} / {p['worker_max'] / 1024:.1f} GiB" if p else ""
+
+
 def report(results: list[dict], start: dict, path: Path) -> str:
     lines = [f"# astrodask vs Spark MLlib local[2] — whole processes ({dt.date.today()})", "",
              f"Machine: {json.dumps(common.machine())}", "",
              "Rows drawn with replacement from the real SDSS17 file; accuracy on the same TEST split for both. "
              "Times are whole processes from launch to exit.", "",
-             "| rows | astrodask train (default) | acc | epochs | to the optimum | acc | epochs | Spark fit | acc "
+             "| rows | astrodask train (default) | acc | epochs | peak memory (all processes / largest worker) "
+             "| to the optimum | acc | epochs | Spark fit | acc | Spark peak memory "
              "| fit vs Spark | astrodask predict | Spark predict | raw pyarrow | predict vs Spark | predict vs raw |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        d, o, s, q = r["train_default"], r["train_optimum"], r["spark_fit"], r["ratios"]
+        d, s, q = r["train_default"], r["spark_fit"], r["ratios"]
+        o = r.get("train_optimum")
+        opt = f"{o['seconds']:.1f} s | {o['accuracy']:.4f} | {o['epochs']}" if o else "not run | | "
         lines.append(f"| {label(r['rows'])} | {d['seconds']:.1f} s | {d['accuracy']:.4f} | {d['epochs']} | "
-                     f"{o['seconds']:.1f} s | {o['accuracy']:.4f} | {o['epochs']} | {s['seconds']:.1f} s | "
-                     f"{s['accuracy']:.4f} | {q['fit_vs_spark']:.2f}x | {r['predict']['seconds']:.1f} s | "
+                     f"{mem(d)} | {opt} | {s['seconds']:.1f} s | {s['accuracy']:.4f} | {mem(s)} | "
+                     f"{q['fit_vs_spark']:.2f}x | {r['predict']['seconds']:.1f} s | "
                      f"{r['spark_predict']['seconds']:.1f} s | {r['raw']['seconds']:.1f} s | "
                      f"{q['predict_vs_spark']:.2f}x | {q['predict_vs_raw']:.2f}x |")
     lines += ["", f"Start-up: `astrodask --help` {start['help_seconds']:.2f} s, LocalCluster start + stop "
@@ -207,6 +241,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rows", action="append", type=parse_count, help="catalogue size (e.g. 1.5M); repeatable")
     ap.add_argument("--work", type=Path, default=common.WORK / "speed")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "speed")
+    ap.add_argument("--no-optimum", action="store_true", help="skip the training to the optimum (large sizes)")
     args = ap.parse_args(argv)
     if not SDSS17.is_file():
         print(f"needs the real SDSS17 file at {SDSS17}", file=sys.stderr)
@@ -215,7 +250,7 @@ def main(argv=None) -> int:
         print("needs pyspark and java: pip install -e '.[bench]'", file=sys.stderr)
         return 1
     start = startup()
-    results = [measure(n, args.work) for n in (args.rows or [1_500_000])]
+    results = [measure(n, args.work, not args.no_optimum) for n in (args.rows or [1_500_000])]
     print(report(results, start, args.out))
     return 0
 
