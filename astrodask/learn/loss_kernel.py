@@ -73,14 +73,30 @@ def compact_sums(zb, vals, first, y, class_weight, spline, tensor, inter, w, bia
     """Add the weighted softmax gradient of compact rows (``zb`` rows x base, ``vals`` rows x bases x 4, ``first``
     rows x bases; labels ``y``; row weight ``class_weight[y]``) with respect to the unscaled features U into
     ``grad`` (3 x features + 1: the last column the intercept's); ``w`` (3 x features) and ``bias`` are the
-    weights in U's space. Returns (loss, weight, correct) sums."""
+    weights in U's space. Returns (loss, weight, correct) sums.
+
+    The spline and tensor columns are addressed in the flat ``w`` and ``grad`` by unsigned offsets: numba then
+    adds no negative-index test to each access, and LLVM sees the 4 consecutive columns of a basis as one
+    vector (~10 % faster than 2-d signed indexing)."""
+    if not (w.flags.c_contiguous and grad.flags.c_contiguous):
+        raise ValueError("w and grad must be C-contiguous (they are addressed flat)")
     n = zb.shape[0]
     n_base = zb.shape[1]
     d = w.shape[1]
+    one, two, three = np.uint64(1), np.uint64(2), np.uint64(3)
+    w_row, g_row = np.uint64(d), np.uint64(d + 1)  # class k's row starts at k * w_row (k * g_row) in the flat arrays
+    wf = w.ravel()
+    gf = grad.ravel()
+    sp_basis, sp_col = spline[:, 0].astype(np.uint64), spline[:, 1].astype(np.uint64)
+    t_a, t_b = tensor[:, 0].astype(np.uint64), tensor[:, 1].astype(np.uint64)
+    t_col, t_nb = tensor[:, 2].astype(np.uint64), tensor[:, 3].astype(np.uint64)
     loss = 0.0
     wsum = 0.0
     correct = 0.0
     for i in range(n):
+        zi = zb[i]
+        fi = first[i]
+        vi = vals[i]
         # logits: 12 independent running sums (4 lanes x 3 classes), so the loop is not one dependent chain
         a00 = a01 = a02 = a03 = 0.0
         a10 = a11 = a12 = a13 = 0.0
@@ -89,59 +105,64 @@ def compact_sums(zb, vals, first, y, class_weight, spline, tensor, inter, w, bia
         b1 = bias[1]
         b2 = bias[2]
         for j in range(n_base):
-            v = np.float64(zb[i, j])
+            v = np.float64(zi[j])
             b0 += v * w[0, j]
             b1 += v * w[1, j]
             b2 += v * w[2, j]
-        for s in range(spline.shape[0]):
-            q = spline[s, 0]
-            c = spline[s, 1] + first[i, q]
-            v0 = np.float64(vals[i, q, 0])
-            v1 = np.float64(vals[i, q, 1])
-            v2 = np.float64(vals[i, q, 2])
-            v3 = np.float64(vals[i, q, 3])
-            a00 += v0 * w[0, c]
-            a01 += v1 * w[0, c + 1]
-            a02 += v2 * w[0, c + 2]
-            a03 += v3 * w[0, c + 3]
-            a10 += v0 * w[1, c]
-            a11 += v1 * w[1, c + 1]
-            a12 += v2 * w[1, c + 2]
-            a13 += v3 * w[1, c + 3]
-            a20 += v0 * w[2, c]
-            a21 += v1 * w[2, c + 1]
-            a22 += v2 * w[2, c + 2]
-            a23 += v3 * w[2, c + 3]
-        for s in range(tensor.shape[0]):
-            qa = tensor[s, 0]
-            qb = tensor[s, 1]
-            nb = tensor[s, 3]
-            base = tensor[s, 2] + first[i, qa] * nb + first[i, qb]
-            v0 = np.float64(vals[i, qb, 0])
-            v1 = np.float64(vals[i, qb, 1])
-            v2 = np.float64(vals[i, qb, 2])
-            v3 = np.float64(vals[i, qb, 3])
+        for s in range(sp_basis.shape[0]):
+            q = sp_basis[s]
+            c = sp_col[s] + np.uint64(fi[q])
+            v0 = np.float64(vi[q, 0])
+            v1 = np.float64(vi[q, 1])
+            v2 = np.float64(vi[q, 2])
+            v3 = np.float64(vi[q, 3])
+            a00 += v0 * wf[c]
+            a01 += v1 * wf[c + one]
+            a02 += v2 * wf[c + two]
+            a03 += v3 * wf[c + three]
+            c += w_row
+            a10 += v0 * wf[c]
+            a11 += v1 * wf[c + one]
+            a12 += v2 * wf[c + two]
+            a13 += v3 * wf[c + three]
+            c += w_row
+            a20 += v0 * wf[c]
+            a21 += v1 * wf[c + one]
+            a22 += v2 * wf[c + two]
+            a23 += v3 * wf[c + three]
+        for s in range(t_a.shape[0]):
+            qa = t_a[s]
+            qb = t_b[s]
+            nb = t_nb[s]
+            row = t_col[s] + np.uint64(fi[qa]) * nb + np.uint64(fi[qb])
+            v0 = np.float64(vi[qb, 0])
+            v1 = np.float64(vi[qb, 1])
+            v2 = np.float64(vi[qb, 2])
+            v3 = np.float64(vi[qb, 3])
             for r in range(4):
-                c = base + r * nb
-                va = np.float64(vals[i, qa, r])
+                va = np.float64(vi[qa, r])
                 u0 = va * v0
                 u1 = va * v1
                 u2 = va * v2
                 u3 = va * v3
-                a00 += u0 * w[0, c]
-                a01 += u1 * w[0, c + 1]
-                a02 += u2 * w[0, c + 2]
-                a03 += u3 * w[0, c + 3]
-                a10 += u0 * w[1, c]
-                a11 += u1 * w[1, c + 1]
-                a12 += u2 * w[1, c + 2]
-                a13 += u3 * w[1, c + 3]
-                a20 += u0 * w[2, c]
-                a21 += u1 * w[2, c + 1]
-                a22 += u2 * w[2, c + 2]
-                a23 += u3 * w[2, c + 3]
+                c = row
+                a00 += u0 * wf[c]
+                a01 += u1 * wf[c + one]
+                a02 += u2 * wf[c + two]
+                a03 += u3 * wf[c + three]
+                c += w_row
+                a10 += u0 * wf[c]
+                a11 += u1 * wf[c + one]
+                a12 += u2 * wf[c + two]
+                a13 += u3 * wf[c + three]
+                c += w_row
+                a20 += u0 * wf[c]
+                a21 += u1 * wf[c + one]
+                a22 += u2 * wf[c + two]
+                a23 += u3 * wf[c + three]
+                row += nb
         for s in range(inter.shape[0]):
-            v = np.float64(zb[i, inter[s, 0]]) * np.float64(zb[i, inter[s, 1]])
+            v = np.float64(zi[inter[s, 0]]) * np.float64(zi[inter[s, 1]])
             c = inter[s, 2]
             b0 += v * w[0, c]
             b1 += v * w[1, c]
@@ -174,47 +195,63 @@ def compact_sums(zb, vals, first, y, class_weight, spline, tensor, inter, w, bia
         g2 = e2 * inv - (wi if yi == 2 else 0.0)
         # the gradient: only the columns the row touches
         for j in range(n_base):
-            v = np.float64(zb[i, j])
+            v = np.float64(zi[j])
             grad[0, j] += g0 * v
             grad[1, j] += g1 * v
             grad[2, j] += g2 * v
-        for s in range(spline.shape[0]):
-            q = spline[s, 0]
-            c = spline[s, 1] + first[i, q]
-            for t in range(4):
-                v = np.float64(vals[i, q, t])
-                grad[0, c + t] += g0 * v
-                grad[1, c + t] += g1 * v
-                grad[2, c + t] += g2 * v
-        for s in range(tensor.shape[0]):
-            qa = tensor[s, 0]
-            qb = tensor[s, 1]
-            nb = tensor[s, 3]
-            base = tensor[s, 2] + first[i, qa] * nb + first[i, qb]
-            v0 = np.float64(vals[i, qb, 0])
-            v1 = np.float64(vals[i, qb, 1])
-            v2 = np.float64(vals[i, qb, 2])
-            v3 = np.float64(vals[i, qb, 3])
+        for s in range(sp_basis.shape[0]):
+            q = sp_basis[s]
+            c = sp_col[s] + np.uint64(fi[q])
+            v0 = np.float64(vi[q, 0])
+            v1 = np.float64(vi[q, 1])
+            v2 = np.float64(vi[q, 2])
+            v3 = np.float64(vi[q, 3])
+            gf[c] += g0 * v0
+            gf[c + one] += g0 * v1
+            gf[c + two] += g0 * v2
+            gf[c + three] += g0 * v3
+            c += g_row
+            gf[c] += g1 * v0
+            gf[c + one] += g1 * v1
+            gf[c + two] += g1 * v2
+            gf[c + three] += g1 * v3
+            c += g_row
+            gf[c] += g2 * v0
+            gf[c + one] += g2 * v1
+            gf[c + two] += g2 * v2
+            gf[c + three] += g2 * v3
+        for s in range(t_a.shape[0]):
+            qa = t_a[s]
+            qb = t_b[s]
+            nb = t_nb[s]
+            row = t_col[s] + np.uint64(fi[qa]) * nb + np.uint64(fi[qb])
+            v0 = np.float64(vi[qb, 0])
+            v1 = np.float64(vi[qb, 1])
+            v2 = np.float64(vi[qb, 2])
+            v3 = np.float64(vi[qb, 3])
             for r in range(4):
-                c = base + r * nb
-                va = np.float64(vals[i, qa, r])
+                va = np.float64(vi[qa, r])
                 h0 = g0 * va
                 h1 = g1 * va
                 h2 = g2 * va
-                grad[0, c] += h0 * v0
-                grad[0, c + 1] += h0 * v1
-                grad[0, c + 2] += h0 * v2
-                grad[0, c + 3] += h0 * v3
-                grad[1, c] += h1 * v0
-                grad[1, c + 1] += h1 * v1
-                grad[1, c + 2] += h1 * v2
-                grad[1, c + 3] += h1 * v3
-                grad[2, c] += h2 * v0
-                grad[2, c + 1] += h2 * v1
-                grad[2, c + 2] += h2 * v2
-                grad[2, c + 3] += h2 * v3
+                c = row
+                gf[c] += h0 * v0
+                gf[c + one] += h0 * v1
+                gf[c + two] += h0 * v2
+                gf[c + three] += h0 * v3
+                c += g_row
+                gf[c] += h1 * v0
+                gf[c + one] += h1 * v1
+                gf[c + two] += h1 * v2
+                gf[c + three] += h1 * v3
+                c += g_row
+                gf[c] += h2 * v0
+                gf[c + one] += h2 * v1
+                gf[c + two] += h2 * v2
+                gf[c + three] += h2 * v3
+                row += nb
         for s in range(inter.shape[0]):
-            v = np.float64(zb[i, inter[s, 0]]) * np.float64(zb[i, inter[s, 1]])
+            v = np.float64(zi[inter[s, 0]]) * np.float64(zi[inter[s, 1]])
             c = inter[s, 2]
             grad[0, c] += g0 * v
             grad[1, c] += g1 * v
