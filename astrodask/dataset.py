@@ -8,7 +8,7 @@ file by file with the input and no row ever travels to the client.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -29,6 +29,9 @@ from .storage import (
 
 N_BUCKETS = 1000
 TRAIN, VALID, TEST = 0, 1, 2
+SKIPPED = 3
+"""A TRAIN or VALID row outside a :class:`SplitRule`'s ``sample``: neither trains nor validates."""
+SAMPLE_SALT = 0x5A3
 
 
 def hash64(ids, salt: int = 0) -> np.ndarray:
@@ -55,14 +58,27 @@ class SplitRule:
     """Buckets [lo, hi) of the holdout rows (never trained on or used for early stopping)."""
     valid: tuple[int, int]
     """Buckets [lo, hi) of the validation rows (early stopping)."""
+    sample: float = 1.0
+    """The share of the TRAIN and VALID rows that train and validate, chosen by a second, independent hash of the
+    key; the others are SKIPPED (the TEST rows stay as they are). 1: every row."""
 
     def of(self, keys: np.ndarray) -> np.ndarray:
-        """TRAIN, VALID or TEST (int8) of each key."""
+        """TRAIN, VALID, TEST or SKIPPED (int8) of each key."""
         b = bucket(keys)
         out = np.full(len(b), TRAIN, np.int8)
         out[(b >= self.valid[0]) & (b < self.valid[1])] = VALID
         out[(b >= self.test[0]) & (b < self.test[1])] = TEST
+        if self.sample < 1:
+            h = (hash64(keys, SAMPLE_SALT) >> np.uint64(11)).astype(np.float64)  # 53 bits, uniform in [0, 2**53)
+            out[(h >= self.sample * 2.0**53) & (out != TEST)] = SKIPPED
         return out
+
+    def sampled(self, rows: int, of: int) -> SplitRule:
+        """This rule keeping about ``rows`` of ``of`` TRAIN rows (and the VALID rows in proportion); itself when
+        ``rows`` is 0 or not fewer."""
+        if rows <= 0 or rows >= of:
+            return self
+        return replace(self, sample=self.sample * rows / of)
 
 
 HOLDOUT = SplitRule(test=(0, 200), valid=(200, 300))

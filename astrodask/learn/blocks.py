@@ -391,7 +391,7 @@ def n_train(block: FeatureBlock) -> int:
 
 def compact_bytes(n_rows: int, spec: FeatureSpec, rule: SplitRule) -> float:
     """Bytes of the compact blocks of ``n_rows`` rows: their TRAIN and VALID rows (``Layout.row_bytes`` each)."""
-    kept = 1 - (rule.test[1] - rule.test[0]) / N_BUCKETS
+    kept = (1 - (rule.test[1] - rule.test[0]) / N_BUCKETS) * rule.sample
     return n_rows * kept * layout_of(spec).row_bytes
 
 

@@ -108,6 +108,9 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
     warm_start_rows : int
         First fit to convergence on a subsample of about this many training rows (by a hash of the row), then
         continue on all rows with the stopping rule; 0 starts from zero weights.
+    companion_rows : int
+        A spectroscopic model's photometric companion trains on a hash subsample of about this many training rows
+        when there are more; 0: on all of them.
     priors : None, "estimate", or class fractions
         The class mix of the rows to classify: None keeps the training rows' mix; fractions (a mapping, or
         ``"GALAXY=0.55,QSO=0.15,STAR=0.30"``) re-weight the probabilities to it by Bayes' rule; ``"estimate"``
@@ -150,7 +153,8 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
     def __init__(self, features=_D.features, l2=_D.l2, max_iter=DEFAULT_EPOCHS["parallel"], tol=_D.tol,
                  class_weight=_D.class_weight, patience=_D.patience, min_improvement=_D.min_improvement,
                  monitor=_D.monitor, validation_fraction=0.1, sentinels="error", missing="impute", cache=_D.cache,
-                 morphology=_D.morphology, priors=None, verbose=False, warm_start_rows=_D.warm_start_rows):
+                 morphology=_D.morphology, priors=None, verbose=False, warm_start_rows=_D.warm_start_rows,
+                 companion_rows=_D.companion_rows):
         self.features = features
         self.morphology = morphology
         self.l2 = l2
@@ -167,6 +171,7 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
         self.priors = priors
         self.verbose = verbose
         self.warm_start_rows = warm_start_rows
+        self.companion_rows = companion_rows
 
     # ------------------------------------------------------------------------------------------ parameters
 
@@ -189,7 +194,8 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, numbers.Real):
                 raise ConfigError(name, f"must be a number, got {v!r}", "use e.g. 1e-5")
-        for name, fix in (("patience", "use e.g. 5, or 0"), ("warm_start_rows", "use e.g. 250000, or 0")):
+        for name, fix in (("patience", "use e.g. 5, or 0"), ("warm_start_rows", "use e.g. 250000, or 0"),
+                          ("companion_rows", "use e.g. 2000000, or 0")):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, numbers.Integral):
                 raise ConfigError(name, f"must be an integer, got {v!r}", fix)
@@ -197,7 +203,7 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
                             class_weight=self.class_weight, patience=int(self.patience),
                             min_improvement=float(self.min_improvement), monitor=self.monitor,
                             tol=float(self.tol), cache=self.cache, report=False,
-                            warm_start_rows=int(self.warm_start_rows))
+                            warm_start_rows=int(self.warm_start_rows), companion_rows=int(self.companion_rows))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -506,7 +512,7 @@ def _params_from_info(info: ModelInfo, feature_set: str, names) -> dict:
         params = {k: v for k, v in config["estimator"].items() if k in names}
     else:
         params = {k: config[k] for k in ("l2", "tol", "class_weight", "patience", "min_improvement", "monitor",
-                                         "cache", "warm_start_rows")
+                                         "cache", "warm_start_rows", "companion_rows")
                   if k in config}
         epochs = config.get("epochs")
         params["max_iter"] = epochs if isinstance(epochs, int) and epochs >= 1 else DEFAULT_EPOCHS["parallel"]

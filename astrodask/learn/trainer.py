@@ -155,9 +155,13 @@ def fit(backend, items: list, n_rows: int, opts: TrainOptions, rule: SplitRule, 
                    config=config, quiet=quiet, log=log)
     if opts.features != "spectroscopic" or companion is None:
         return main
+    n_train = int(main.counts.train.sum())
+    comp_rule = rule.sampled(opts.companion_rows, n_train)
+    sub = "" if comp_rule is rule else (f"; trained on a hash subsample of ~{opts.companion_rows:,} of the "
+                                        f"{n_train:,} training rows (companion_rows)")
     log(f"photometric companion ({companion}): scores every row whose redshift is no measurement (null, 0 or "
-        f"flagged; {main.counts.unusable:,} of the labelled rows here)")
-    comp = fit_one(backend, items, n_rows, replace(opts, features=companion), rule, where=where,
+        f"flagged; {main.counts.unusable:,} of the labelled rows here){sub}")
+    comp = fit_one(backend, items, n_rows, replace(opts, features=companion), comp_rule, where=where,
                    workspace=workspace.child(COMPANION) if workspace is not None else None, shuffle=shuffle,
                    config=config, quiet=quiet, log=log, check_size=False)
     return replace(main, model=replace(main.model, companion=comp.model), companion=comp)

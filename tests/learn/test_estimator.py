@@ -47,7 +47,7 @@ def test_parameters_clone_and_set_params():
     assert p["l2"] == 1e-4 and p["class_weight"] == "balanced" and p["patience"] == 5
     assert set(p) == {"features", "l2", "max_iter", "tol", "class_weight", "patience", "min_improvement", "monitor",
                       "validation_fraction", "sentinels", "missing", "cache", "morphology", "priors", "verbose",
-                      "warm_start_rows"}
+                      "warm_start_rows", "companion_rows"}
     twin = clone(est)
     assert twin is not est and twin.get_params() == p
     assert est.set_params(max_iter=7) is est and est.max_iter == 7

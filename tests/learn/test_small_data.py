@@ -53,3 +53,22 @@ def test_cli_train_prints_the_warning_line(small_csv, tmp_path):
     assert len(warned) == 1, r.stderr
     assert warned[0].startswith("[astrodask] warning: only "), warned[0]
     assert "under ~100 training rows in a class" in warned[0] and "holdout rows" in warned[0], warned[0]
+
+
+def test_a_sampled_split_skips_train_and_valid_rows_by_a_second_hash_and_keeps_the_holdout():
+    """``SplitRule.sampled`` (the companion's ``companion_rows``): a share of the TRAIN and VALID rows, each kept row
+    in its own split, the TEST rows untouched, the same rows whatever their order."""
+    from astrodask.dataset import HOLDOUT as RULE
+    from astrodask.dataset import SKIPPED, TEST, TRAIN, VALID
+
+    keys = np.arange(1, 200_001, dtype=np.uint64) * np.uint64(7919)
+    full, part = RULE.of(keys), RULE.sampled(50, 200).of(keys)
+    assert RULE.sampled(50, 200).sample == 0.25
+    assert (part[full == TEST] == TEST).all() and (part[full != TEST] != TEST).all()
+    kept = part != SKIPPED
+    assert (part[kept] == full[kept]).all()
+    for s in (TRAIN, VALID):
+        assert abs((part[full == s] == s).mean() - 0.25) < 0.02, s
+    assert (RULE.sampled(50, 200).of(keys[::-1]) == part[::-1]).all()
+    assert RULE.sampled(0, 200) is RULE and RULE.sampled(200, 200) is RULE and RULE.sampled(10**9, 200) is RULE
+

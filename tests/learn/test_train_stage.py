@@ -80,6 +80,21 @@ def test_stream_spill_and_memory_cache_give_the_same_model(small_dataset, tmp_pa
         np.testing.assert_allclose(a.companion.coef, b.companion.coef, rtol=1e-9, atol=1e-9)
 
 
+def test_the_companion_trains_on_a_hash_subsample_of_companion_rows(small_dataset, tmp_path):
+    """With more training rows than ``companion_rows`` the companion trains on about that many (validation rows
+    in proportion); the model itself and every holdout row are as with ``companion_rows=0``."""
+    kw = dict(epochs=3, patience=0, report=False)
+    _fit(small_dataset, tmp_path / "all", companion_rows=0, **kw)
+    _fit(small_dataset, tmp_path / "sub", companion_rows=1500, **kw)
+    full, sub = SoftmaxModel.load(tmp_path / "all"), SoftmaxModel.load(tmp_path / "sub")
+    np.testing.assert_array_equal(full.coef, sub.coef)
+    n = full.companion.info.n_train
+    assert n > 4000 and 1300 < sub.companion.info.n_train < 1700
+    assert abs(sub.companion.info.n_valid / full.companion.info.n_valid - 1500 / n) < 0.08
+    assert sub.companion.info.n_test == full.companion.info.n_test
+    assert not np.allclose(full.companion.coef, sub.companion.coef)
+
+
 def _checkpoint_epoch(staging: Path) -> int:
     try:
         return json.loads((staging / "checkpoint.json").read_text())["epoch"]
