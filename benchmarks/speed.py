@@ -228,7 +228,8 @@ def report(results: list[dict], start: dict, path: Path) -> str:
                      f"{q['predict_vs_spark']:.2f}x | {q['predict_vs_raw']:.2f}x |")
     lines += ["", f"Start-up: `astrodask --help` {start['help_seconds']:.2f} s, LocalCluster start + stop "
               f"{start['local_cluster_seconds']:.2f} s (whole processes).", ""]
-    plot_curve(results, path.with_name(path.name + "_curve.png"))
+    if any("train_optimum" in r for r in results):
+        plot_curve(results, path.with_name(path.name + "_curve.png"))
     text = "\n".join(lines)
     path.with_suffix(".md").write_text(text)
     path.with_suffix(".json").write_text(json.dumps({"machine": common.machine(), "startup": start,
