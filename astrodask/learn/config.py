@@ -71,10 +71,10 @@ class TrainOptions:
     rows (chosen by a hash of the row id), then continue on all rows from there with the stopping rule (e.g.
     250000). 0 (the default): start from zero weights."""
     companion_rows: int = 2_000_000
-    """A spectroscopic model's photometric companion (it scores the rows without a usable redshift) trains on a
-    hash subsample of about this many of the training rows, and validates on the validation rows in proportion,
-    when there are more; 0: on all of them. A photometric model's accuracy stops moving long before this many
-    rows (docs/model.md), its cost does not."""
+    """Parallel mode: a spectroscopic model's photometric companion (it scores the rows without a usable redshift)
+    trains on a hash subsample of about this many of the training rows, and validates on the validation rows in
+    proportion, when there are more; 0: on all of them. A photometric model's accuracy stops moving long before
+    this many rows (docs/model.md), its cost does not."""
     seed: int = 0
     """Seed of the incremental mode's shuffles (the parallel mode is deterministic)."""
     report: bool = True

@@ -156,7 +156,8 @@ def fit(backend, items: list, n_rows: int, opts: TrainOptions, rule: SplitRule, 
     if opts.features != "spectroscopic" or companion is None:
         return main
     n_train = int(main.counts.train.sum())
-    comp_rule = rule.sampled(opts.companion_rows, n_train)
+    # the incremental baseline's shuffled blocks are cut by the stage's own split: it trains on every row
+    comp_rule = rule.sampled(opts.companion_rows, n_train) if opts.mode == "parallel" else rule
     sub = "" if comp_rule is rule else (f"; trained on a hash subsample of ~{opts.companion_rows:,} of the "
                                         f"{n_train:,} training rows (companion_rows)")
     log(f"photometric companion ({companion}): scores every row whose redshift is no measurement (null, 0 or "
