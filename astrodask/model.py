@@ -6,10 +6,10 @@ library versions and the digest of ``MODEL_DIR/weights.npz``, which holds ``coef
 ``intercept``, read with ``allow_pickle=False``. Loading parses JSON and numeric arrays only, so a model file can
 never run code, and weights that are not the ones ``model.json`` was written with are refused.
 
-A spectroscopic model carries a photometric *companion*, trained in the same run on the same rows and saved in
-the same two files (``companion`` in model.json, ``companion_coef``/``companion_intercept`` in the npz): a row
-whose redshift is no measurement (``schema.usable_redshift``) is scored by it, and every prediction says which
-path scored it.
+A spectroscopic model carries a photometric *companion*, trained in the same run on the same rows (or a hash
+subsample of them: ``companion_rows``) and saved in the same two files (``companion`` in model.json,
+``companion_coef``/``companion_intercept`` in the npz): a row whose redshift is no measurement
+(``schema.usable_redshift``) is scored by it, and every prediction says which path scored it.
 """
 
 from __future__ import annotations

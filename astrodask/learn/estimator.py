@@ -69,10 +69,10 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
     ----------
     features : {"spectroscopic", "photometric", "photometric+morphology"}
         Feature set. ``spectroscopic`` reads ``u, g, r, i, z, redshift`` (and ``zwarning`` when X has it), and
-        trains a photometric companion on the same rows that scores every row whose redshift is no measurement
-        (null, exactly 0, or flagged by a non-zero ``zwarning``): ``scored_by`` says which; ``photometric`` reads
-        only the bands (and, with ``morphology``, ``psf_u..psf_z`` when X has them); ``photometric+morphology``
-        needs the PSF bands.
+        trains a photometric companion on the same rows (``companion_rows``) that scores every row whose redshift
+        is no measurement (null, exactly 0, or flagged by a non-zero ``zwarning``): ``scored_by`` says which;
+        ``photometric`` reads only the bands (and, with ``morphology``, ``psf_u..psf_z`` when X has them);
+        ``photometric+morphology`` needs the PSF bands.
     morphology : bool
         With ``features="photometric"``: add the PSF - model magnitude differences when X has ``psf_u..psf_z``.
     l2 : float

@@ -83,7 +83,7 @@ class Fitted:
     """Why training ended: ``early_stop``, ``converged`` or ``max_epochs``."""
     seconds: float
     companion: Fitted | None = None
-    """The photometric companion of a spectroscopic model, trained on the same rows."""
+    """The photometric companion of a spectroscopic model, trained on the same rows (or a subsample of them)."""
     warm: WarmStart | None = None
     """The warm start, when there was one (not after a resume past it)."""
 
