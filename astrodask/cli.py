@@ -6,6 +6,7 @@ Every command takes the cluster options; user errors print one line and exit 1, 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import sys
@@ -325,6 +326,12 @@ def _dask_config_error(exc: BaseException) -> str | None:
 
 def main(argv=None, prog_name="astrodask") -> int:
     """Entry point: run the CLI; user errors -> one line on stderr and exit 1."""
+    import os
+
+    if not os.environ.get("ASTRODASK_DEBUG"):
+        # distributed's client teardown can leave a future whose timeout no one awaits; asyncio then prints
+        # "Future exception was never retrieved" at exit, after the command's own result or one-line error
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     try:
         with terminate_as_interrupt():  # SIGTERM unwinds like Ctrl-C: the cluster is closed, the staging kept
             cli.main(args=argv, prog_name=prog_name, standalone_mode=False)
@@ -356,8 +363,6 @@ def main(argv=None, prog_name="astrodask") -> int:
         click.echo(f"astrodask: error: {os_error(exc, where, 'read or write')}", err=True)
         return EXIT_USER_ERROR
     except Exception as exc:
-        import os
-
         if os.environ.get("ASTRODASK_DEBUG"):
             raise
         cloud = _object_store_error(exc)
