@@ -44,6 +44,13 @@ def hash64(ids, salt: int = 0) -> np.ndarray:
         return z ^ (z >> np.uint64(31))
 
 
+def in_share(ids, salt: int, fraction: float) -> np.ndarray:
+    """True for about ``fraction`` of the ids, picked by their ``salt``-ed hash (the same ids whatever the
+    partitioning or order; independent of the split and of other salts)."""
+    h = (hash64(ids, salt) >> np.uint64(11)).astype(np.float64)  # 53 bits, uniform in [0, 2**53)
+    return h < fraction * 2.0**53
+
+
 def bucket(ids) -> np.ndarray:
     """Hash of the ids modulo 1000: a stable split whatever the partitioning."""
     return (hash64(ids) % np.uint64(N_BUCKETS)).astype(np.int16)
@@ -69,8 +76,7 @@ class SplitRule:
         out[(b >= self.valid[0]) & (b < self.valid[1])] = VALID
         out[(b >= self.test[0]) & (b < self.test[1])] = TEST
         if self.sample < 1:
-            h = (hash64(keys, SAMPLE_SALT) >> np.uint64(11)).astype(np.float64)  # 53 bits, uniform in [0, 2**53)
-            out[(h >= self.sample * 2.0**53) & (out != TEST)] = SKIPPED
+            out[~in_share(keys, SAMPLE_SALT, self.sample) & (out != TEST)] = SKIPPED
         return out
 
     def sampled(self, rows: int, of: int) -> SplitRule:

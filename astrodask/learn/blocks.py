@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from .. import labels, schema
-from ..dataset import N_BUCKETS, TEST, TRAIN, VALID, SplitRule, hash64, read_part
+from ..dataset import N_BUCKETS, TEST, TRAIN, VALID, SplitRule, in_share, read_part
 from ..errors import AstrodaskError
 from ..features import TAIL_LEVELS, FeatureSpec, base_matrix, quantile_summary, raw_columns
 from .loss import LossSums, SplitSums, block_sums, compact_block_sums
@@ -198,8 +198,7 @@ def warm_rows(keys: np.ndarray, fraction: float) -> np.ndarray:
     same rows whatever the partitioning)."""
     if fraction <= 0:
         return np.zeros(len(keys), bool)
-    h = (hash64(keys, WARM_SALT) >> np.uint64(11)).astype(np.float64)  # 53 bits, uniform in [0, 2**53)
-    return h < fraction * 2.0**53
+    return in_share(keys, WARM_SALT, fraction)
 
 
 def make_block(rows: Rows, spec: FeatureSpec, weights: np.ndarray, rule: SplitRule, warm: float = 0.0) -> FeatureBlock:
