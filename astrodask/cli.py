@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
 import sys
 
@@ -326,8 +327,6 @@ def _dask_config_error(exc: BaseException) -> str | None:
 
 def main(argv=None, prog_name="astrodask") -> int:
     """Entry point: run the CLI; user errors -> one line on stderr and exit 1."""
-    import os
-
     if not os.environ.get("ASTRODASK_DEBUG"):
         # distributed's client teardown can leave a future whose timeout no one awaits; asyncio then prints
         # "Future exception was never retrieved" at exit, after the command's own result or one-line error

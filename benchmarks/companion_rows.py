@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     res = measure(args.csv)
     lines = [f"# Photometric recipe vs training rows, SDSS17 ({date.today()})", "",
              "Hash subsamples of the same TRAIN split (`SplitRule.sampled`, as `companion_rows` draws the companion's "
-             "rows), validation rows in proportion; default options; the same 20 % holdout for every row.", "",
+             "rows), validation rows in proportion; default options; the same 20 % holdout for every size.", "",
              "| training rows | validation rows | epochs | holdout accuracy | holdout macro-F1 | fit s |",
              "|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['train_rows']:,} | {r['valid_rows']:,} | {r['epochs']} | {r['accuracy']:.4f} | "
