@@ -72,7 +72,7 @@ def make_dataset(rows: int, work: Path) -> Path:
 
 PEAKS: dict = {}
 """The last :func:`run`'s peak memory (MiB): ``tree`` (the command and every process it started, summed at each
-sample) and ``worker_max`` (the largest of the processes it started: a Dask worker, Spark's JVM)."""
+sample) and ``worker_max`` (the largest of them: a Dask worker, Spark's JVM)."""
 
 
 def run(cmd: list[str]) -> float:
@@ -82,18 +82,22 @@ def run(cmd: list[str]) -> float:
     t0 = time.perf_counter()
     with open(os.devnull, "w") as null, tempfile.TemporaryFile("w+") as err:
         p = subprocess.Popen(cmd, env=common.clean_env(), stdout=null, stderr=err, text=True)
-        me, tree, one = psutil.Process(p.pid), 0, 0
-        while p.poll() is None:
+        me = psutil.Process(p.pid)
+
+        def tree():
             try:
-                kids = [k.memory_info().rss for k in me.children(recursive=True)]
-                tree, one = max(tree, me.memory_info().rss + sum(kids)), max([one, *kids])
-            except psutil.Error:  # a process ending between listing and reading
-                pass
-            time.sleep(0.5)
+                return [me, *me.children(recursive=True)]
+            except psutil.Error:  # the command has ended
+                return []
+
+        sampler = common.Sampler(tree)
+        sampler.start()
+        p.wait()
         seconds = time.perf_counter() - t0
+        peaks = sampler.stop()
         err.seek(0)
         tail = err.read()[-4000:]
-    PEAKS.update(tree=tree / 2**20, worker_max=one / 2**20)
+    PEAKS.update(tree=peaks["workers_peak_mb"], worker_max=peaks["worker_max_mb"])
     if p.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}):\n{tail}")
     return seconds
