@@ -6,7 +6,7 @@ The training gradient kernel (``loss_kernel.compact_sums`` through ``blocks.grad
 of real SDSS17 rows, with nothing else to do: no Dask, no I/O, no round trips. Each figure is the block's rows
 per second, summed over the processes running it at once:
 
-* ``kernel``: the spectroscopic model's gradient (the training epoch's work), and the photometric companion's;
+* ``kernel``: the gradient of a spectroscopic model (the training epoch's work) and of a photometric one;
 * ``alu``: a numba loop of dependent float multiply-adds on registers (no memory traffic at all).
 
 ``2 processes / 1 process`` is then the most that two Dask workers can gain over one on the same machine, for
@@ -53,8 +53,6 @@ def _block(feature_set: str, copies: int):
 
 def _kernel_worker(args) -> float:
     feature_set, copies, seconds, barrier = args
-    import numpy as np  # noqa: F401
-
     from astrodask.learn import blocks
 
     block, spec, weights, rule, theta = _block(feature_set, copies)
