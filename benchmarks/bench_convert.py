@@ -35,7 +35,11 @@ import threading
 import time
 from pathlib import Path
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sdss17.csv"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common
+
+REAL = common.SDSS17
 CHUNK_ROWS = 1_000_000
 
 

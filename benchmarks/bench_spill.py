@@ -34,8 +34,12 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-REAL = ROOT.parent / "shared" / "data" / "sdss17.csv"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common
+
+ROOT = common.ROOT
+REAL = common.SDSS17
 CLI = [sys.executable, "-m", "astrodask.cli"]
 MEMORY_LOG = re.compile(r"exceeded \d+% memory budget|Restarting worker|KilledWorker|Worker process \d+ was killed",
                         re.I)

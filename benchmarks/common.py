@@ -25,6 +25,8 @@ import psutil
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 WORK = HERE / "work"
+SHARED = ROOT.parent / "shared" / "data"  # the real SDSS data, beside the checkout
+SDSS17 = SHARED / "sdss17.csv"
 MiB = 2**20
 
 # bytes per row measured on `astrodask synth` output (1M rows): for the disk check before a run

@@ -13,14 +13,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from datetime import date
 from pathlib import Path
 
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CSV = ROOT.parent / "shared" / "data" / "sdss17.csv"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common
+
+ROOT = common.ROOT
+DEFAULT_CSV = common.SDSS17
 SIZES = (2_500, 5_000, 10_000, 20_000, 40_000, 0)  # 0: every training row
 
 

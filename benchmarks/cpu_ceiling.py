@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
 HERE = Path(__file__).resolve().parent
-SDSS17 = common.ROOT.parent / "shared" / "data" / "sdss17.csv"
+SDSS17 = common.SDSS17
 
 
 def _block(feature_set: str, copies: int):
@@ -51,18 +51,23 @@ def _block(feature_set: str, copies: int):
     return block, spec, weights, rule, theta
 
 
+def _rate(call, units: int, seconds: float, barrier) -> float:
+    """Units per second of ``call()`` (each call does ``units``) repeated for ``seconds``, started together."""
+    call()  # compiled and warm
+    barrier.wait()
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        call()
+        n += units
+    return n / (time.perf_counter() - t0)
+
+
 def _kernel_worker(args) -> float:
     feature_set, copies, seconds, barrier = args
     from astrodask.learn import blocks
 
     block, spec, weights, rule, theta = _block(feature_set, copies)
-    blocks.grad_sums(block, theta, spec, weights, rule)  # compiled and warm
-    barrier.wait()
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        blocks.grad_sums(block, theta, spec, weights, rule)
-        n += len(block.train.y)
-    return n / (time.perf_counter() - t0)
+    return _rate(lambda: blocks.grad_sums(block, theta, spec, weights, rule), len(block.train.y), seconds, barrier)
 
 
 def _alu_worker(args) -> float:
@@ -79,13 +84,7 @@ def _alu_worker(args) -> float:
             d = d * 0.999996 + 4e-7
         return a + b + c + d
 
-    spin(10)
-    barrier.wait()
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        spin(10_000_000)
-        n += 10_000_000
-    return n / (time.perf_counter() - t0)
+    return _rate(lambda: spin(10_000_000), 10_000_000, seconds, barrier)
 
 
 def measure(kind: str, feature_set: str, copies: int, processes: int, seconds: float) -> float:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from dataclasses import dataclass
 from datetime import date
@@ -32,8 +33,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CSV = ROOT.parent / "shared" / "data" / "sdss" / "specphoto_psf_model_astrohackweek2014.csv"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common
+
+ROOT = common.ROOT
+DEFAULT_CSV = common.SHARED / "sdss" / "specphoto_psf_model_astrohackweek2014.csv"
 
 
 def _scores(y, pred) -> dict:

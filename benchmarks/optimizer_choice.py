@@ -17,12 +17,17 @@ Writes ``optimizer_choice.md`` and ``optimizer_choice.png`` into ``--out``.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common
+
+ROOT = common.ROOT
 
 
 def sgd_epoch(block, theta, lr, l2, seed, batch=256):
@@ -47,7 +52,7 @@ def sgd_epoch(block, theta, lr, l2, seed, batch=256):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--csv", default=str(ROOT.parent / "shared" / "data" / "sdss17.csv"))
+    ap.add_argument("--csv", default=str(common.SDSS17))
     ap.add_argument("--dataset", default=None, help="an astrodask dataset (default: convert --csv)")
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--lr", type=float, default=0.5)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from datetime import date
 from pathlib import Path
@@ -21,8 +22,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CSV = ROOT.parent / "shared" / "data" / "sdss17.csv"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common
+
+ROOT = common.ROOT
+DEFAULT_CSV = common.SDSS17
 
 
 def _sklearn(model_dir: Path, dataset: Path, l2: float) -> dict:

@@ -36,7 +36,7 @@ sys.path.insert(0, str(HERE))
 import common
 from common import label, parse_count
 
-SDSS17 = HERE.parent.parent / "shared" / "data" / "sdss17.csv"
+SDSS17 = common.SDSS17
 PRED_COLUMNS = ("obj_ID", "u", "g", "r", "i", "z", "redshift", "class", "alpha", "delta")
 ROWS_PER_SOURCE_FILE = 250_000
 
