@@ -21,8 +21,21 @@ def quantile_summary(x: np.ndarray, levels: np.ndarray = QUANTILE_LEVELS) -> tup
         v = x[:, k][np.isfinite(x[:, k])]
         n[k] = v.size
         if v.size:
-            q[:, k] = np.quantile(v, levels)
+            q[:, k] = sorted_quantiles(np.sort(v), levels)
     return q, n
+
+
+def sorted_quantiles(s: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """``np.quantile(s, levels)`` (its default linear method, the same floating-point steps) of a sorted, finite,
+    non-empty ``s``: a sort and a gather, where ``np.quantile``'s partition at 200 levels costs five sorts."""
+    virtual = (s.size - 1) * np.asarray(levels, np.float64)
+    lo = np.floor(virtual)
+    gamma = virtual - lo
+    lo = np.clip(lo, 0, s.size - 1).astype(np.intp)
+    hi = np.minimum(lo + 1, s.size - 1)
+    a, b = s[lo], s[hi]
+    diff = b - a
+    return np.where(gamma >= 0.5, b - diff * (1 - gamma), a + diff * gamma)
 
 
 def merge_quantiles(summaries: list[tuple[np.ndarray, np.ndarray]], levels: np.ndarray,

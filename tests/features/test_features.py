@@ -11,8 +11,9 @@ from support.models import fitted_spec
 from astrodask.features import (
     DEGREE,
     QUANTILE_LEVELS,
+    TAIL_LEVELS,
 )
-from astrodask.features.splines import basis_matrix, knot_vector
+from astrodask.features.splines import basis_matrix, knot_vector, quantile_summary, sorted_quantiles
 from astrodask.model import SoftmaxModel
 from astrodask.synth import synth_partition
 
@@ -20,6 +21,26 @@ from astrodask.synth import synth_partition
 def _scipybasis_matrix(x, t):
     x = np.clip(x, t[DEGREE], t[-DEGREE - 1])
     return BSpline.design_matrix(x, t, DEGREE).toarray()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_sorted_quantiles_equal_numpy_bit_for_bit(seed):
+    """The summaries' quantiles are ``np.quantile``'s, to the last bit: wide and narrow scales, heavy tails,
+    ties, and samples from one value up."""
+    rng = np.random.default_rng(seed)
+    for n in (1, 2, 3, 7, 100, 4099):
+        for x in (rng.normal(size=n) * 10 ** rng.uniform(-6, 6), rng.standard_cauchy(n),
+                  rng.integers(0, 4, n).astype(np.float64), rng.random(n).astype(np.float32).astype(np.float64)):
+            for levels in (QUANTILE_LEVELS, TAIL_LEVELS, np.array([0.0, 0.25, 0.5, 1.0])):
+                np.testing.assert_array_equal(sorted_quantiles(np.sort(x), levels), np.quantile(x, levels))
+
+
+def test_quantile_summary_skips_non_finite_values_per_column():
+    x = np.array([[1.0, np.nan], [np.inf, np.nan], [3.0, np.nan], [2.0, np.nan]])
+    q, n = quantile_summary(x, np.array([0.0, 0.5, 1.0]))
+    np.testing.assert_array_equal(n, [3, 0])
+    np.testing.assert_array_equal(q[:, 0], [1.0, 2.0, 3.0])
+    assert np.isnan(q[:, 1]).all()
 
 
 @pytest.mark.parametrize("seed", range(5))
