@@ -56,8 +56,8 @@ def _synth_chunks(rows: int):
     from astrodask import synth
 
     fmt = getattr(synth, "_csv_frame", lambda df: df)  # rounded floats, as `astrodask synth --format csv`
-    for k, start in enumerate(range(0, rows, CHUNK_ROWS)):
-        yield fmt(synth.synth_partition(k, min(CHUNK_ROWS, rows - start), seed=0))
+    for df in common.synth_frames(rows, CHUNK_ROWS):
+        yield fmt(df)
 
 
 def _real_chunks(rows: int):

@@ -102,6 +102,14 @@ def ensure_synth(rows: int, dest: Path, fmt: str = "parquet", partitions: int | 
     return {"path": str(dest), "rows": rows, "generated": True, "seconds": time.perf_counter() - t0}
 
 
+def synth_frames(rows: int, chunk_rows: int, seed: int = 0):
+    """``rows`` rows of ``astrodask.synth`` (partitions 0, 1, ... of ``chunk_rows``), one frame per partition."""
+    from astrodask.synth import synth_partition
+
+    for k, start in enumerate(range(0, rows, chunk_rows)):
+        yield synth_partition(k, min(chunk_rows, rows - start), seed=seed)
+
+
 def data_files(dest: Path, ext: str) -> list[str]:
     return sorted(str(p) for p in Path(dest).glob(f"part-*.{ext}"))
 

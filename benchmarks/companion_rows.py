@@ -33,17 +33,6 @@ SIZES = (2_500, 5_000, 10_000, 20_000, 40_000, 0)  # 0: every training row
 SYNTH_SIZES = (50_000, 125_000, 250_000, 500_000, 1_000_000, 2_000_000, 0)
 
 
-def frame(csv: Path | None, synth: int) -> pd.DataFrame:
-    """The real file, or ``synth`` rows of ``astrodask.synth`` (seed 0, in 250k-row partitions)."""
-    if synth:
-        from astrodask.synth import synth_partition
-
-        step = 250_000
-        return pd.concat([synth_partition(k, min(step, synth - start)) for k, start in enumerate(range(0, synth, step))],
-                         ignore_index=True)
-    return pd.read_csv(csv)
-
-
 def measure(df: pd.DataFrame, where: str, sizes=SIZES) -> list[dict]:
     from sklearn.metrics import f1_score
 
@@ -83,10 +72,14 @@ def main(argv=None) -> int:
     if not args.synth and not args.csv.is_file():
         print(f"needs the real SDSS17 file at {args.csv}")
         return 1
-    source = f"{common.label(args.synth)} rows of astrodask.synth" if args.synth else "SDSS17"
-    name = f"companion_rows_synth_{common.label(args.synth)}" if args.synth else "companion_rows_sdss17"
-    res = measure(frame(args.csv, args.synth), source if args.synth else str(args.csv),
-                  SYNTH_SIZES if args.synth else SIZES)
+    if args.synth:
+        source = where = f"{common.label(args.synth)} rows of astrodask.synth"
+        name, sizes = f"companion_rows_synth_{common.label(args.synth)}", SYNTH_SIZES
+        df = pd.concat(common.synth_frames(args.synth, 250_000), ignore_index=True)
+    else:
+        source, where, name, sizes = "SDSS17", str(args.csv), "companion_rows_sdss17", SIZES
+        df = pd.read_csv(args.csv)
+    res = measure(df, where, sizes)
     lines = [f"# Photometric recipe vs training rows, {source} ({date.today()})", "",
              "Hash subsamples of the same TRAIN split (`SplitRule.sampled`, as `companion_rows` draws the companion's "
              "rows), validation rows in proportion; default options; the same 20 % holdout for every size.", "",
