@@ -38,6 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
 
+from astrodask.cluster.watch import workers_now
+
 ROOT = common.ROOT
 REAL = common.SDSS17
 CLI = [sys.executable, "-m", "astrodask.cli"]
@@ -165,10 +167,7 @@ class Monitor(threading.Thread):
                 self.peak_rss_sum = max(self.peak_rss_sum, total)
                 if time.monotonic() - last > 0.5:
                     last = time.monotonic()
-                    try:
-                        info = c.scheduler_info(n_workers=-1)["workers"]
-                    except Exception:  # noqa: BLE001 - keep sampling
-                        info = {}
+                    info = workers_now(c)  # {} when the scheduler does not answer: keep sampling
                     for addr, w in info.items():
                         self.addresses.add(addr)
                         m = w.get("metrics", {})

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from support import SHARED_DATA
 
+from astrodask.cluster.watch import workers_now
+
 pytest_plugins = ["support.s3_fixtures"]  # s3_server, s3_bucket, s3_env (they skip without moto and s3fs)
 SDSS17 = SHARED_DATA / "sdss17.csv"
 DIRTY_EXPORT = SHARED_DATA / "dirty" / "sdss17_spreadsheet_export.csv"
@@ -190,13 +192,13 @@ class DaskProcesses:
 
     def n_workers(self) -> int:
         with self.client() as c:
-            return len(c.scheduler_info(n_workers=-1)["workers"])
+            return len(workers_now(c))
 
     def wait_for_workers(self, n: int, timeout: float = START_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
         with self.client() as c:
             while True:
-                have = len(c.scheduler_info(n_workers=-1)["workers"])
+                have = len(workers_now(c))
                 if have >= n:
                     return
                 if self.scheduler.poll() is not None:

@@ -22,7 +22,8 @@ The cluster backend never gathers rows or blocks: ``map`` leaves the results on 
 from __future__ import annotations
 
 from ..console import track
-from .watch import as_done
+from ..errors import AstrodaskError
+from .watch import as_done, workers_now
 
 FAN = 16
 """Handles added by one task of the first level of ``tree_sum``."""
@@ -89,7 +90,10 @@ class OnCluster:
     def slots(self) -> list[str]:
         """One entry per worker thread (workers by address), as the workers were at the first call."""
         if self._slots is None:
-            info = self.client.scheduler_info(n_workers=-1)["workers"]
+            info = workers_now(self.client)
+            if not info:
+                raise AstrodaskError("the cluster has no workers (or its scheduler did not answer); check it "
+                                     "with the dashboard and start again")
             self._slots = [a for a in sorted(info) for _ in range(max(1, int(info[a].get("nthreads", 1))))]
         return self._slots
 

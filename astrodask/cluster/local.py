@@ -12,6 +12,7 @@ import psutil
 
 from ..errors import AstrodaskError, ConfigError
 from .config import MIN_WORKER_MEMORY, ClusterConfig
+from .watch import workers_now
 from .workers import close_cluster, first_line, scale, wait_for_workers
 
 
@@ -50,7 +51,7 @@ def start_local(cfg: ClusterConfig, stack: contextlib.ExitStack):
     client = Client(cluster, set_as_default=False)
     stack.callback(client.close)
     wait_for_workers(client, n, cfg.worker_timeout, failed)
-    return client, f"LocalCluster ({len(client.scheduler_info(n_workers=-1)['workers'])} workers)"
+    return client, f"LocalCluster ({len(workers_now(client))} workers)"
 
 
 @contextlib.contextmanager

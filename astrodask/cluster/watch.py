@@ -85,6 +85,14 @@ def look(client) -> dict | None:
     return dict(info.get("workers") or {}) if isinstance(info, dict) else None
 
 
+def workers_now(client) -> dict:
+    """The scheduler's record of each worker (address -> identity), asked now; {} when it does not answer.
+
+    Not ``Client.scheduler_info``: it returns the client's cached identity, which the client's periodic refresh
+    (every 2 s, without workers) can overwrite between the fetch and the return, so it sometimes lists none."""
+    return look(client) or {}
+
+
 class Watch:
     """The clocks of one wait; ``check`` looks at the cluster (``workers()``) and raises when a clock runs out."""
 

@@ -158,8 +158,9 @@ def register_malloc_plugin(client) -> None:
 
 def worker_memory(client) -> int:
     """Total memory limit of the cluster's workers in bytes (0 when unknown)."""
-    info = client.scheduler_info(n_workers=-1)["workers"].values()
-    return int(sum(w.get("memory_limit") or 0 for w in info))
+    from .watch import workers_now
+
+    return int(sum(w.get("memory_limit") or 0 for w in workers_now(client).values()))
 
 
 def n_worker_threads(client) -> int:

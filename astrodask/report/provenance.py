@@ -78,17 +78,12 @@ def cluster_info(client) -> ClusterInfo | None:
     """Workers, threads and memory of ``client``'s cluster (None without a client)."""
     if client is None:
         return None
-    workers = client.scheduler_info(n_workers=-1).get("workers", {}) if _takes_n_workers(client) \
-        else client.scheduler_info().get("workers", {})
+    from ..cluster.watch import workers_now
+
+    workers = workers_now(client)
     threads = sorted({int(w.get("nthreads", 0)) for w in workers.values()}) or [0]
     memory = sorted({int(w.get("memory_limit", 0) or 0) for w in workers.values()}) or [0]
     return ClusterInfo(len(workers), threads[-1], memory[0], str(getattr(client.scheduler, "address", "")))
-
-
-def _takes_n_workers(client) -> bool:
-    import inspect
-
-    return "n_workers" in inspect.signature(client.scheduler_info).parameters
 
 
 def input_record(role: str, location, meta: dict) -> InputRecord:

@@ -23,7 +23,7 @@ from support.cli import CLI, env, message_lines, ok, one_line_error, run_cli
 from support.processes import Job, wait_until
 
 from astrodask.cluster import MIN_WORKER_MEMORY
-from astrodask.cluster.watch import Watch
+from astrodask.cluster.watch import Watch, workers_now
 from astrodask.errors import AstrodaskError
 
 SAMPLE = ROOT / "data" / "sdss_sample.csv"
@@ -203,7 +203,7 @@ class Processes:
         from distributed import Client
 
         with Client(self.address, timeout=60, set_as_default=False) as c:
-            return len(c.scheduler_info(n_workers=-1)["workers"])
+            return len(workers_now(c))
 
     def wait_for(self, n: int) -> None:
         deadline = time.monotonic() + 120

@@ -320,3 +320,34 @@ def test_a_malformed_dask_config_file_is_one_line_with_its_whole_cause(tmp_path,
     assert lines[0] == (f"astrodask: error: the Dask config file {conf / 'jobqueue.yaml'} is not valid ({cause}); fix "
                         "it or move it away (Dask reads every YAML file in $DASK_CONFIG, ~/.config/dask and "
                         "/etc/dask)"), lines[0]
+
+
+def test_worker_records_do_not_come_from_the_clients_cached_identity(monkeypatch):
+    """``Client.scheduler_info`` returns the client's cached identity, which the client's 2-second refresh (no
+    workers in it) can overwrite between fetch and return: training then planned its blocks on no worker. The
+    worker slots, the memory and the provenance ask the scheduler instead: with that cache empty they still see
+    both workers and their threads."""
+    from astrodask.cluster import connect, worker_memory
+    from astrodask.cluster.backend import OnCluster
+    from astrodask.report.provenance import cluster_info
+
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    with connect(ClusterConfig(n_workers=2, threads_per_worker=2, memory_limit="1GiB"), quiet=True) as client:
+        monkeypatch.setattr(client, "scheduler_info", lambda *a, **k: {"workers": {}})
+        slots = OnCluster(client, quiet=True).slots()
+        assert len(slots) == 4 and len(set(slots)) == 2, slots
+        assert worker_memory(client) == 2 * 2**30
+        info = cluster_info(client)
+        assert (info.workers, info.threads_per_worker, info.memory_per_worker) == (2, 2, 2**30), info
+
+
+def test_a_cluster_without_workers_stops_training_in_one_line(lonely_scheduler):
+    """No worker to plan the blocks on: a named error, not an IndexError."""
+    from distributed import Client
+
+    from astrodask.cluster.backend import OnCluster
+    from astrodask.errors import AstrodaskError
+
+    with Client(lonely_scheduler.address, timeout=30, set_as_default=False) as c:
+        with pytest.raises(AstrodaskError, match="no workers"):
+            OnCluster(c, quiet=True).map(abs, [1, 2, 3], placed=True)

@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from astrodask.cluster.watch import workers_now
+
 pytestmark = pytest.mark.cluster
 
 CLI = [sys.executable, "-m", "astrodask.cli"]
@@ -175,7 +177,7 @@ class TlsCluster:
 
         deadline = time.monotonic() + START_TIMEOUT
         with Client(self.address, security=self.security(), timeout=START_TIMEOUT, set_as_default=False) as c:
-            while len(c.scheduler_info(n_workers=-1)["workers"]) < n:
+            while len(workers_now(c)) < n:
                 if time.monotonic() > deadline or any(pr.poll() is not None for pr in self.procs):
                     raise RuntimeError(f"TLS workers did not connect:\n{self._logs()}")
                 time.sleep(0.2)
@@ -213,7 +215,7 @@ def test_cluster_really_requires_tls(tls_cluster):
 
     with Client(tls_cluster.address, security=tls_cluster.security(), timeout=30, set_as_default=False) as c:
         assert c.submit(sum, [1, 2, 3]).result() == 6
-        assert all(a.startswith("tls://") for a in c.scheduler_info(n_workers=-1)["workers"])
+        assert all(a.startswith("tls://") for a in workers_now(c))
 
 
 @pytest.mark.slow

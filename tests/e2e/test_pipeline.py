@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from astrodask.cluster import ClusterConfig, connect
+from astrodask.cluster.watch import workers_now
 from astrodask.learn import TrainOptions
 from astrodask.pipeline import JobConfig
 from astrodask.pipeline import run as run_job
@@ -215,7 +216,7 @@ def test_job_api_on_local_cluster(small_csv_parts, small_sample, tmp_path, monke
     cfg = JobConfig(sources=tuple(str(s) for s in small_csv_parts), out=str(out),
                     train=TrainOptions(epochs=EPOCHS, report=False), quiet=True)
     with connect(ClusterConfig(n_workers=2), quiet=True) as client:
-        assert len(client.scheduler_info(n_workers=-1)["workers"]) == 2
+        assert len(workers_now(client)) == 2
         result = run_job(cfg, client)
     assert [result.dataset.dest, result.model.model_dir, result.predictions.out, result.evaluation.out] == \
         [str(out.absolute() / s) for s in STAGES]
@@ -236,7 +237,7 @@ def test_local_cluster_memory_is_split_between_workers(monkeypatch):
     monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
     for n in (1, 2):
         with connect(ClusterConfig(n_workers=n), quiet=True) as client:
-            limits = [w["memory_limit"] for w in client.scheduler_info(n_workers=-1)["workers"].values()]
+            limits = [w["memory_limit"] for w in workers_now(client).values()]
             assert len(limits) == n
             assert worker_memory(client) == pytest.approx(MEMORY_LIMIT, rel=1e-6)
     with connect(ClusterConfig(n_workers=1, memory_limit="1GiB"), quiet=True) as client:

@@ -37,6 +37,8 @@ from support import ROOT
 from support.cli import CLI, message_lines, ok, run_cli
 from support.processes import Job, wait_until
 
+from astrodask.cluster.watch import workers_now
+
 pytestmark = pytest.mark.cluster
 
 JOB = ROOT / "jobs" / "classify_sdss.py"
@@ -222,7 +224,7 @@ def _live_workers(cluster) -> dict[str, subprocess.Popen]:
     """Scheduler's worker address -> the Popen of that ``dask worker`` (matched by its --name)."""
     by_name = {f"test-worker-{n}": p for n, p in enumerate(cluster.workers)}
     with cluster.client() as c:
-        info = c.scheduler_info(n_workers=-1)["workers"]
+        info = workers_now(c)
     return {addr: by_name[w["name"]] for addr, w in info.items() if w.get("name") in by_name}
 
 

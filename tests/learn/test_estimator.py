@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from astrodask import SDSSClassifier
+from astrodask.cluster.watch import workers_now
 from astrodask.errors import AstrodaskError, ConfigError
 from astrodask.model import SoftmaxModel
 
@@ -410,7 +411,7 @@ def test_sdss17_in_pandas_and_in_dask_agree_on_an_independent_catalogue(shared_d
     params = {}  # the defaults (this copy of SDSS17 has no sentinel row: the strict default accepts it)
     local = SDSSClassifier(**params).fit(sdss, sdss["class"])
     with connect(ClusterConfig(n_workers=2, threads_per_worker=1), quiet=True) as client:
-        assert len(client.scheduler_info(n_workers=-1)["workers"]) == 2
+        assert len(workers_now(client)) == 2
         ddf = dd.from_pandas(sdss, npartitions=8, sort=False)
         spread = SDSSClassifier(**params).fit(ddf, ddf["class"])
         independent = pd.read_csv(default_source())
