@@ -501,9 +501,19 @@ LOCK_RACER = """
         print("LOSE", e, flush=True)
     else:
         print("WIN", flush=True)
-        time.sleep(2)
+        deadline = time.monotonic() + 120
+        while not os.path.exists(sys.argv[4]) and time.monotonic() < deadline:
+            time.sleep(0.01)  # held until the test has every answer: a late racer cannot find it released
         lock.release()
 """
+
+
+def _line(proc: subprocess.Popen, timeout: float) -> str:
+    """The next line ``proc`` prints, waited for at most ``timeout`` s ("" if none came)."""
+    import select
+
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    return proc.stdout.readline().strip() if ready else ""
 
 
 def test_two_jobs_racing_for_one_s3_output(s3, many, sched, tmp_path):
@@ -519,16 +529,18 @@ def test_two_jobs_racing_for_one_s3_output(s3, many, sched, tmp_path):
     assert_clean_output(s3, "race")
     assert_same_predictions(s3, "race", many["pred"])
 
-    # the lock alone, four processes released together: exactly one wins
-    go = tmp_path / "go"
+    # the lock alone, four processes released together: exactly one wins (it holds the lock until all answered)
+    go, done = tmp_path / "go", tmp_path / "done"
     procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(LOCK_RACER), s3.url(".race2.lock"), str(go),
-                               json.dumps(s3.options())], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(4)]
+                               json.dumps(s3.options()), str(done)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
     try:
         for p in procs:
-            assert p.stdout.readline().strip() == "READY", p.stderr.read()
+            assert _line(p, budget.left(60)) == "READY", p.stderr.read()
         go.write_text("go")
-        outs = [p.communicate(timeout=budget.left(60))[0].strip() for p in procs]
+        outs = [_line(p, budget.left(60)) for p in procs]
+        done.write_text("done")
+        outs = [o + p.communicate(timeout=budget.left(60))[0].rstrip() for o, p in zip(outs, procs)]
     finally:
         for p in procs:
             if p.poll() is None:
