@@ -30,7 +30,7 @@ if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! comm
 fi
 
 # ---------------------------------------------------------------------------------------------- configuration
-cpus=$(nproc)
+cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # nproc obeys OMP_NUM_THREADS, which distributed sets to 1 in its parent process
 mem_mib=$(awk '/^MemTotal:/ {print int($2 / 1024)}' /proc/meminfo)
 # leave the OS 1 GiB (at most a quarter of the machine); slurmd drains a node that has less than configured
 reserve=$(( mem_mib / 4 < 1024 ? mem_mib / 4 : 1024 ))
