@@ -11,7 +11,7 @@ Both backends offer the same operations, so the training code is written once:
                               order on any number of workers, or in this process, so the model does not depend
                               on where it was trained. On a cluster one task per worker thread computes the
                               sums of the groups it holds (one round trip per evaluation, whatever the number of
-                              blocks), and one more task adds them.
+                              blocks); the client adds the groups' sums (gradients, never rows).
 ``tree_sum(fn, handles)``     a fixed-order two-level tree of ``fn`` over the handles (groups of FAN, then the
                               groups' results): results that already exist as futures (predict's histograms)
 ``memory()``                  the workers' total memory limit (0: unknown), for the cache policy
@@ -51,7 +51,7 @@ def group_sums(fn, add, spans: list[range], kw: dict, *items) -> list:
 
 
 def add_groups(add, order: list[tuple[int, int]], *per_task: list):
-    """Worker task: the groups' sums added in group order (``order``: (task, position in its list) of each)."""
+    """The groups' sums added in group order (``order``: (task, position in its list) of each)."""
     return add(*[per_task[t][k] for t, k in order])
 
 
@@ -155,11 +155,11 @@ class OnCluster:
                     order[k] = (len(futs), pos)
                 futs.append(self.client.submit(group_sums, fn, add, local, kw, *items, workers=[w],
                                                allow_other_workers=True, pure=False))
-        top = self.client.submit(add_groups, add, order, *futs, pure=False)
-        for fut in as_done([*futs, top], desc):  # bounded: a cluster that cannot run it ends the wait
-            if fut.status == "error" or fut is top:
+        for fut in as_done(futs, desc):  # bounded: a cluster that cannot run them ends the wait
+            if fut.status == "error":
                 break
-        return top.result()
+        # added here, in the same order: a task on a worker to add them would cost one more hop per evaluation
+        return add_groups(add, order, *self.client.gather(futs))
 
     def tree_sum(self, fn, handles, desc: str = "training"):
         handles = list(handles)
