@@ -12,18 +12,17 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from ..errors import AstrodaskError
 from .config import PROGRESS_EVERY
+from .watch import workers_now
 
 
 def wait_for_workers(client, n: int, timeout: float, message, progress=None) -> None:
     """Wait until ``n`` workers have joined (running, or paused for memory: the stages' waits report a cluster
-    that stays paused), for at most ``timeout`` seconds; then raise ``AstrodaskError(message(workers_now))``.
-    ``progress()`` is called every PROGRESS_EVERY seconds."""
-    from .watch import look
-
+    that stays paused), for at most ``timeout`` seconds; then raise ``AstrodaskError(message(joined))``, joined
+    being how many had. ``progress()`` is called every PROGRESS_EVERY seconds."""
     start = time.monotonic()
     deadline, next_note = start + timeout, start + PROGRESS_EVERY
     while True:
-        info = look(client) or {}
+        info = workers_now(client)
         have = sum(w.get("status") in ("running", "paused") for w in info.values())
         if have >= n:
             return
@@ -158,8 +157,6 @@ def register_malloc_plugin(client) -> None:
 
 def worker_memory(client) -> int:
     """Total memory limit of the cluster's workers in bytes (0 when unknown)."""
-    from .watch import workers_now
-
     return int(sum(w.get("memory_limit") or 0 for w in workers_now(client).values()))
 
 
