@@ -70,7 +70,7 @@ class TrainOptions:
     """Parallel mode: first fit the model until its objective flattens on a subsample of about this many training
     rows (chosen by a hash of the row id), then continue on all rows from there with the stopping rule (e.g.
     250000). 0 (the default): start from zero weights."""
-    companion_rows: int = 500_000
+    companion_rows: int = 250_000
     """Parallel mode: a spectroscopic model's photometric companion (it scores the rows without a usable redshift)
     trains on a hash subsample of about this many of the training rows, and validates on the validation rows in
     proportion, when there are more; 0: on all of them. A photometric model's accuracy stops moving before
@@ -98,7 +98,7 @@ class TrainOptions:
                               "use e.g. 250000, or 0 to start from zero weights")
         if self.companion_rows < 0:
             raise ConfigError("companion_rows", f"must be >= 0, got {self.companion_rows}",
-                              "use e.g. 500000, or 0 to train the companion on every training row")
+                              "use e.g. 250000, or 0 to train the companion on every training row")
         if not (self.eta0 > 0 and np.isfinite(self.eta0)):
             raise ConfigError("eta0", f"must be a positive number, got {self.eta0}", "use e.g. 0.01")
 

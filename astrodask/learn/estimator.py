@@ -195,7 +195,7 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
             if isinstance(v, bool) or not isinstance(v, numbers.Real):
                 raise ConfigError(name, f"must be a number, got {v!r}", "use e.g. 1e-5")
         for name, fix in (("patience", "use e.g. 5, or 0"), ("warm_start_rows", "use e.g. 250000, or 0"),
-                          ("companion_rows", "use e.g. 500000, or 0")):
+                          ("companion_rows", "use e.g. 250000, or 0")):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, numbers.Integral):
                 raise ConfigError(name, f"must be an integer, got {v!r}", fix)
