@@ -162,7 +162,10 @@ def fit(backend, items: list, n_rows: int, opts: TrainOptions, rule: SplitRule, 
                                         f"{n_train:,} training rows (companion_rows)")
     log(f"photometric companion ({companion}): scores every row whose redshift is no measurement (null, 0 or "
         f"flagged; {main.counts.unusable:,} of the labelled rows here){sub}")
-    comp = fit_one(backend, items, n_rows, replace(opts, features=companion), comp_rule, where=where,
+    # a subsample too small for two classes must name the option that made it
+    comp_where = where if comp_rule is rule else (f"{where} (the photometric companion's hash subsample of "
+                                                  f"~{opts.companion_rows:,} training rows, companion_rows)")
+    comp = fit_one(backend, items, n_rows, replace(opts, features=companion), comp_rule, where=comp_where,
                    workspace=workspace.child(COMPANION) if workspace is not None else None, shuffle=shuffle,
                    config=config, quiet=quiet, log=log, check_size=False)
     return replace(main, model=replace(main.model, companion=comp.model), companion=comp)

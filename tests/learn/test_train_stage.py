@@ -95,6 +95,18 @@ def test_the_companion_trains_on_a_hash_subsample_of_companion_rows(small_datase
     assert not np.allclose(full.companion.coef, sub.companion.coef)
 
 
+
+def test_a_companion_subsample_too_small_to_train_names_companion_rows(small_dataset, tmp_path):
+    """A subsample of ~1 row holds no row, or rows of one class: the error says it is the companion's subsample
+    and which option drew it, not only what is wrong with its rows."""
+    from astrodask.errors import AstrodaskError
+
+    with pytest.raises(AstrodaskError, match=r"photometric companion's hash subsample of ~1 training rows, "
+                                             r"companion_rows\): (no labelled training rows|the labelled training "
+                                             r"rows are all \w+)"):
+        _fit(small_dataset, tmp_path / "m", companion_rows=1, epochs=2, patience=0, report=False)
+
+
 def _checkpoint_epoch(staging: Path) -> int:
     try:
         return json.loads((staging / "checkpoint.json").read_text())["epoch"]
