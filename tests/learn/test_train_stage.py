@@ -95,7 +95,6 @@ def test_the_companion_trains_on_a_hash_subsample_of_companion_rows(small_datase
     assert not np.allclose(full.companion.coef, sub.companion.coef)
 
 
-
 def test_a_companion_subsample_too_small_to_train_names_companion_rows(small_dataset, tmp_path):
     """A subsample of ~1 row holds no row, or rows of one class: the error says it is the companion's subsample
     and which option drew it, not only what is wrong with its rows."""
