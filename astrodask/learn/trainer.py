@@ -158,13 +158,14 @@ def fit(backend, items: list, n_rows: int, opts: TrainOptions, rule: SplitRule, 
     n_train = int(main.counts.train.sum())
     # the incremental baseline's shuffled blocks are cut by the stage's own split: it trains on every row
     comp_rule = rule.sampled(opts.companion_rows, n_train) if opts.mode == "parallel" else rule
-    sub = "" if comp_rule is rule else (f"; trained on a hash subsample of ~{opts.companion_rows:,} of the "
-                                        f"{n_train:,} training rows (companion_rows)")
+    sub, comp_where = "", where
+    if comp_rule is not rule:  # the log and any error about its rows name the option that drew the subsample
+        sub = (f"; trained on a hash subsample of ~{opts.companion_rows:,} of the {n_train:,} training rows "
+               "(companion_rows)")
+        comp_where = (f"{where} (the photometric companion's hash subsample of ~{opts.companion_rows:,} training "
+                      "rows, companion_rows)")
     log(f"photometric companion ({companion}): scores every row whose redshift is no measurement (null, 0 or "
         f"flagged; {main.counts.unusable:,} of the labelled rows here){sub}")
-    # a subsample too small for two classes must name the option that made it
-    comp_where = where if comp_rule is rule else (f"{where} (the photometric companion's hash subsample of "
-                                                  f"~{opts.companion_rows:,} training rows, companion_rows)")
     comp = fit_one(backend, items, n_rows, replace(opts, features=companion), comp_rule, where=comp_where,
                    workspace=workspace.child(COMPANION) if workspace is not None else None, shuffle=shuffle,
                    config=config, quiet=quiet, log=log, check_size=False)
