@@ -66,10 +66,11 @@ class TrainOptions:
     ``spill`` keeps them on the workers' local disks (read back memory-mapped every pass), ``stream`` re-reads
     and re-expands the data every pass; ``auto`` keeps them in memory when they fit in half the workers' memory,
     else spills them (the incremental mode always keeps its shuffled blocks in memory)."""
-    warm_start_rows: int = 0
-    """Parallel mode: first fit the model until its objective flattens on a subsample of about this many training
-    rows (chosen by a hash of the row id), then continue on all rows from there with the stopping rule (e.g.
-    250000). 0 (the default): start from zero weights."""
+    warm_start_rows: int | None = None
+    """Parallel mode: first fit the model until its objective flattens on a hash subsample of about this many
+    training rows, then continue on all rows from there with the stopping rule. Unset (the default): a tenth of
+    the model's training rows, at most 250,000, when that is at least 100,000 (from ~1M training rows), else none;
+    0: start from zero weights."""
     companion_rows: int = 250_000
     """Parallel mode: a spectroscopic model's photometric companion (it scores the rows without a usable redshift)
     trains on a hash subsample of about this many of the training rows, and validates on the validation rows in
@@ -93,7 +94,7 @@ class TrainOptions:
                               "use e.g. 0.0005, or 0 to count any gain")
         if not (self.tol >= 0 and np.isfinite(self.tol)):
             raise ConfigError("tol", f"must be a finite number >= 0, got {self.tol}", "use e.g. 1e-9")
-        if self.warm_start_rows < 0:
+        if self.warm_start_rows is not None and self.warm_start_rows < 0:
             raise ConfigError("warm_start_rows", f"must be >= 0, got {self.warm_start_rows}",
                               "use e.g. 250000, or 0 to start from zero weights")
         if self.companion_rows < 0:

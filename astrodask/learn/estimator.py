@@ -105,9 +105,10 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
         Dask input: keep the training rows on the workers in a compact form (``memory``), on their local disks
         (``spill``), or remake them from the checked rows every pass (``stream``); ``auto`` keeps them in memory
         when they fit in half the workers' memory, else spills them.
-    warm_start_rows : int
+    warm_start_rows : int or None
         First fit to convergence on a subsample of about this many training rows (by a hash of the row), then
-        continue on all rows with the stopping rule; 0 starts from zero weights.
+        continue on all rows with the stopping rule; None (the default): a tenth of the training rows, at most
+        250,000, when that is at least 100,000, else none; 0 starts from zero weights.
     companion_rows : int
         A spectroscopic model's photometric companion trains on a hash subsample of about this many training rows
         when there are more; 0: on all of them.
@@ -194,16 +195,19 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, numbers.Real):
                 raise ConfigError(name, f"must be a number, got {v!r}", "use e.g. 1e-5")
-        for name, fix in (("patience", "use e.g. 5, or 0"), ("warm_start_rows", "use e.g. 250000, or 0"),
+        for name, fix in (("patience", "use e.g. 5, or 0"), ("warm_start_rows", "use e.g. 250000, 0 or None"),
                           ("companion_rows", "use e.g. 250000, or 0")):
             v = getattr(self, name)
+            if name == "warm_start_rows" and v is None:
+                continue
             if isinstance(v, bool) or not isinstance(v, numbers.Integral):
                 raise ConfigError(name, f"must be an integer, got {v!r}", fix)
         return TrainOptions(features=self.features, mode="parallel", epochs=int(self.max_iter), l2=float(self.l2),
                             class_weight=self.class_weight, patience=int(self.patience),
                             min_improvement=float(self.min_improvement), monitor=self.monitor,
                             tol=float(self.tol), cache=self.cache, report=False,
-                            warm_start_rows=int(self.warm_start_rows), companion_rows=int(self.companion_rows))
+                            warm_start_rows=None if self.warm_start_rows is None else int(self.warm_start_rows),
+                            companion_rows=int(self.companion_rows))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

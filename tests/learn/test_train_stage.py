@@ -80,6 +80,23 @@ def test_stream_spill_and_memory_cache_give_the_same_model(small_dataset, tmp_pa
         np.testing.assert_allclose(a.companion.coef, b.companion.coef, rtol=1e-9, atol=1e-9)
 
 
+def test_by_default_only_a_model_with_enough_rows_warm_starts(small_dataset, tmp_path, monkeypatch):
+    """Unset, the warm start takes a tenth of a model's training rows when that is at least WARM_AUTO_MIN: here the
+    spectroscopic model (~5,600 rows) warm-starts and its companion's 1,500-row subsample does not."""
+    monkeypatch.setattr("astrodask.learn.trainer.WARM_AUTO_MIN", 400)
+    r = _fit(small_dataset, tmp_path / "m", epochs=15, patience=0, report=False, companion_rows=1500)
+    warm, train = r.metrics.train["warm_start"], r.metrics.train["rows"]
+    assert warm is not None and warm["fraction"] == pytest.approx(0.1)
+    assert abs(warm["rows"] - 0.1 * train) <= 1 and warm["epochs"] > 0
+    assert r.metrics.train["companion"]["rows"] < 1700 and r.metrics.train["companion"]["warm_start"] is None
+    cold = _fit(small_dataset, tmp_path / "cold", epochs=15, patience=0, report=False, companion_rows=1500,
+                warm_start_rows=0)
+    assert cold.metrics.train["warm_start"] is None
+    a, b = SoftmaxModel.load(tmp_path / "m"), SoftmaxModel.load(tmp_path / "cold")
+    assert not np.allclose(a.coef, b.coef)  # the warm start changed where the full-data epochs began
+    np.testing.assert_array_equal(a.companion.coef, b.companion.coef)
+
+
 def test_the_companion_trains_on_a_hash_subsample_of_companion_rows(small_dataset, tmp_path):
     """With more training rows than ``companion_rows`` the companion trains on about that many (validation rows
     in proportion); the model itself and every holdout row are as with ``companion_rows=0``."""
