@@ -180,14 +180,15 @@ def _record_epoch_weights(monkeypatch) -> dict:
     return thetas
 
 
-@pytest.mark.parametrize("mode", ["parallel", "incremental"])
+@pytest.mark.parametrize("mode, warm", [("parallel", 0), ("incremental", 0), ("parallel", 2000)])
 def test_both_modes_keep_the_best_epoch_and_resume_without_resetting_patience(small_dataset, tmp_path, monkeypatch,
-                                                                              mode):
+                                                                              mode, warm):
     """One epoch loop for both optimisers: with patience the model is the best validation epoch's weights (not
     the last epoch's), and a training killed after the best epoch but before early stopping resumes with its
-    best epoch and patience intact: it stops where the uninterrupted run stopped, with the same model."""
+    best epoch and patience intact: it stops where the uninterrupted run stopped, with the same model (also
+    after a warm start, which large training sets have by default: the resumed run does not repeat it)."""
     patience = 3
-    kw = dict(mode=mode, epochs=40, patience=patience, report=False)
+    kw = dict(mode=mode, epochs=40, patience=patience, report=False, warm_start_rows=warm)
     thetas = _record_epoch_weights(monkeypatch)
     full = _fit(small_dataset, tmp_path / "full", **kw)
     hist = [h.to_json() for h in full.history]
@@ -215,6 +216,8 @@ def test_both_modes_keep_the_best_epoch_and_resume_without_resetting_patience(sm
     monkeypatch.setattr(loop.Checkpoint, "save", real_save)
     assert not (tmp_path / "cut").exists()
     resumed = _fit(small_dataset, tmp_path / "cut", resume=True, **kw)
+    assert (full.metrics.train["warm_start"] is not None) == (warm > 0)
+    assert resumed.metrics.train["warm_start"] is None  # resumed past it
     assert [h.epoch for h in resumed.history] == [h["epoch"] for h in hist]
     assert [h.valid_accuracy for h in resumed.history] == pytest.approx([h["valid_accuracy"] for h in hist],
                                                                         rel=1e-12)
