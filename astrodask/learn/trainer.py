@@ -128,15 +128,15 @@ def parallel_evaluator(backend, items: list, spec, weights: np.ndarray, rule: Sp
 WARM_WINDOW = 5
 WARM_RTOL = 3e-3
 """The warm start runs until the subsample's objective falls by less than WARM_RTOL (relative) over WARM_WINDOW
-epochs: near its optimum, where the full-data epochs that always follow refine it (10M resampled SDSS17 rows,
-2026-12-04: 1e-3 needed 99 subsample epochs, 3e-3 52, for 0.02 point less test accuracy)."""
+epochs: near its optimum; the full-data epochs that always follow refine it, so polishing the subsample's fit
+further costs epochs for little accuracy (benchmarks/README.md, "the default warm start")."""
 
 WARM_AUTO_ROWS = 250_000
 WARM_AUTO_SHARE = 0.1
 WARM_AUTO_MIN = 100_000
 """Unset ``warm_start_rows``: the warm start takes WARM_AUTO_SHARE of the training rows, at most WARM_AUTO_ROWS, and
-none when that is under WARM_AUTO_MIN (where full-data epochs are cheap anyway, and a subsample of a few ten
-thousand rows starts the photometric recipe worse than zero weights do): benchmarks/README.md, 2026-12-04."""
+none when that is under WARM_AUTO_MIN: full-data epochs are cheap there, and a companion warm-started from a tenth
+of its 250,000 rows ended less accurate than from zero weights (benchmarks/README.md, "the default warm start")."""
 
 
 def warm_fraction(opts: TrainOptions, counts: Counts) -> float:
