@@ -134,15 +134,16 @@ def summarise(item, feature_set: str, base_names: tuple[str, ...], rule: SplitRu
     raw = tr[list(raw_columns(feature_set))].to_numpy(dtype="float64", na_value=np.nan)
     base = base_matrix(tr, base_names, None)
     finite = np.isfinite(base)
-    b0 = np.where(finite, base, 0.0)
+    b0 = base if finite.all() else np.where(finite, base, 0.0)
     counts = np.stack([np.bincount(rows.labels[(split == s) & known], minlength=K) for s in SPLITS])
     per_class = None
     if by_class:
         y = rows.labels[train]
         per_class = tuple(quantile_summary(base[y == k]) for k in range(K))
-    return Summary(quantile_summary(raw, TAIL_LEVELS), quantile_summary(base), per_class, finite.sum(axis=0),
-                   b0.sum(axis=0), (b0 * b0).sum(axis=0), counts, int((rows.labels == labels.UNLABELLED).sum()),
-                   int((rows.labels == labels.UNUSABLE).sum()))
+    # count_nonzero and einsum: a third of the time of bool sums and a squared temporary (pass 1 reads every row)
+    return Summary(quantile_summary(raw, TAIL_LEVELS), quantile_summary(base), per_class,
+                   np.count_nonzero(finite, axis=0), b0.sum(axis=0), np.einsum("ij,ij->j", b0, b0), counts,
+                   int((rows.labels == labels.UNLABELLED).sum()), int((rows.labels == labels.UNUSABLE).sum()))
 
 
 # ------------------------------------------------------------------------------------------------ blocks
