@@ -106,8 +106,8 @@ class Summary(NamedTuple):
     raw: tuple
     """Quantile summary (``features.quantile_summary``) of the raw inputs at ``features.TAIL_LEVELS``: medians
     and the training domain's bounds."""
-    base: tuple
-    """Quantile summary of the base features."""
+    base: tuple | None
+    """Quantile summary of the base features (None with ``base_by_class``: the knots come from those)."""
     base_by_class: tuple | None
     """One quantile summary of the base features per class (class-balanced knots), or None."""
     n: np.ndarray
@@ -136,12 +136,14 @@ def summarise(item, feature_set: str, base_names: tuple[str, ...], rule: SplitRu
     finite = np.isfinite(base)
     b0 = base if finite.all() else np.where(finite, base, 0.0)
     counts = np.stack([np.bincount(rows.labels[(split == s) & known], minlength=K) for s in SPLITS])
-    per_class = None
+    whole, per_class = None, None
     if by_class:
         y = rows.labels[train]
         per_class = tuple(quantile_summary(base[y == k]) for k in range(K))
+    else:
+        whole = quantile_summary(base)
     # count_nonzero and einsum: a third of the time of bool sums and a squared temporary (pass 1 reads every row)
-    return Summary(quantile_summary(raw, TAIL_LEVELS), quantile_summary(base), per_class,
+    return Summary(quantile_summary(raw, TAIL_LEVELS), whole, per_class,
                    np.count_nonzero(finite, axis=0), b0.sum(axis=0), np.einsum("ij,ij->j", b0, b0), counts,
                    int((rows.labels == labels.UNLABELLED).sum()), int((rows.labels == labels.UNUSABLE).sum()))
 
