@@ -8,7 +8,8 @@ given ids 1..N, written as Parquet and converted once with ``astrodask convert``
 ``benchmarks/work/speed/``). On that one dataset, each step runs as its own process and is timed from launch to
 exit (interpreter, imports, LocalCluster or JVM start included):
 
-* ``astrodask train`` with the defaults (the stopping rule: patience 5 epochs at 0.0005 validation accuracy),
+* ``astrodask train`` with the defaults (the warm start from ~1M training rows; the stopping rule: patience 5
+  epochs, 3 after a warm start, at 0.0005 validation accuracy),
   and trained to the optimum (``--patience 50 --min-improvement 0``, the old default);
 * Spark's default multinomial LogisticRegression on the base features (``spark_job.py fit``);
 * ``astrodask predict`` (Parquet -> Parquet) vs ``spark_job.py predict`` vs raw pyarrow (read the same columns,

@@ -47,9 +47,10 @@ class TrainOptions:
     C = 1 / (l2 * n_train))."""
     class_weight: str | None = field(default=None, metadata={"choices": CLASS_WEIGHTS})
     """None (every row weighs 1) or ``balanced`` (rows weighted by n / (classes * n_class))."""
-    patience: int = 5
+    patience: int | None = None
     """Early stopping: stop when the monitored validation score has not improved by ``min_improvement`` for this
-    many epochs, and keep the best epoch's weights; 0 never stops early and keeps the last epoch's."""
+    many epochs, and keep the best epoch's weights; 0 never stops early and keeps the last epoch's. Unset (the
+    default): 5, or 3 after a warm start (its full-data epochs start next to the optimum)."""
     min_improvement: float = 0.0005
     """Early stopping: the least gain of the monitored validation score (accuracy as a fraction, or log-loss)
     that counts as an improvement; 0 counts any gain (with ``--patience 50``: train to the optimum)."""
@@ -87,7 +88,7 @@ class TrainOptions:
             raise ConfigError("epochs", f"must be at least 1, got {self.epochs}", "use 1 or more")
         if not (self.l2 >= 0 and np.isfinite(self.l2)):
             raise ConfigError("l2", f"must be a finite number >= 0, got {self.l2}", "use e.g. 1e-5")
-        if self.patience < 0:
+        if self.patience is not None and self.patience < 0:
             raise ConfigError("patience", f"must be >= 0, got {self.patience}", "use 0 to disable early stopping")
         if not (self.min_improvement >= 0 and np.isfinite(self.min_improvement)):
             raise ConfigError("min_improvement", f"must be a finite number >= 0, got {self.min_improvement}",

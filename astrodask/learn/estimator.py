@@ -83,10 +83,10 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
         L-BFGS stops when the relative decrease of the objective falls below this.
     class_weight : None or "balanced"
         Row weights by class.
-    patience : int
+    patience : int or None
         Early stopping on the validation rows: stop when the monitored score has not improved by
         ``min_improvement`` for this many epochs and keep the best epoch's weights; 0 never stops early and keeps
-        the last epoch's.
+        the last epoch's. None (the default): 5, or 3 after a warm start.
     min_improvement : float
         The least gain of the monitored score that counts as an improvement (0: any gain).
     monitor : {"accuracy", "loss"}
@@ -195,15 +195,16 @@ class SDSSClassifier(ClassifierMixin, BaseEstimator):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, numbers.Real):
                 raise ConfigError(name, f"must be a number, got {v!r}", "use e.g. 1e-5")
-        for name, fix in (("patience", "use e.g. 5, or 0"), ("warm_start_rows", "use e.g. 250000, 0 or None"),
+        for name, fix in (("patience", "use e.g. 5, 0 or None"), ("warm_start_rows", "use e.g. 250000, 0 or None"),
                           ("companion_rows", "use e.g. 250000, or 0")):
             v = getattr(self, name)
-            if name == "warm_start_rows" and v is None:
+            if name in ("patience", "warm_start_rows") and v is None:
                 continue
             if isinstance(v, bool) or not isinstance(v, numbers.Integral):
                 raise ConfigError(name, f"must be an integer, got {v!r}", fix)
+        patience = None if self.patience is None else int(self.patience)
         return TrainOptions(features=self.features, mode="parallel", epochs=int(self.max_iter), l2=float(self.l2),
-                            class_weight=self.class_weight, patience=int(self.patience),
+                            class_weight=self.class_weight, patience=patience,
                             min_improvement=float(self.min_improvement), monitor=self.monitor,
                             tol=float(self.tol), cache=self.cache, report=False,
                             warm_start_rows=None if self.warm_start_rows is None else int(self.warm_start_rows),

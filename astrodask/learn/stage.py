@@ -51,7 +51,7 @@ def _training_record(fitted: Fitted, cfg: TrainConfig) -> dict:
     return {"mode": cfg.mode, "features": cfg.features, "epochs": len(fitted.history),
             "best_epoch": fitted.best_epoch, "stop": fitted.stop, "seconds": fitted.seconds,
             "rows": int(fitted.counts.train.sum()), "unlabelled_rows": fitted.counts.unlabelled,
-            "unusable_rows": fitted.counts.unusable, "patience": cfg.patience,
+            "unusable_rows": fitted.counts.unusable, "patience": fitted.patience,
             "min_improvement": cfg.min_improvement, "monitor": cfg.monitor, "cache": fitted.cache,
             "warm_start": fitted.warm.to_json() if fitted.warm is not None else None}
 

@@ -35,6 +35,14 @@ from .loop import Checkpoint, EpochRecord, LoopSettings
 
 K = len(schema.CLASSES)
 
+PATIENCE = 5
+WARM_PATIENCE = 3
+"""Unset ``patience``: PATIENCE epochs, or WARM_PATIENCE when the model warm-starts. After a warm start the
+full-data epochs begin next to the optimum and the validation accuracy only creeps: in every warm-started run
+measured (1.5 M to 40 M rows) the best epoch fell within WARM_PATIENCE epochs of the last that improved by
+``min_improvement``, so the two further epochs PATIENCE waits changed no model and cost a full pass each
+(benchmarks/README.md, "patience after a warm start")."""
+
 
 @dataclass(frozen=True)
 class Workspace:
@@ -86,6 +94,8 @@ class Fitted:
     """The photometric companion of a spectroscopic model, trained on the same rows (or a subsample of them)."""
     warm: WarmStart | None = None
     """The warm start, when there was one (not after a resume past it)."""
+    patience: int = PATIENCE
+    """The stopping rule's patience (``patience_of``)."""
 
 
 SMALL = 100
@@ -137,6 +147,13 @@ WARM_AUTO_MIN = 100_000
 """Unset ``warm_start_rows``: the warm start takes WARM_AUTO_SHARE of the training rows, at most WARM_AUTO_ROWS, and
 none when that is under WARM_AUTO_MIN: full-data epochs are cheap there, and a companion warm-started from a tenth
 of its 250,000 rows ended less accurate than from zero weights (benchmarks/README.md, "the default warm start")."""
+
+
+def patience_of(opts: TrainOptions, warm: float) -> int:
+    """The stopping rule's patience for a model whose warm-start share is ``warm``."""
+    if opts.patience is not None:
+        return opts.patience
+    return WARM_PATIENCE if warm > 0 else PATIENCE
 
 
 def warm_fraction(opts: TrainOptions, counts: Counts) -> float:
@@ -255,7 +272,8 @@ def fit_one(backend, items: list, n_rows: int, opts: TrainOptions, rule: SplitRu
                                    spec.n_features, weights, opts.l2, opts.learning_rate, opts.eta0, opts.seed,
                                    opts.class_weight == "balanced")
     checkpoint = Checkpoint(workspace.directory, workspace.fingerprint) if workspace is not None else None
-    result = loop.run(opt, LoopSettings(opts.max_epochs, opts.patience, opts.monitor, quiet,
+    patience = patience_of(opts, warm_fraction(opts, counts))
+    result = loop.run(opt, LoopSettings(opts.max_epochs, patience, opts.monitor, quiet,
                                                  opts.min_improvement), checkpoint, resume, log)
     seconds = time.perf_counter() - t0
     del work, opt
@@ -266,7 +284,7 @@ def fit_one(backend, items: list, n_rows: int, opts: TrainOptions, rule: SplitRu
         n_unlabelled=int(counts.unlabelled), train_seconds=seconds, epochs_run=len(result.history),
         best_epoch=result.best_epoch, stop=result.stop), domain=domain)
     return Fitted(model, result.history, counts, cache, result.best_epoch, result.stop, seconds,
-                  warm=warm_info[0] if warm_info else None)
+                  warm=warm_info[0] if warm_info else None, patience=patience)
 
 
 def _warm_start(backend, work: list, spec, weights: np.ndarray, rule: SplitRule, warm: float, opts: TrainOptions,

@@ -97,6 +97,28 @@ def test_by_default_only_a_model_with_enough_rows_warm_starts(small_dataset, tmp
     np.testing.assert_array_equal(a.companion.coef, b.companion.coef)
 
 
+def test_unset_patience_is_the_warm_patience_for_a_warm_started_model_only(small_dataset, tmp_path, monkeypatch):
+    """The stopping rule's patience, recorded in metrics.json: WARM_PATIENCE for the warm-started model, PATIENCE
+    for its companion (no warm start), and a given patience for both; the early stop honours it."""
+    from astrodask.learn.trainer import PATIENCE, WARM_PATIENCE
+
+    monkeypatch.setattr("astrodask.learn.trainer.WARM_AUTO_MIN", 400)
+    r = _fit(small_dataset, tmp_path / "m", epochs=60, report=False, companion_rows=1500, min_improvement=0.01)
+    train = r.metrics.train
+    assert train["warm_start"] is not None and train["companion"]["warm_start"] is None
+    assert (train["patience"], train["companion"]["patience"]) == (WARM_PATIENCE, PATIENCE)
+    paying, score = 0, -np.inf  # the last epoch that improved by min_improvement, from the history alone
+    for rec in r.history:
+        if rec.valid_accuracy > score + 0.01:
+            paying, score = rec.epoch, rec.valid_accuracy
+        if rec.epoch - paying >= WARM_PATIENCE:
+            break
+    assert train["stop"] == "early_stop" and len(r.history) == rec.epoch == paying + WARM_PATIENCE
+    given = _fit(small_dataset, tmp_path / "given", epochs=60, report=False, companion_rows=1500,
+                 min_improvement=0.01, patience=4).metrics.train
+    assert (given["patience"], given["companion"]["patience"]) == (4, 4)
+
+
 def test_the_companion_trains_on_a_hash_subsample_of_companion_rows(small_dataset, tmp_path):
     """With more training rows than ``companion_rows`` the companion trains on about that many (validation rows
     in proportion); the model itself and every holdout row are as with ``companion_rows=0``."""

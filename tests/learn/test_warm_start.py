@@ -1,4 +1,5 @@
-"""Which models the warm start applies to (learn.trainer.warm_fraction) on its own."""
+"""Which models the warm start applies to (learn.trainer.warm_fraction), and the patience that follows it
+(learn.trainer.patience_of), on their own."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ import pytest
 from astrodask.errors import ConfigError
 from astrodask.learn.config import TrainOptions
 from astrodask.learn.feature_stats import Counts
-from astrodask.learn.trainer import WARM_AUTO_MIN, WARM_AUTO_ROWS, WARM_AUTO_SHARE, warm_fraction
+from astrodask.learn.trainer import (
+    PATIENCE,
+    WARM_AUTO_MIN,
+    WARM_AUTO_ROWS,
+    WARM_AUTO_SHARE,
+    WARM_PATIENCE,
+    patience_of,
+    warm_fraction,
+)
 
 
 def _counts(n_train: int) -> Counts:
@@ -48,3 +57,21 @@ def test_the_incremental_mode_never_warm_starts():
 def test_a_negative_warm_start_rows_is_refused_naming_the_option():
     with pytest.raises(ConfigError, match="warm_start_rows"):
         TrainOptions(warm_start_rows=-1)
+
+
+def test_unset_patience_is_shorter_after_a_warm_start_and_a_given_one_is_kept():
+    assert WARM_PATIENCE < PATIENCE
+    big, small = _counts(7_000_000), _counts(70_000)
+    opts = TrainOptions()
+    assert patience_of(opts, warm_fraction(opts, big)) == WARM_PATIENCE
+    assert patience_of(opts, warm_fraction(opts, small)) == PATIENCE
+    assert patience_of(TrainOptions(warm_start_rows=0), warm_fraction(TrainOptions(warm_start_rows=0), big)) == PATIENCE
+    for given in (0, 4, 50):
+        o = TrainOptions(patience=given)
+        assert patience_of(o, warm_fraction(o, big)) == given
+        assert patience_of(o, warm_fraction(o, small)) == given
+
+
+def test_a_negative_patience_is_refused_naming_the_option():
+    with pytest.raises(ConfigError, match="patience"):
+        TrainOptions(patience=-1)
