@@ -351,3 +351,28 @@ def test_a_cluster_without_workers_stops_training_in_one_line(lonely_scheduler):
     with Client(lonely_scheduler.address, timeout=30, set_as_default=False) as c:
         with pytest.raises(AstrodaskError, match="no workers"):
             OnCluster(c, quiet=True).map(abs, [1, 2, 3], placed=True)
+
+
+def _numpy_hugepages() -> bool:
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # NumPy 1.x
+        from numpy.core import multiarray
+    return bool(multiarray._get_madvise_hugepage())
+
+
+@pytest.mark.parametrize("environ, expected", [(None, False), ("1", True)])
+def test_workers_allocate_without_numpy_huge_pages_unless_the_environment_says(monkeypatch, environ, expected):
+    """Real LocalCluster workers: NumPy's huge-page madvise is off on them (their large arrays are cheaper to
+    fault in), unless NUMPY_MADVISE_HUGEPAGE in their environment chose; the client's own NumPy is left alone."""
+    from astrodask.cluster import connect
+
+    if environ is None:
+        monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE", raising=False)
+    else:
+        monkeypatch.setenv("NUMPY_MADVISE_HUGEPAGE", environ)
+    here = _numpy_hugepages()
+    with connect(ClusterConfig(n_workers=2, threads_per_worker=1), quiet=True) as client:
+        on_workers = client.run(_numpy_hugepages)
+    assert len(on_workers) == 2 and set(on_workers.values()) == {expected}
+    assert _numpy_hugepages() == here

@@ -208,9 +208,12 @@ def test_both_modes_keep_the_best_epoch_and_resume_without_resetting_patience(sm
     """One epoch loop for both optimisers: with patience the model is the best validation epoch's weights (not
     the last epoch's), and a training killed after the best epoch but before early stopping resumes with its
     best epoch and patience intact: it stops where the uninterrupted run stopped, with the same model (also
-    after a warm start, which large training sets have by default: the resumed run does not repeat it)."""
-    patience = 3
-    kw = dict(mode=mode, epochs=40, patience=patience, report=False, warm_start_rows=warm)
+    after a warm start, which large training sets have by default: the resumed run does not repeat it, and keeps
+    the unset patience's WARM_PATIENCE)."""
+    from astrodask.learn.trainer import WARM_PATIENCE
+
+    patience = WARM_PATIENCE
+    kw = dict(mode=mode, epochs=40, patience=None if warm else patience, report=False, warm_start_rows=warm)
     thetas = _record_epoch_weights(monkeypatch)
     full = _fit(small_dataset, tmp_path / "full", **kw)
     hist = [h.to_json() for h in full.history]
