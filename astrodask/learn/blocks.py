@@ -67,24 +67,42 @@ def usable(labels_: np.ndarray, frame: pd.DataFrame, feature_set: str, zwarning=
     return np.where((labels_ >= 0) & ~ok, labels.UNUSABLE, labels_).astype(np.int8)
 
 
+def _frame_rows(df: pd.DataFrame, columns: list[str], where: str) -> Rows:
+    """Rows of a frame in the dataset's columns, ``columns`` kept, labels as the frame has them (none marked)."""
+    y = labels.encode(df[schema.CLASS], where=f"{where}: column {schema.CLASS}") if schema.CLASS in df.columns \
+        else np.full(len(df), labels.UNLABELLED, np.int8)
+    zw = df[schema.ZWARNING].to_numpy(np.float64, na_value=np.nan) if schema.ZWARNING in df.columns else None
+    return Rows(df[columns], y, df[schema.ID].to_numpy(np.uint64), zw)
+
+
 def rows_from_frame(df: pd.DataFrame, feature_set: str, where: str = "a partition") -> Rows:
     """Rows of a frame in the dataset's columns (``obj_ID``, ``class`` and ``zwarning`` when present, the raw
     inputs)."""
-    y = labels.encode(df[schema.CLASS], where=f"{where}: column {schema.CLASS}") if schema.CLASS in df.columns \
-        else np.full(len(df), labels.UNLABELLED, np.int8)
-    frame = df[list(raw_columns(feature_set))]
-    zw = df[schema.ZWARNING].to_numpy(np.float64, na_value=np.nan) if schema.ZWARNING in df.columns else None
-    return Rows(frame, usable(y, frame, feature_set, zw), df[schema.ID].to_numpy(np.uint64), zw)
+    rows = _frame_rows(df, list(raw_columns(feature_set)), where)
+    return rows._replace(labels=usable(rows.labels, rows.frame, feature_set, rows.zwarning))
 
 
-def read_rows(file, feature_set: str) -> Rows:
-    """One dataset file's rows (on a worker)."""
+def _read(file, columns: list[str]) -> pd.DataFrame:
     from ..storage import parquet_file
 
     with parquet_file(file) as pf:
         have = set(pf.schema_arrow.names)
-    cols = [c for c in (schema.ID, schema.CLASS, schema.ZWARNING) if c in have] + list(raw_columns(feature_set))
-    return rows_from_frame(read_part(file, columns=list(dict.fromkeys(cols))), feature_set, where=str(file))
+    keys = [c for c in (schema.ID, schema.CLASS, schema.ZWARNING) if c in have]
+    return read_part(file, columns=list(dict.fromkeys(keys + columns)))
+
+
+def read_rows(file, feature_set: str) -> Rows:
+    """One dataset file's rows (on a worker)."""
+    return rows_from_frame(_read(file, list(raw_columns(feature_set))), feature_set, where=str(file))
+
+
+def rows_for(item, feature_sets: tuple[str, ...]) -> Rows:
+    """An item's rows with the raw columns of every one of ``feature_sets``, no label marked (``rows_of`` marks
+    them for each): a file read once for two models."""
+    if isinstance(item, Rows):
+        return item
+    cols = list(dict.fromkeys(c for fs in feature_sets for c in raw_columns(fs)))
+    return _frame_rows(_read(item, cols), cols, str(item))
 
 
 def rows_of(item, feature_set: str) -> Rows:
@@ -239,6 +257,33 @@ def dense_block(rows: Rows, spec: FeatureSpec, weights: np.ndarray, rule: SplitR
 def load_block(item, spec: FeatureSpec, weights: np.ndarray, rule: SplitRule, warm: float = 0.0) -> FeatureBlock:
     """A file's or Rows' compact block (the task whose results are persisted with ``--cache memory``)."""
     return make_block(rows_of(item, spec.feature_set), spec, weights, rule, warm)
+
+
+class Persisted(NamedTuple):
+    """One read of a file for a spectroscopic model and its photometric companion (:func:`persist_pair`): the
+    model's block, the companion's pass 1 summary, and the rows the companion trains and validates on."""
+
+    block: FeatureBlock
+    summary: Summary
+    rows: Rows
+
+
+def persist_pair(item, spec: FeatureSpec, weights: np.ndarray, rule: SplitRule, warm: float, companion: str,
+                 companion_rule: SplitRule, base_names: tuple[str, ...], by_class: bool) -> Persisted:
+    """The model's compact block (``load_block``) and, from the same rows, the companion's :func:`summarise` on
+    ``companion_rule`` and its TRAIN and VALID rows (its holdout rows are only counted)."""
+    rows = rows_for(item, (spec.feature_set, companion))
+    block = make_block(rows_of(rows, spec.feature_set), spec, weights, rule, warm)
+    summary = summarise(rows, companion, base_names, companion_rule, by_class)
+    keep = np.flatnonzero(np.isin(companion_rule.of(rows.keys), (TRAIN, VALID)))
+    zw = rows.zwarning[keep] if rows.zwarning is not None else None
+    kept = Rows(rows.frame[list(raw_columns(companion))].iloc[keep], rows.labels[keep], rows.keys[keep], zw)
+    return Persisted(block, summary, kept)
+
+
+def field_of(record: tuple, name: str):
+    """``getattr(record, name)``, as a task: a field of a result left on a worker, kept there."""
+    return getattr(record, name)
 
 
 def frame_block(df: pd.DataFrame, spec: FeatureSpec, weights: np.ndarray, rule: SplitRule) -> FeatureBlock:

@@ -17,6 +17,7 @@ from .. import schema
 from ..console import log as console_log
 from ..dataset import SplitRule
 from ..errors import AstrodaskError, ConfigError
+from ..features import RECIPES
 from ..model import ModelInfo, SoftmaxModel
 from ..storage import Location
 from . import blocks, loop
@@ -24,7 +25,9 @@ from .config import TrainOptions
 from .feature_stats import (
     FEATURES_JSON,
     Counts,
+    FittedFeatures,
     class_weights,
+    features_from_summaries,
     fit_features,
     fit_scaler,
     load_features,
@@ -96,6 +99,21 @@ class Fitted:
     """The warm start, when there was one (not after a resume past it)."""
     patience: int = PATIENCE
     """The stopping rule's patience (``patience_of``)."""
+    handoff: Handoff | None = None
+    """What this model's persist made for its companion (only between :func:`fit_one` and :func:`fit`)."""
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """The companion's pass 1 and rows, made by the model's persist from the same reads of the files
+    (``blocks.persist_pair``): handles to results left on the workers."""
+
+    rule: SplitRule
+    """The companion's split (``companion_rule``)."""
+    summaries: list
+    """Its pass 1 summary of each file."""
+    rows: list
+    """Its TRAIN and VALID rows of each file, on the worker that read it."""
 
 
 SMALL = 100
@@ -170,6 +188,12 @@ def warm_fraction(opts: TrainOptions, counts: Counts) -> float:
 COMPANION = "companion"
 
 
+def companion_rule(opts: TrainOptions, rule: SplitRule, counts: Counts) -> SplitRule:
+    """The companion's split: ``rule`` sampled to ``companion_rows`` training rows (the incremental baseline's
+    shuffled blocks are cut by the stage's own split: it trains on every row)."""
+    return rule.sampled(opts.companion_rows, int(counts.train.sum())) if opts.mode == "parallel" else rule
+
+
 def fit(backend, items: list, n_rows: int, opts: TrainOptions, rule: SplitRule, *, where: str,
         workspace: Workspace | None = None, shuffle: Callable | None = None, config: dict | None = None,
         quiet: bool = False, log: Callable[[str], None] = console_log, companion: str | None = None) -> Fitted:
@@ -179,13 +203,14 @@ def fit(backend, items: list, n_rows: int, opts: TrainOptions, rule: SplitRule, 
     ``shuffle(spec, weights) -> blocks`` makes the incremental mode's shuffled blocks (the stage's dataset).
     ``config`` goes into the model's ``info`` as the settings it was trained with.
     """
+    if opts.features != "spectroscopic":
+        companion = None
     main = fit_one(backend, items, n_rows, opts, rule, where=where, workspace=workspace, shuffle=shuffle,
-                   config=config, quiet=quiet, log=log)
-    if opts.features != "spectroscopic" or companion is None:
+                   config=config, quiet=quiet, log=log, companion=companion)
+    if companion is None:
         return main
     n_train = int(main.counts.train.sum())
-    # the incremental baseline's shuffled blocks are cut by the stage's own split: it trains on every row
-    comp_rule = rule.sampled(opts.companion_rows, n_train) if opts.mode == "parallel" else rule
+    comp_rule = companion_rule(opts, rule, main.counts)
     sub, comp_where = "", where
     if comp_rule is not rule:  # the log and any error about its rows name the option that drew the subsample
         sub = (f"; trained on a hash subsample of ~{opts.companion_rows:,} of the {n_train:,} training rows "
@@ -194,24 +219,32 @@ def fit(backend, items: list, n_rows: int, opts: TrainOptions, rule: SplitRule, 
                       "rows, companion_rows)")
     log(f"photometric companion ({companion}): scores every row whose redshift is no measurement (null, 0 or "
         f"flagged; {main.counts.unusable:,} of the labelled rows here){sub}")
-    comp = fit_one(backend, items, n_rows, replace(opts, features=companion), comp_rule, where=comp_where,
+    prefit, comp_items = None, items
+    if main.handoff is not None:  # the model's persist read the files for the companion too
+        prefit = features_from_summaries(backend.gather(main.handoff.summaries, "features: quantiles"), companion,
+                                         comp_where)
+        comp_items = main.handoff.rows
+    comp = fit_one(backend, comp_items, n_rows, replace(opts, features=companion), comp_rule, where=comp_where,
                    workspace=workspace.child(COMPANION) if workspace is not None else None, shuffle=shuffle,
-                   config=config, quiet=quiet, log=log, check_size=False)
-    return replace(main, model=replace(main.model, companion=comp.model), companion=comp)
+                   config=config, quiet=quiet, log=log, check_size=False, prefit=prefit)
+    return replace(main, model=replace(main.model, companion=comp.model), companion=comp, handoff=None)
 
 
 def fit_one(backend, items: list, n_rows: int, opts: TrainOptions, rule: SplitRule, *, where: str,
             workspace: Workspace | None = None, shuffle: Callable | None = None, config: dict | None = None,
-            quiet: bool = False, log: Callable[[str], None] = console_log, check_size: bool = True) -> Fitted:
-    """Fit the features on ``items`` (pass 1), build the feature blocks by the cache policy, fit the scaler and
-    run the epoch loop with the optimiser of ``opts.mode``: one model (``check_size``: log the
-    :func:`small_data` warning)."""
+            quiet: bool = False, log: Callable[[str], None] = console_log, check_size: bool = True,
+            companion: str | None = None, prefit: FittedFeatures | None = None) -> Fitted:
+    """Fit the features on ``items`` (pass 1; ``prefit``: already fitted), build the feature blocks by the cache
+    policy, fit the scaler and run the epoch loop with the optimiser of ``opts.mode``: one model
+    (``check_size``: log the :func:`small_data` warning). With ``companion`` (a feature set) and blocks kept in
+    memory, the persist also makes the companion's pass 1 and rows (``Fitted.handoff``): one read of the files
+    for both models."""
     resume = workspace is not None and workspace.resume
     fitted = load_features(workspace.directory, workspace.fingerprint) if resume else None
     if fitted is not None:
         log("resume: reusing fitted features")
     else:
-        fitted = fit_features(backend, items, opts.features, rule, where)
+        fitted = prefit or fit_features(backend, items, opts.features, rule, where)
     spec, counts, domain = fitted.spec, fitted.counts, fitted.domain
     present = [c for c, n in zip(schema.CLASSES, counts.train) if n]
     if len(present) < 2:
@@ -237,6 +270,7 @@ def fit_one(backend, items: list, n_rows: int, opts: TrainOptions, rule: SplitRu
 
     t0 = time.perf_counter()
     warm_info: list[WarmStart] = []
+    handoff = None
     if opts.mode == "parallel":
         need = blocks.compact_bytes(n_rows, spec, rule)
         memory = backend.memory()
@@ -247,7 +281,9 @@ def fit_one(backend, items: list, n_rows: int, opts: TrainOptions, rule: SplitRu
         warm = warm_fraction(opts, counts)
         work = list(items)
         kw = {"spec": spec, "weights": weights, "rule": rule, "warm": warm}
-        if cache == "memory":  # the compact rows do not depend on the scaler: built once, before it
+        if cache == "memory" and companion is not None:
+            handoff, work = _persist_pair(backend, work, opts, rule, counts, companion, kw)
+        elif cache == "memory":  # the compact rows do not depend on the scaler: built once, before it
             work = backend.map(blocks.load_block, work, "features: persist", placed=True, **kw)
         elif cache == "spill":
             work = backend.map(blocks.spill_block, work, "features: spill to the workers' disks", placed=True, **kw)
@@ -284,7 +320,21 @@ def fit_one(backend, items: list, n_rows: int, opts: TrainOptions, rule: SplitRu
         n_unlabelled=int(counts.unlabelled), train_seconds=seconds, epochs_run=len(result.history),
         best_epoch=result.best_epoch, stop=result.stop), domain=domain)
     return Fitted(model, result.history, counts, cache, result.best_epoch, result.stop, seconds,
-                  warm=warm_info[0] if warm_info else None, patience=patience)
+                  warm=warm_info[0] if warm_info else None, patience=patience, handoff=handoff)
+
+
+def _persist_pair(backend, items: list, opts: TrainOptions, rule: SplitRule, counts: Counts, companion: str,
+                  kw: dict) -> tuple[Handoff, list]:
+    """``blocks.persist_pair`` over ``items``: the companion's handoff, and the model's blocks (each on the worker
+    that read its file, as the rows handed off are)."""
+    recipe = RECIPES[companion]
+    comp_rule = companion_rule(opts, rule, counts)
+    made = backend.map(blocks.persist_pair, items, "features: persist", placed=True, companion=companion,
+                       companion_rule=comp_rule, base_names=recipe.base, by_class=recipe.knots_by == "class", **kw)
+    work = backend.map(blocks.field_of, made, placed=True, name="block")
+    handoff = Handoff(comp_rule, backend.map(blocks.field_of, made, name="summary"),
+                      backend.map(blocks.field_of, made, placed=True, name="rows"))
+    return handoff, work
 
 
 def _warm_start(backend, work: list, spec, weights: np.ndarray, rule: SplitRule, warm: float, opts: TrainOptions,

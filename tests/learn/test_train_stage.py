@@ -69,7 +69,8 @@ def test_auto_cache_follows_the_workers_memory(small_dataset, tmp_path, monkeypa
 
 
 def test_stream_spill_and_memory_cache_give_the_same_model(small_dataset, tmp_path):
-    kw = dict(epochs=15, patience=0, report=False, warm_start_rows=2000)  # a warm start on a subsample, then all
+    kw = dict(epochs=15, patience=0, report=False, warm_start_rows=2000,  # a warm start on a subsample, then all
+              companion_rows=1500)
     _fit(small_dataset, tmp_path / "mem", cache="memory", **kw)
     for other in ("stream", "spill"):
         r = _fit(small_dataset, tmp_path / other, cache=other, **kw)
@@ -78,6 +79,38 @@ def test_stream_spill_and_memory_cache_give_the_same_model(small_dataset, tmp_pa
         assert b.info.cache == other
         np.testing.assert_allclose(a.coef, b.coef, rtol=1e-9, atol=1e-9)
         np.testing.assert_allclose(a.companion.coef, b.companion.coef, rtol=1e-9, atol=1e-9)
+
+
+def test_the_models_persist_reads_the_files_for_its_companion(small_dataset, monkeypatch):
+    """With the blocks in memory the model's persist also makes its companion's pass 1 and rows: each file is read
+    twice in all (pass 1, persist) instead of four times (spill: each model reads it twice), and the companion
+    is the one the separate reads give, on its hash subsample and with the same holdout count."""
+    from astrodask.cluster.backend import InProcess
+    from astrodask.dataset import HOLDOUT, open_dataset
+    from astrodask.learn import blocks, trainer
+    from astrodask.learn.config import TrainOptions
+    from astrodask.storage import Location
+
+    ds = open_dataset(Location.of(str(small_dataset)))
+    read = blocks._read
+    reads: list[str] = []
+    monkeypatch.setattr(blocks, "_read", lambda file, columns: reads.append(str(file)) or read(file, columns))
+    fitted = {}
+    for cache in ("memory", "spill"):
+        reads.clear()
+        opts = TrainOptions(features="spectroscopic", cache=cache, epochs=6, patience=0, companion_rows=1500)
+        fitted[cache] = trainer.fit(InProcess(), list(ds.files), ds.n_rows, opts, HOLDOUT, where="test", quiet=True,
+                                    log=lambda line: None, companion="photometric")
+        assert fitted[cache].handoff is None
+        assert sorted(reads) == sorted([str(f) for f in ds.files] * (2 if cache == "memory" else 4)), cache
+    a, b = fitted["memory"].model, fitted["spill"].model
+    assert a.info.cache == "memory" and b.info.cache == "spill"
+    np.testing.assert_array_equal(a.coef, b.coef)
+    np.testing.assert_array_equal(a.companion.coef, b.companion.coef)
+    assert a.companion.spec.to_dict() == b.companion.spec.to_dict()
+    assert 1300 < a.companion.info.n_train < 1700
+    assert (a.companion.info.n_valid, a.companion.info.n_test) == (b.companion.info.n_valid, b.companion.info.n_test)
+    assert a.companion.info.n_test > a.info.n_test  # the companion counts the holdout rows without a redshift too
 
 
 def test_by_default_only_a_model_with_enough_rows_warm_starts(small_dataset, tmp_path, monkeypatch):
