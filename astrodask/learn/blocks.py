@@ -271,13 +271,20 @@ class Persisted(NamedTuple):
 def persist_pair(item, spec: FeatureSpec, weights: np.ndarray, rule: SplitRule, warm: float, companion: str,
                  companion_rule: SplitRule, base_names: tuple[str, ...], by_class: bool) -> Persisted:
     """The model's compact block (``load_block``) and, from the same rows, the companion's :func:`summarise` on
-    ``companion_rule`` and its TRAIN and VALID rows (its holdout rows are only counted)."""
+    ``companion_rule`` and its TRAIN and VALID rows (its holdout rows and the rows it skips are only counted)."""
     rows = rows_for(item, (spec.feature_set, companion))
     block = make_block(rows_of(rows, spec.feature_set), spec, weights, rule, warm)
-    summary = summarise(rows, companion, base_names, companion_rule, by_class)
-    keep = np.flatnonzero(np.isin(companion_rule.of(rows.keys), (TRAIN, VALID)))
+    split = companion_rule.of(rows.keys)
+    keep = np.flatnonzero((split == TRAIN) | (split == VALID))
+    cols = [rows.frame.columns.get_loc(c) for c in raw_columns(companion)]
     zw = rows.zwarning[keep] if rows.zwarning is not None else None
-    kept = Rows(rows.frame[list(raw_columns(companion))].iloc[keep], rows.labels[keep], rows.keys[keep], zw)
+    kept = Rows(rows.frame.iloc[keep, cols], rows.labels[keep], rows.keys[keep], zw)
+    summary = summarise(kept, companion, base_names, companion_rule, by_class)
+    y = usable(rows.labels, rows.frame, companion, rows.zwarning)  # what summarise of every row would count
+    counts = summary.counts.copy()
+    counts[SPLITS.index(TEST)] = np.bincount(y[(split == TEST) & (y >= 0)], minlength=K)
+    summary = summary._replace(counts=counts, unlabelled=int((y == labels.UNLABELLED).sum()),
+                               unusable=int((y == labels.UNUSABLE).sum()))
     return Persisted(block, summary, kept)
 
 
