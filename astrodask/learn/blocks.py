@@ -261,7 +261,9 @@ def load_block(item, spec: FeatureSpec, weights: np.ndarray, rule: SplitRule, wa
 
 class Persisted(NamedTuple):
     """One read of a file for a spectroscopic model and its photometric companion (:func:`persist_pair`): the
-    model's block, the companion's pass 1 summary, and the rows the companion trains and validates on."""
+    model's block, the companion's pass 1 summary, and the rows the companion trains and validates on. The
+    model trains on it as on its block: a worker holds and counts the block once (a task taking the block out
+    of it would hold it under two keys, and the worker's memory manager would count it twice)."""
 
     block: FeatureBlock
     summary: Summary
@@ -360,10 +362,12 @@ def spill_block(item, spec: FeatureSpec, weights: np.ndarray, rule: SplitRule, w
 
 
 def block_of(item, spec: FeatureSpec, weights: np.ndarray, rule: SplitRule, warm: float = 0.0) -> FeatureBlock:
-    """The block of an item: persisted, spilled (memory-mapped), or built from a file or Rows (``--cache
-    stream``)."""
+    """The block of an item: persisted (alone, or with a companion's pass 1 and rows), spilled (memory-mapped), or
+    built from a file or Rows (``--cache stream``)."""
     if isinstance(item, FeatureBlock):
         return item
+    if isinstance(item, Persisted):
+        return item.block
     if isinstance(item, SpilledBlock):
         return item.load()
     return load_block(item, spec, weights, rule, warm)

@@ -325,15 +325,14 @@ def fit_one(backend, items: list, n_rows: int, opts: TrainOptions, rule: SplitRu
 
 def _persist_pair(backend, items: list, opts: TrainOptions, rule: SplitRule, counts: Counts, companion: str,
                   kw: dict) -> tuple[Handoff, list]:
-    """``blocks.persist_pair`` over ``items``: the companion's handoff, and the model's blocks (each on the worker
+    """``blocks.persist_pair`` over ``items``: the companion's handoff, and the model's items (each on the worker
     that read its file, as the rows handed off are)."""
     recipe = RECIPES[companion]
     comp_rule = companion_rule(opts, rule, counts)
-    made = backend.map(blocks.persist_pair, items, "features: persist", placed=True, companion=companion,
+    work = backend.map(blocks.persist_pair, items, "features: persist", placed=True, companion=companion,
                        companion_rule=comp_rule, base_names=recipe.base, by_class=recipe.knots_by == "class", **kw)
-    work = backend.map(blocks.field_of, made, placed=True, name="block")
-    handoff = Handoff(comp_rule, backend.map(blocks.field_of, made, name="summary"),
-                      backend.map(blocks.field_of, made, placed=True, name="rows"))
+    handoff = Handoff(comp_rule, backend.map(blocks.field_of, work, name="summary"),
+                      backend.map(blocks.field_of, work, placed=True, name="rows"))
     return handoff, work
 
 

@@ -113,6 +113,45 @@ def test_the_models_persist_reads_the_files_for_its_companion(small_dataset, mon
     assert a.companion.info.n_test > a.info.n_test  # the companion counts the holdout rows without a redshift too
 
 
+def _block_bytes(item) -> int:
+    from astrodask.learn import blocks
+
+    return sum(part.nbytes for part in blocks.block_of(item, None, None, None))
+
+
+def test_a_persisted_pair_is_counted_once_in_the_workers_memory(small_dataset):
+    """The worker's memory manager counts each persisted block once, with the companion's rows and summaries
+    beside it: counted twice, 40M training rows crossed the workers' spill threshold and trained 1.2x slower
+    (benchmarks/README.md, 2026-12-06)."""
+    from dask.sizeof import sizeof
+    from distributed import wait
+
+    from astrodask.cluster.backend import OnCluster
+    from astrodask.dataset import HOLDOUT, open_dataset
+    from astrodask.learn import trainer
+    from astrodask.learn.config import TrainOptions
+    from astrodask.learn.feature_stats import fit_features
+    from astrodask.storage import Location
+
+    files = list(open_dataset(Location.of(str(small_dataset))).files)
+    with connect(ClusterConfig(n_workers=1), quiet=True) as client:
+        backend = OnCluster(client, quiet=True)
+        fitted = fit_features(backend, files, "spectroscopic", HOLDOUT, "test")
+        kw = {"spec": fitted.spec, "weights": np.ones(3), "rule": HOLDOUT, "warm": 0.0}
+        handoff, work = trainer._persist_pair(backend, files, TrainOptions(companion_rows=1500), HOLDOUT,
+                                              fitted.counts, "photometric", kw)
+        wait([*work, *handoff.summaries, *handoff.rows])
+        managed = sum(client.run(lambda dask_worker: dask_worker.state.nbytes).values())
+        held = sum(client.gather(client.map(_block_bytes, work, pure=False)))
+        # the handoff (summaries, rows) is held twice, in the pair and on its own: small beside real blocks
+        handed = sum(client.gather(client.map(sizeof, [*handoff.summaries, *handoff.rows], pure=False)))
+        assert held > 0 and len(work) == len(files)
+        assert held <= managed - 2 * handed < 1.25 * held
+        # the model trains on the pairs themselves: a block taken out by a later task would be held under a second
+        # key for as long as the pair lives (every block counted twice at once, before the pairs are released)
+        assert all(str(f.key).startswith("persist_pair-") for f in work)
+
+
 def test_by_default_only_a_model_with_enough_rows_warm_starts(small_dataset, tmp_path, monkeypatch):
     """Unset, the warm start takes a tenth of a model's training rows when that is at least WARM_AUTO_MIN: here the
     spectroscopic model (~5,600 rows) warm-starts and its companion's 1,500-row subsample does not."""
