@@ -106,10 +106,9 @@ class Fitted:
 @dataclass(frozen=True)
 class Handoff:
     """The companion's pass 1 and rows, made by the model's persist from the same reads of the files
-    (``blocks.persist_pair``): handles to results left on the workers."""
+    (``blocks.persist_pair``, on the companion's split ``companion_rule``): handles to results left on the
+    workers."""
 
-    rule: SplitRule
-    """The companion's split (``companion_rule``)."""
     summaries: list
     """Its pass 1 summary of each file."""
     rows: list
@@ -244,7 +243,7 @@ def fit_one(backend, items: list, n_rows: int, opts: TrainOptions, rule: SplitRu
     if fitted is not None:
         log("resume: reusing fitted features")
     else:
-        fitted = prefit or fit_features(backend, items, opts.features, rule, where)
+        fitted = prefit if prefit is not None else fit_features(backend, items, opts.features, rule, where)
     spec, counts, domain = fitted.spec, fitted.counts, fitted.domain
     present = [c for c, n in zip(schema.CLASSES, counts.train) if n]
     if len(present) < 2:
@@ -328,10 +327,10 @@ def _persist_pair(backend, items: list, opts: TrainOptions, rule: SplitRule, cou
     """``blocks.persist_pair`` over ``items``: the companion's handoff, and the model's items (each on the worker
     that read its file, as the rows handed off are)."""
     recipe = RECIPES[companion]
-    comp_rule = companion_rule(opts, rule, counts)
     work = backend.map(blocks.persist_pair, items, "features: persist", placed=True, companion=companion,
-                       companion_rule=comp_rule, base_names=recipe.base, by_class=recipe.knots_by == "class", **kw)
-    handoff = Handoff(comp_rule, backend.map(blocks.field_of, work, name="summary"),
+                       companion_rule=companion_rule(opts, rule, counts), base_names=recipe.base,
+                       by_class=recipe.knots_by == "class", **kw)
+    handoff = Handoff(backend.map(blocks.field_of, work, name="summary"),
                       backend.map(blocks.field_of, work, placed=True, name="rows"))
     return handoff, work
 
