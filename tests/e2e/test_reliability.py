@@ -267,9 +267,9 @@ def test_worker_killed_mid_training(dask_cluster, ref, tmp_path):
                            f"epoch {KILL_AT_EPOCH}")
         workers = _live_workers(dask_cluster)
         with dask_cluster.client() as c:
-            # the persisted blocks: loaded unscaled, then standardised in place (learn.trainer: blocks.load_block,
-            # blocks.standardise_block)
-            held = {a: sum(("load_block" in str(k) or "standardise_block" in str(k)) for k in keys)
+            # the persisted blocks (learn.trainer: blocks.load_block, or blocks.persist_pair for a spectroscopic
+            # model with its companion)
+            held = {a: sum(("load_block" in str(k) or "persist_pair" in str(k)) for k in keys)
                     for a, keys in c.has_what().items()}
         victim_addr = max(workers, key=lambda a: held.get(a, 0))
         assert held.get(victim_addr, 0) > 0, f"no worker holds the training blocks: {held}"
