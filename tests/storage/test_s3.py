@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -520,10 +521,19 @@ def test_two_jobs_racing_for_one_s3_output(s3, many, sched, tmp_path):
     budget = Budget(240)
     env, so = s3.bare_env(), s3.so()
     argv = ["predict", s3.url(many["dataset"]), s3.url("run1/model"), s3.url("race"), *sched, *so]
-    jobs = [Job.start(argv, env, tmp_path, f"race{k}") for k in (0, 1)]
-    codes = [j.wait(budget.left()) for j in jobs]
-    assert sorted(codes) == [0, 1], [(c, j.stderr) for c, j in zip(codes, jobs)]
-    winner, loser = (jobs[0], jobs[1]) if codes[0] == 0 else (jobs[1], jobs[0])
+    winner = Job.start(argv, env, tmp_path, "race0")
+    wait_until(lambda: s3.keys(".race.lock"), winner, "the first job's lock", timeout=budget.left(), poll=0.02)
+    # the first job paused (its lock stays live: same host, pid alive) while the second starts, so that the second
+    # meets the lock however soon the first would finish (started together, a slow start of one on a loaded
+    # machine let the other finish first); the lock's own race is the four racers' below
+    os.kill(winner.proc.pid, signal.SIGSTOP)
+    try:
+        loser = Job.start(argv, env, tmp_path, "race1")
+        lost = loser.wait(budget.left())
+    finally:
+        os.kill(winner.proc.pid, signal.SIGCONT)
+    codes = [winner.wait(budget.left()), lost]
+    assert codes == [0, 1], [(c, j.stderr) for c, j in zip(codes, (winner, loser))]
     line = one_line_error(subprocess.CompletedProcess([], 1, "", loser.stderr))
     assert f"another job (pid {winner.proc.pid} on " in line and s3.url(".race.lock") in line, line
     assert_clean_output(s3, "race")
