@@ -140,6 +140,14 @@ class Summary(NamedTuple):
     """Labelled rows the feature set cannot learn from (no usable redshift), left out."""
 
 
+def _counts(y: np.ndarray, split: np.ndarray) -> dict:
+    """A Summary's counts of rows with labels ``y`` in ``split``: (split, class) labelled rows, unlabelled,
+    unusable."""
+    known = y >= 0
+    return {"counts": np.stack([np.bincount(y[(split == s) & known], minlength=K) for s in SPLITS]),
+            "unlabelled": int((y == labels.UNLABELLED).sum()), "unusable": int((y == labels.UNUSABLE).sum())}
+
+
 def summarise(item, feature_set: str, base_names: tuple[str, ...], rule: SplitRule,
               by_class: bool = False) -> Summary:
     """Quantile summaries of the raw inputs and base features (also per class with ``by_class``), their moments
@@ -153,7 +161,6 @@ def summarise(item, feature_set: str, base_names: tuple[str, ...], rule: SplitRu
     base = base_matrix(tr, base_names, None)
     finite = np.isfinite(base)
     b0 = base if finite.all() else np.where(finite, base, 0.0)
-    counts = np.stack([np.bincount(rows.labels[(split == s) & known], minlength=K) for s in SPLITS])
     whole, per_class = None, None
     if by_class:
         y = rows.labels[train]
@@ -162,8 +169,8 @@ def summarise(item, feature_set: str, base_names: tuple[str, ...], rule: SplitRu
         whole = quantile_summary(base)
     # count_nonzero and einsum: a third of the time of bool sums and a squared temporary (pass 1 reads every row)
     return Summary(quantile_summary(raw, TAIL_LEVELS), whole, per_class,
-                   np.count_nonzero(finite, axis=0), b0.sum(axis=0), np.einsum("ij,ij->j", b0, b0), counts,
-                   int((rows.labels == labels.UNLABELLED).sum()), int((rows.labels == labels.UNUSABLE).sum()))
+                   np.count_nonzero(finite, axis=0), b0.sum(axis=0), np.einsum("ij,ij->j", b0, b0),
+                   **_counts(rows.labels, split))
 
 
 # ------------------------------------------------------------------------------------------------ blocks
@@ -281,12 +288,8 @@ def persist_pair(item, spec: FeatureSpec, weights: np.ndarray, rule: SplitRule, 
     cols = [rows.frame.columns.get_loc(c) for c in raw_columns(companion)]
     zw = rows.zwarning[keep] if rows.zwarning is not None else None
     kept = Rows(rows.frame.iloc[keep, cols], rows.labels[keep], rows.keys[keep], zw)
-    summary = summarise(kept, companion, base_names, companion_rule, by_class)
-    y = usable(rows.labels, rows.frame, companion, rows.zwarning)  # what summarise of every row would count
-    counts = summary.counts.copy()
-    counts[SPLITS.index(TEST)] = np.bincount(y[(split == TEST) & (y >= 0)], minlength=K)
-    summary = summary._replace(counts=counts, unlabelled=int((y == labels.UNLABELLED).sum()),
-                               unusable=int((y == labels.UNUSABLE).sum()))
+    summary = summarise(kept, companion, base_names, companion_rule, by_class)._replace(
+        **_counts(usable(rows.labels, rows.frame, companion, rows.zwarning), split))  # the counts of every row
     return Persisted(block, summary, kept)
 
 
